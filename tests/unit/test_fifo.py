@@ -1,0 +1,507 @@
+"""The FIFO scheduler driven event by event against a recording fake ``Effects``.
+
+No greenlets and no sleeps: each test plays the router's part, calling the
+``on_*`` methods in the order the events would arrive, and standing in for the
+processes by changing the fake's states when it completes a swap. Every test
+ends by settling everything still outstanding and checking that the
+scheduler's bookkeeping is back to zero and every request left exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from scheduler.errors import (
+    ConcurrencyLimited,
+    ModelNotFound,
+    RouteError,
+    ShuttingDown,
+    StartFailed,
+    Unloaded,
+)
+from scheduler.fifo import FifoScheduler, Request
+from scheduler.state import ProcessState
+from scheduler.swappers import Group, GroupSwapper
+
+READY = ProcessState.READY
+STOPPED = ProcessState.STOPPED
+IDLE = {"queued": [], "swaps": {}, "in_flight": {}, "waiting": {}}
+
+
+class FakeEffects:
+    """Records every call; the test owns the process states."""
+
+    def __init__(self, models: Sequence[str]) -> None:
+        self.states: dict[str, ProcessState] = {m: STOPPED for m in models}
+        self.swaps: list[tuple[str, frozenset[str]]] = []
+        self.grants: list[tuple[Request, str]] = []
+        self.errors: list[tuple[Request, RouteError]] = []
+        self.stops: list[list[str]] = []
+        self.departed: set[Request] = set()  # callers whose grant_serve returns False
+
+    def model_state(self, model: str) -> ProcessState | None:
+        return self.states.get(model)
+
+    def running_models(self) -> Mapping[str, ProcessState]:
+        gone = (ProcessState.STOPPED, ProcessState.SHUTDOWN)
+        return {m: s for m, s in self.states.items() if s not in gone}
+
+    def start_swap(self, model: str, evict: frozenset[str]) -> None:
+        self.swaps.append((model, evict))
+
+    def grant_serve(self, req: Request, model: str) -> bool:
+        self.grants.append((req, model))
+        return req not in self.departed
+
+    def grant_error(self, req: Request, error: RouteError) -> None:
+        self.errors.append((req, error))
+
+    def stop_processes(self, models: Sequence[str]) -> None:
+        self.stops.append(list(models))
+        for m in models:
+            self.states[m] = STOPPED
+
+
+class RecordingSwapper(GroupSwapper):
+    def __init__(self, groups: Sequence[Group], models: Sequence[str]) -> None:
+        super().__init__(groups, models)
+        self.started: list[tuple[str, frozenset[str]]] = []
+
+    def on_swap_start(self, target: str, running: frozenset[str]) -> None:
+        self.started.append((target, running))
+
+
+class Harness:
+    """A scheduler, its fake world, and the router's side of each event."""
+
+    def __init__(self, models: str = "ABC", groups: Sequence[Group] = (), **kwargs) -> None:
+        self.fx = FakeEffects(list(models))
+        self.swapper = RecordingSwapper(groups, list(models))
+        self.sched = FifoScheduler(self.swapper, self.fx, **kwargs)
+        self.sent: list[Request] = []
+        self.cancelled: list[Request] = []
+        self.served: list[Request] = []  # grants whose on_serve_done was posted
+
+    def ask(self, *models: str) -> list[Request]:
+        reqs = [Request(m) for m in models]
+        for req in reqs:
+            self.sent.append(req)
+            self.sched.on_request(req)
+        return reqs
+
+    def ready(self, *models: str) -> None:
+        for m in models:
+            self.fx.states[m] = READY
+
+    def complete(self, model: str, error: RouteError | None = None) -> None:
+        """The swap goroutine for ``model`` finished: apply its effect, report it."""
+        evict = next(e for t, e in reversed(self.fx.swaps) if t == model)
+        if error is None:
+            for m in evict:
+                self.fx.states[m] = STOPPED
+            self.fx.states[model] = READY
+        self.sched.on_swap_done(model, error)
+
+    def cancel(self, req: Request) -> None:
+        self.cancelled.append(req)
+        self.sched.on_cancel(req)
+
+    def finish(self, req: Request) -> None:
+        """A granted request's handler returned."""
+        assert req in self.taken(), "only a taken grant posts serve-done"
+        assert req not in self.served
+        self.served.append(req)
+        self.sched.on_serve_done(req.model)
+
+    def finish_model(self, model: str) -> None:
+        for req in self.taken():
+            if req.model == model and req not in self.served:
+                self.finish(req)
+
+    def taken(self) -> list[Request]:
+        return [r for r, _ in self.fx.grants if r not in self.fx.departed]
+
+    def granted_models(self) -> list[str]:
+        return [m for _, m in self.fx.grants]
+
+    def swap_targets(self) -> list[str]:
+        return [t for t, _ in self.fx.swaps]
+
+    def error_of(self, req: Request) -> RouteError:
+        (error,) = [e for r, e in self.fx.errors if r is req]
+        return error
+
+    def settle(self) -> None:
+        """Finish every open request and swap, then check the books balance."""
+        for _ in range(100):
+            snap = self.sched.snapshot()
+            open_grants = [r for r in self.taken() if r not in self.served]
+            if not open_grants and not snap["swaps"]:
+                break
+            for req in open_grants:
+                self.finish(req)
+            for target in list(self.sched.snapshot()["swaps"]):
+                self.complete(target)
+        assert self.sched.snapshot() == IDLE
+        self.assert_each_request_left_once()
+
+    def assert_each_request_left_once(self) -> None:
+        outcomes = (
+            [r for r, _ in self.fx.grants]
+            + [r for r, _ in self.fx.errors]
+            + [r for r in self.cancelled if r not in self._answered()]
+        )
+        for req in self.sent:
+            assert sum(o is req for o in outcomes) == 1, f"request for {req.model} left {outcomes}"
+
+    def _answered(self) -> list[Request]:
+        return [r for r, _ in self.fx.grants] + [r for r, _ in self.fx.errors]
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+# ---- collation ----------------------------------------------------------
+
+
+def test_abcabc_burst_is_served_in_three_swaps(h: Harness):
+    h.ask("A", "C", "B", "A", "C", "B")
+    assert h.swap_targets() == ["A"]
+    assert h.sched.snapshot()["queued"] == ["C", "B", "C", "B"]
+
+    h.complete("A")
+    assert h.granted_models() == ["A", "A"]
+    h.finish_model("A")
+    assert h.swap_targets() == ["A", "C"]
+
+    h.complete("C")
+    h.finish_model("C")
+    h.complete("B")
+    h.finish_model("B")
+
+    assert h.swap_targets() == ["A", "C", "B"]
+    assert h.granted_models() == ["A", "A", "C", "C", "B", "B"]
+    assert h.fx.errors == []
+    h.settle()
+
+
+def test_request_joins_in_flight_swap(h: Harness):
+    first, second = h.ask("A", "A")
+    assert h.swap_targets() == ["A"]
+    assert h.sched.snapshot()["swaps"] == {"A": {"evict": [], "waiters": 2}}
+
+    h.complete("A")
+    assert [r for r, _ in h.fx.grants] == [first, second]
+    assert h.sched.snapshot()["in_flight"] == {"A": 2}
+    h.settle()
+
+
+def test_ready_model_takes_fast_path(h: Harness):
+    h.ready("A")
+    (req,) = h.ask("A")
+    assert h.fx.swaps == []
+    assert h.fx.grants == [(req, "A")]
+    assert h.sched.snapshot()["in_flight"] == {"A": 1}
+    h.settle()
+
+
+def test_swap_records_itself_before_starting_and_logs_once(h: Harness):
+    h.ready("A")
+    h.ask("B", "B")
+    assert h.fx.swaps == [("B", frozenset({"A"}))]
+    assert h.swapper.started == [("B", frozenset({"A"}))]
+    h.settle()
+
+
+# ---- waiting for busy models -------------------------------------------
+
+
+def test_swap_waits_for_busy_model_to_drain(h: Harness):
+    h.ready("A")
+    a1, a2 = h.ask("A", "A")
+    h.ask("B")
+    assert h.fx.swaps == []
+    assert h.sched.snapshot()["queued"] == ["B"]
+
+    h.finish(a1)
+    assert h.fx.swaps == [], "A still has a request in flight"
+    h.finish(a2)
+    assert h.fx.swaps == [("B", frozenset({"A"}))]
+    h.settle()
+
+
+def test_ready_model_keeps_serving_while_another_waits_for_it_to_drain(h: Harness):
+    # The Go scheduler's known starvation: the fast path still admits A.
+    h.ready("A")
+    (a1,) = h.ask("A")
+    h.ask("B")
+    (a2,) = h.ask("A")
+    assert [r for r, _ in h.fx.grants] == [a1, a2]
+    h.settle()
+
+
+def test_no_request_served_while_its_model_is_being_evicted():
+    # B's exclusive group stops the non-exclusive A (the one-way quirk), while
+    # A, judged from its own group, would not need to evict anything.
+    h = Harness("AB", groups=[Group("shared", ("A",), exclusive=False), Group("solo", ("B",))])
+    h.ready("A")
+    h.ask("B")
+    assert h.fx.swaps == [("B", frozenset({"A"}))]
+
+    (a,) = h.ask("A")
+    assert h.fx.grants == [], "A is READY but being stopped: it must not be served"
+    assert h.sched.queue_position(a) == 1
+
+    h.complete("B")
+    assert h.swap_targets() == ["B", "A"], "A reloads next to B, evicting nothing"
+    assert h.fx.swaps[-1] == ("A", frozenset())
+    h.complete("A")
+    assert (a, "A") in h.fx.grants
+    h.settle()
+
+
+def test_parallel_swaps_when_evict_sets_disjoint():
+    groups = [
+        Group("left", ("A1", "A2"), exclusive=False),
+        Group("right", ("B1", "B2"), exclusive=False),
+    ]
+    h = Harness(("A1", "A2", "B1", "B2"), groups=groups)
+    h.ready("A1", "B1")
+    h.ask("A2", "B2")
+    assert h.fx.swaps == [("A2", frozenset({"A1"})), ("B2", frozenset({"B1"}))]
+    # B2's running set already counts A2, whose swap is committed.
+    assert h.swapper.started[1] == ("B2", frozenset({"A1", "B1", "A2"}))
+
+    h.complete("B2")
+    h.complete("A2")
+    assert sorted(h.granted_models()) == ["A2", "B2"]
+    h.settle()
+
+
+class TableSwapper:
+    """A matrix-like policy: each target names what it must stop, if running."""
+
+    def __init__(self, table: Mapping[str, set[str]]) -> None:
+        self.table = table
+
+    def eviction_for(self, target: str, running: frozenset[str]) -> frozenset[str]:
+        return frozenset(self.table.get(target, set())) & running - {target}
+
+    def on_swap_start(self, target: str, running: frozenset[str]) -> None:
+        pass
+
+
+def test_overlapping_evict_sets_run_one_after_another():
+    # Neither target stops the other, but both need S gone: no parallel swap.
+    h = Harness("ABS")
+    h.sched = FifoScheduler(TableSwapper({"A": {"S"}, "B": {"S"}}), h.fx)
+    h.ready("S")
+    h.ask("A", "B")
+    assert h.fx.swaps == [("A", frozenset({"S"}))]
+    h.complete("A")
+    assert h.fx.swaps[-1] == ("B", frozenset()), "S is gone now: B evicts nothing"
+    h.settle()
+
+
+# ---- cancellation and departed callers ----------------------------------
+
+
+def test_cancelled_queued_request_is_never_granted(h: Harness):
+    h.ask("A")
+    (b,) = h.ask("B")
+    h.cancel(b)
+    assert h.sched.queue_position(b) is None
+    assert h.sched.snapshot()["waiting"] == {"A": 1}
+
+    h.complete("A")
+    h.finish_model("A")
+    assert h.swap_targets() == ["A"], "no swap for a caller that left"
+    assert b not in [r for r, _ in h.fx.grants + h.fx.errors]
+    h.settle()
+
+
+def test_cancelled_waiter_does_not_count_in_flight(h: Harness):
+    first, second = h.ask("A", "A")
+    h.cancel(first)
+    h.cancel(second)
+    assert h.sched.snapshot()["swaps"] == {"A": {"evict": [], "waiters": 0}}
+
+    h.complete("A")  # the swap still completes, with nobody to grant
+    assert h.fx.grants == [] and h.fx.errors == []
+    assert h.sched.snapshot() == IDLE
+    h.ask("B")
+    assert h.fx.swaps[-1] == ("B", frozenset({"A"})), "idle A is evicted at once"
+    h.settle()
+
+
+def test_cancel_of_unknown_or_finished_request_is_a_noop(h: Harness):
+    h.ready("A")
+    (a,) = h.ask("A")
+    h.sched.on_cancel(a)  # already granted
+    h.sched.on_cancel(Request("A"))  # never seen
+    assert h.sched.snapshot()["in_flight"] == {"A": 1}
+    h.settle()
+
+
+def test_grant_to_departed_caller_is_not_counted(h: Harness):
+    gone, stays = Request("A"), Request("A")
+    h.fx.departed.add(gone)
+    for req in (gone, stays):
+        h.sent.append(req)
+        h.sched.on_request(req)
+    h.complete("A")
+    assert h.sched.snapshot()["in_flight"] == {"A": 1}
+
+    h.finish(stays)
+    h.ask("B")
+    assert h.fx.swaps[-1] == ("B", frozenset({"A"})), "A must not look busy forever"
+    h.settle()
+
+
+# ---- failures, unload, shutdown -----------------------------------------
+
+
+def test_failed_swap_errors_every_waiter(h: Harness):
+    reqs = h.ask("A", "A", "A")
+    failure = StartFailed("upstream command exited prematurely")
+    h.complete("A", error=failure)
+    assert [(r, e) for r, e in h.fx.errors] == [(r, failure) for r in reqs]
+    assert h.fx.grants == []
+    assert h.sched.snapshot() == IDLE
+    h.settle()
+
+
+def test_failed_swap_lets_queued_requests_try_again(h: Harness):
+    h.ask("A")
+    (b,) = h.ask("B")
+    h.complete("A", error=StartFailed("boom"))
+    assert h.swap_targets() == ["A", "B"]
+    h.complete("B")
+    assert (b, "B") in h.fx.grants
+    h.settle()
+
+
+def test_unload_errors_waiters_and_queued_and_stops(h: Harness):
+    waiting_a = h.ask("A", "A")
+    queued_b = h.ask("B")
+    (queued_c,) = h.ask("C")
+    h.sched.on_unload(["A", "B"])
+
+    for req in waiting_a + queued_b:
+        assert isinstance(h.error_of(req), Unloaded)
+    assert h.fx.stops == [["A", "B"]]
+    # The A swap was dropped, so C no longer collides and starts at once.
+    assert h.fx.swaps[-1] == ("C", frozenset())
+    assert h.sched.queue_position(queued_c) is None
+
+    h.complete("A")  # the dropped swap reports late: ignored
+    assert not any(m == "A" for _, m in h.fx.grants)
+    h.settle()
+
+
+def test_unload_leaves_in_flight_requests_to_report_themselves(h: Harness):
+    h.ready("A")
+    (a,) = h.ask("A")
+    h.sched.on_unload(["A"])
+    assert h.fx.stops == [["A"]]
+    assert h.sched.snapshot()["in_flight"] == {"A": 1}
+    h.finish(a)
+    assert h.sched.snapshot() == IDLE
+    h.settle()
+
+
+def test_shutdown_errors_everyone(h: Harness):
+    joined = h.ask("A", "A")
+    queued = h.ask("B", "C")
+    stop = ShuttingDown("llama-swap is shutting down")
+    h.sched.on_shutdown(stop)
+    assert {id(r) for r, e in h.fx.errors if e is stop} == {id(r) for r in joined + queued}
+    assert h.fx.stops == [], "teardown is the router's job"
+
+    (late,) = h.ask("A")
+    assert h.error_of(late) is stop
+    h.complete("A")  # a swap finishing after shutdown grants nothing
+    assert h.fx.grants == []
+    h.settle()
+
+
+# ---- admission, priority, lookups ---------------------------------------
+
+
+def test_concurrency_limit_counts_waiting_and_in_flight():
+    h = Harness(limits={"A": 2})
+    r1, r2, r3 = h.ask("A", "A", "A")
+    assert isinstance(h.error_of(r3), ConcurrencyLimited)
+    assert h.error_of(r3).status == 429
+
+    h.complete("A")
+    (r4,) = h.ask("A")
+    assert isinstance(h.error_of(r4), ConcurrencyLimited), "two are in flight now"
+
+    h.finish(r1)
+    (r5,) = h.ask("A")
+    assert (r5, "A") in h.fx.grants
+    h.settle()
+
+
+def test_concurrency_limit_counts_queued_requests():
+    h = Harness(limits={"B": 1})
+    h.ask("A")
+    (b1, b2) = h.ask("B", "B")
+    assert h.sched.queue_position(b1) == 1
+    assert isinstance(h.error_of(b2), ConcurrencyLimited)
+    h.settle()
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_non_positive_limit_means_default(limit: int):
+    h = Harness(limits={"A": limit}, default_limit=2)
+    reqs = h.ask("A", "A", "A")
+    assert [type(e) for _, e in h.fx.errors] == [ConcurrencyLimited]
+    assert h.fx.errors[0][0] is reqs[2]
+    h.settle()
+
+
+def test_priority_orders_queue_fifo_within_priority():
+    h = Harness("ABCD", priority={"C": 5, "D": 5})
+    h.ready("A")
+    (a,) = h.ask("A")
+    b, c1, d, c2, b2 = h.ask("B", "C", "D", "C", "B")
+    assert h.sched.snapshot()["queued"] == ["C", "D", "C", "B", "B"]
+    assert [h.sched.queue_position(r) for r in (c1, d, c2, b, b2)] == [1, 2, 3, 4, 5]
+
+    h.finish(a)
+    assert h.swap_targets() == ["C"]
+    h.complete("C")
+    h.finish_model("C")
+    h.complete("D")
+    h.finish_model("D")
+    h.complete("B")
+    assert h.swap_targets() == ["C", "D", "B"]
+    assert h.granted_models() == ["A", "C", "C", "D", "B", "B"]
+    h.settle()
+
+
+def test_unknown_model_is_404(h: Harness):
+    (req,) = h.ask("nope")
+    error = h.error_of(req)
+    assert isinstance(error, ModelNotFound)
+    assert error.status == 404 and "nope" in error.message
+    assert h.fx.swaps == []
+    h.settle()
+
+
+def test_stray_serve_done_is_ignored(h: Harness):
+    h.sched.on_serve_done("A")
+    assert h.sched.snapshot() == IDLE
+    h.settle()
+
+
+def test_swap_done_for_unknown_swap_is_ignored(h: Harness):
+    h.sched.on_swap_done("B", None)
+    assert h.fx.grants == [] and h.sched.snapshot() == IDLE
+    h.settle()
