@@ -1,0 +1,25 @@
+"""llama-swap's YAML config, loaded once into frozen dataclasses.
+
+``load_config(path)`` / ``load_config_text(text)`` return a ``Config`` or
+raise ``ConfigError`` naming the key path (or file line) at fault. Nothing
+outside this package reads the YAML. Module map: ``yamlio`` parses (and
+replaces ``${env.X}``), ``schema`` + ``fields`` check shapes and types,
+``macros`` owns the ``${...}`` language, ``command`` splits cmd strings,
+``build`` makes ModelConfigs (ports too), ``aliases``, ``routing``, ``peers``
+and ``virtual`` (profiles, selectors) the rest, ``loader`` runs it all,
+``model`` holds the dataclasses.
+"""
+
+from app.config.errors import ConfigError
+from app.config.frozen import FrozenDict
+from app.config.loader import load_config, load_config_text
+from app.config.model import (
+    Config, GroupConfig, ModelConfig, ModelFilters, PeerConfig, PeerFilters, Performance,
+    ProfileConfig, SelectorConfig, Timeouts,
+)
+
+__all__ = [
+    "Config", "ConfigError", "FrozenDict", "GroupConfig", "ModelConfig", "ModelFilters",
+    "PeerConfig", "PeerFilters", "Performance", "ProfileConfig", "SelectorConfig", "Timeouts",
+    "load_config", "load_config_text",
+]

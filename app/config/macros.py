@@ -1,0 +1,181 @@
+"""The ``${...}`` language: env references, user macros, and the reserved names.
+
+Semantics follow the Go llama-swap loader exactly, because configs written for
+it must expand the same way here:
+
+* ``${env.NAME}`` is replaced first, in every value of the file (see
+  ``yamlio``); an unset variable is an error.
+* A model sees one ordered macro list: ``MODEL_ID``, then the global macros in
+  file order, with a model macro of the same name replacing the global one *in
+  place* and new model macros appended. Expansion walks that list backwards
+  (last defined first), so a macro may use only macros that come before it:
+  a reference to a later one is introduced after that one was already
+  replaced and is left over, which is reported as "used before it is defined".
+* ``${PORT}`` is replaced after the user macros (so macros may contain it),
+  ``${PID}`` is left in ``cmdStop`` for the stop-time caller.
+* In structured values (metadata, setParamsByID, a peer's setParams) a string
+  that is exactly one macro reference takes the macro's value with its type (``"${temp}"`` →
+  ``0.7``); a reference inside a longer string is replaced by text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+MacroList = tuple[tuple[str, Any], ...]
+
+RESERVED = frozenset({"PORT", "MODEL_ID", "PID"})
+MAX_NAME_LENGTH = 63
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
+REF_RE = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
+ENV_REF_RE = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
+
+
+class MacroError(ValueError):
+    """A macro problem; the caller adds the key path."""
+
+
+# -- definitions -------------------------------------------------------------
+
+def check_definition(name: str, value: Any) -> None:
+    """Raise MacroError unless ``name: value`` is a legal macro definition."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise MacroError(f"macro name is longer than {MAX_NAME_LENGTH} characters")
+    if not NAME_RE.match(name):
+        raise MacroError("macro name must match ^[a-zA-Z0-9_-]+$")
+    if name in RESERVED:
+        raise MacroError(f"macro name '{name}' is reserved")
+    if not isinstance(value, (bool, int, float, str)):
+        raise MacroError("macro value must be a number, a bool or a string")
+    if isinstance(value, str) and f"${{{name}}}" in value:
+        raise MacroError(f"macro '{name}' refers to itself")
+
+
+def merged(model_id: str, global_macros: MacroList, model_macros: MacroList) -> MacroList:
+    """The macro list a model sees, in definition order (see module docstring)."""
+    entries: list[tuple[str, Any]] = [("MODEL_ID", model_id), *global_macros]
+    position = {name: i for i, (name, _) in enumerate(entries)}
+    for name, value in model_macros:
+        if name in position:
+            entries[position[name]] = (name, value)
+        else:
+            position[name] = len(entries)
+            entries.append((name, value))
+    return tuple(entries)
+
+
+# -- expansion ---------------------------------------------------------------
+
+def expand_text(text: str, macros: MacroList) -> str:
+    """Replace every macro of ``macros`` in ``text``, last defined first."""
+    for name, value in reversed(macros):
+        slug = f"${{{name}}}"
+        if slug in text:
+            text = text.replace(slug, go_text(value))
+    return text
+
+
+def expand_value(value: Any, macros: MacroList) -> Any:
+    """Like expand_text over a nested structure, keeping the type of whole-value references."""
+    if isinstance(value, str):
+        current: Any = value
+        for name, macro_value in reversed(macros):
+            if not isinstance(current, str):
+                break
+            slug = f"${{{name}}}"
+            if current == slug:
+                current = macro_value
+            elif slug in current:
+                current = current.replace(slug, go_text(macro_value))
+        return current
+    if isinstance(value, Mapping):
+        return {k: expand_value(v, macros) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [expand_value(v, macros) for v in value]
+    return value
+
+
+def leftover_refs(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(key path, name) of every ``${name}`` still present anywhere in ``value``."""
+    if isinstance(value, str):
+        for name in REF_RE.findall(value):
+            yield path, name
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from leftover_refs(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from leftover_refs(item, f"{path}[{index}]")
+
+
+def leftover_problem(name: str, macros: MacroList) -> str:
+    """Why ``${name}`` survived expansion, in words a user can act on."""
+    if name == "PORT":
+        return ("${PORT} is only assigned to a model whose cmd uses it, and only "
+                "cmd, cmdStop, proxy, name, description and metadata receive it")
+    if name == "PID":
+        return "${PID} can only be used in cmdStop"
+    if any(defined == name for defined, _ in macros):
+        return (f"macro '{name}' is used before it is defined "
+                "(a macro can only use macros defined above it)")
+    return f"unknown macro '${{{name}}}'"
+
+
+# -- environment -------------------------------------------------------------
+
+def substitute_env(text: str, lookup: Callable[[str], str | None]) -> str:
+    """Replace each ``${env.NAME}`` in ``text``; MacroError names an unset or unusable one."""
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = lookup(name)
+        if found is None:
+            raise MacroError(f"environment variable '{name}' is not set")
+        if any(c in found for c in "\n\r\x00"):
+            raise MacroError(f"environment variable '{name}' contains a newline or NUL byte")
+        return found
+
+    return ENV_REF_RE.sub(replace, text)
+
+
+# -- Go's %v -----------------------------------------------------------------
+
+_EXP_LIMIT = 6  # %v switches to exponent form at 1e+06
+
+
+def go_text(value: Any) -> str:
+    """A macro value as Go's ``fmt.Sprintf("%v", v)`` writes it (true, 0.7, 1e+06)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _go_float(value)
+    return str(value)
+
+
+def _go_float(f: float) -> str:
+    # %v is strconv.FormatFloat(f, 'g', -1, 64): the shortest digits that round-trip,
+    # in exponent form when the decimal exponent is < -4 or >= 6 (1e+06, 1.5e-05).
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "+Inf" if f > 0 else "-Inf"
+    if f == 0:
+        return "-0" if math.copysign(1.0, f) < 0 else "0"
+    sign, digits, exponent = Decimal(repr(f)).normalize().as_tuple()
+    text_digits = "".join(map(str, digits))
+    exp = len(text_digits) + int(exponent) - 1
+    prefix = "-" if sign else ""
+    if exp < -4 or exp >= _EXP_LIMIT:
+        mantissa = text_digits[0] + ("." + text_digits[1:] if len(text_digits) > 1 else "")
+        return f"{prefix}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    point = exp + 1
+    if point <= 0:
+        return f"{prefix}0.{'0' * -point}{text_digits}"
+    if point >= len(text_digits):
+        return f"{prefix}{text_digits}{'0' * (point - len(text_digits))}"
+    return f"{prefix}{text_digits[:point]}.{text_digits[point:]}"
+

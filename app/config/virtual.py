@@ -1,0 +1,88 @@
+"""Profiles and selectors: model ids that stand for other model ids.
+
+Checked as far as is cheap: shapes, a selector id may not be a model id or an
+alias, a selector may not target a selector. Targets that name nothing known
+are kept and warned about (llama-swap's own example uses placeholder names);
+resolving them is the router's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from app.config.errors import ConfigError
+from app.config.frozen import FrozenDict, freeze
+from app.config.model import PeerConfig, ProfileConfig, SelectorConfig
+
+
+def known_names(models: Collection[str], aliases: Collection[str],
+                peers: Mapping[str, PeerConfig], selectors: Collection[str]) -> frozenset[str]:
+    """Every id a request may name: models, aliases, peer models (bare and qualified), selectors."""
+    peer_models = {name for peer in peers.values() for model in peer.models
+                   for name in (model, f"{peer.id}/{model}")}
+    return frozenset({*models, *aliases, *peer_models, *selectors})
+
+
+def build_selectors(raw_selectors: Mapping[str, Mapping[str, Any]], models: Collection[str],
+                    aliases: Mapping[str, str]) -> FrozenDict:
+    selectors = {}
+    for selector_id, raw in raw_selectors.items():
+        path = f"selectors.{selector_id}"
+        if not selector_id.strip():
+            raise ConfigError("selector ids must not be empty", "selectors")
+        if selector_id in models:
+            raise ConfigError(f"selector '{selector_id}' has the id of model '{selector_id}'", path)
+        if selector_id in aliases:
+            raise ConfigError(f"selector '{selector_id}' is an alias of model "
+                              f"'{aliases[selector_id]}'", path)
+        if not raw["targets"]:
+            raise ConfigError("must list at least one target", f"{path}.targets")
+        for index, target in enumerate(raw["targets"]):
+            if target in raw_selectors:
+                raise ConfigError(f"'{target}' is a selector; selectors cannot target selectors",
+                                  f"{path}.targets[{index}]")
+        selectors[selector_id] = SelectorConfig(
+            id=selector_id,
+            strategy=raw["strategy"],
+            targets=tuple(raw["targets"]),
+            spillover=raw.get("settings", {}).get("spillover", 1),
+            name=raw.get("name", ""),
+            description=raw.get("description", ""),
+            unlisted=raw.get("unlisted", False),
+            metadata=freeze(raw.get("metadata", {})),
+        )
+    return FrozenDict(selectors)
+
+
+def build_profiles(raw_profiles: Mapping[str, Mapping[str, Any]]) -> FrozenDict:
+    profiles = {}
+    for name, raw in raw_profiles.items():
+        path = f"profiles.{name}"
+        if not name.strip():
+            raise ConfigError("profile names must not be empty", "profiles")
+        if not raw["pins"]:
+            raise ConfigError("must contain at least one pin", f"{path}.pins")
+        for pin in raw["pins"]:
+            if not pin.strip():
+                raise ConfigError("pin names must not be empty", f"{path}.pins")
+        profiles[name] = ProfileConfig(
+            name=name,
+            pins=FrozenDict((pin, target or None) for pin, target in raw["pins"].items()),
+            description=raw.get("description", ""),
+        )
+    return FrozenDict(profiles)
+
+
+def unknown_targets(profiles: Mapping[str, ProfileConfig],
+                    selectors: Mapping[str, SelectorConfig], known: frozenset[str]) -> list[str]:
+    """Warnings for pins and selector targets that name no known id."""
+    warnings = [f"profiles.{name}.pins.{pin}: '{target}' is not a known model, alias, "
+                f"peer model or selector"
+                for name, profile in profiles.items() for pin, target in profile.pins.items()
+                if target is not None and target not in known]
+    warnings += [f"selectors.{selector_id}.targets[{index}]: '{target}' is not a known model, "
+                 f"alias or peer model"
+                 for selector_id, selector in selectors.items()
+                 for index, target in enumerate(selector.targets) if target not in known]
+    return warnings

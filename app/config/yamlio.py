@@ -1,0 +1,170 @@
+"""YAML text → plain Python data, the way Go's yaml.v3 reads a llama-swap config.
+
+* YAML 1.2 core scalars: only ``true``/``false`` are bools and ``null``/``~``
+  is null, so a model called ``on`` or ``no`` stays a string, ``0755`` is the
+  integer 755 and dates stay strings.
+* Mapping keys are always strings (the key's text), duplicate keys are an
+  error with both line numbers, anchors and ``<<`` merges work.
+* ``${env.NAME}`` is replaced in every scalar (keys too) before anything else
+  looks at the data, and never in comments. A plain (unquoted) scalar is typed
+  after the replacement, so ``ttl: ${env.TTL}`` with ``TTL=60`` is the integer
+  60, as with Go's text-level replacement.
+* Every error is a ConfigError naming the source and line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import BaseResolver
+from yaml.scanner import Scanner
+
+from app.config.errors import ConfigError
+from app.config.macros import MacroError, substitute_env
+
+class _CoreResolver(BaseResolver):
+    """YAML 1.2 core schema, the one yaml.v3 uses for untyped values."""
+
+
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("merge", r"^<<$", "<"),
+):
+    _CoreResolver.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern),
+                                        list(_first))
+
+
+class _Constructor(SafeConstructor):
+    """SafeConstructor with core-schema numbers, string keys and no duplicate keys."""
+
+    def construct_yaml_bool(self, node: ScalarNode) -> bool:
+        return self.construct_scalar(node).lower() == "true"
+
+    def construct_yaml_int(self, node: ScalarNode) -> int:
+        text = self.construct_scalar(node)
+        if text.startswith(("0x", "0o")):
+            return int(text[2:], 16 if text[1] == "x" else 8)
+        return int(text, 10)
+
+    def construct_yaml_float(self, node: ScalarNode) -> float:
+        text = self.construct_scalar(node).lower()
+        if text.endswith(".inf"):
+            return float("-inf") if text.startswith("-") else float("inf")
+        if text == ".nan":
+            return float("nan")
+        return float(text)
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[str, Any]:
+        _reject_duplicate_keys(node)
+        self.flatten_mapping(node)
+        mapping: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise ConstructorError(None, None, "mapping keys must be plain values",
+                                       key_node.start_mark)
+            mapping[key_node.value] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+for _tag, _method in (("bool", _Constructor.construct_yaml_bool),
+                      ("int", _Constructor.construct_yaml_int),
+                      ("float", _Constructor.construct_yaml_float)):
+    _Constructor.add_constructor(f"tag:yaml.org,2002:{_tag}", _method)
+
+
+class _Loader(Reader, Scanner, Parser, Composer, _Constructor, _CoreResolver):
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        _Constructor.__init__(self)
+        _CoreResolver.__init__(self)
+
+
+def parse(text: str, source: str = "<config>",
+          env: Callable[[str], str | None] = os.environ.get) -> Any:
+    """The data of ``text``, ``${env.NAME}`` replaced; ConfigError on any problem."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _substitute_env(loader, root, "", env, set())
+        return loader.construct_document(root)
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(_describe(err, source)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: invalid YAML: {err}") from None
+    finally:
+        loader.dispose()
+
+
+def _describe(err: yaml.MarkedYAMLError, source: str) -> str:
+    mark = err.problem_mark or err.context_mark
+    where = f"{source}: line {mark.line + 1}, column {mark.column + 1}" if mark else source
+    problem = err.problem or err.context or "invalid YAML"
+    if err.problem and err.context:
+        context = err.context
+        if err.context_mark and err.context_mark.line != mark.line:
+            context += f" that starts on line {err.context_mark.line + 1}"
+        problem += f" ({context})"
+    return f"{where}: {problem}"
+
+
+def _reject_duplicate_keys(node: MappingNode) -> None:
+    seen: dict[str, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        if key_node.value in seen:
+            raise ConstructorError(
+                None, None,
+                f"duplicate key '{key_node.value}' (first defined on line {seen[key_node.value]})",
+                key_node.start_mark)
+        seen[key_node.value] = key_node.start_mark.line + 1
+
+
+def _substitute_env(loader: _Loader, node: Node, path: str,
+                    env: Callable[[str], str | None], done: set[int]) -> None:
+    if id(node) in done:  # an anchor's node is shared by its aliases
+        return
+    done.add(id(node))
+    if isinstance(node, ScalarNode):
+        if "${env." not in node.value:
+            return
+        try:
+            replaced = substitute_env(node.value, env)
+        except MacroError as err:
+            raise ConfigError(f"{err} (line {node.start_mark.line + 1})", path or "<top>") from None
+        plain = (True, False)
+        retype = node.style is None and node.tag == loader.resolve(ScalarNode, node.value, plain)
+        node.value = replaced
+        if retype:
+            node.tag = loader.resolve(ScalarNode, replaced, plain)
+    elif isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            _substitute_env(loader, key_node, path, env, done)
+            key = key_node.value if isinstance(key_node, ScalarNode) else "?"
+            _substitute_env(loader, value_node, join(path, key), env, done)
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            _substitute_env(loader, item, f"{path}[{index}]", env, done)
+
+
+def join(path: str, key: str) -> str:
+    """``path.key``, or ``key`` at the top."""
+    return f"{path}.{key}" if path else key
