@@ -1,0 +1,30 @@
+# The two commands a user needs: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= config.demo.yaml
+LISTEN ?= 127.0.0.1:8080
+
+.PHONY: install run test test-unit bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+run: install
+	$(PY) -m app --config $(CONFIG) --listen $(LISTEN)
+
+test: install
+	$(PY) -m pytest tests
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

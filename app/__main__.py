@@ -1,0 +1,90 @@
+"""The command line: ``python -m app --config FILE --listen HOST:PORT`` with llama-swap's flags.
+
+This process becomes the gunicorn master; the one gevent worker it forks
+builds the app. The config is loaded here first so that a bad file fails at
+start, naming the key, before anything is forked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from pathlib import Path
+
+from gunicorn.app.base import BaseApplication
+
+from app.config import ConfigError, load_config
+from app import CONFIG_ENV
+from app.version import __version__
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_listen(listen: str) -> str:
+    """llama-swap's ``--listen`` (``:8080``, ``host:port``, ``[::1]:port``) as a gunicorn bind."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen {listen!r}: expected HOST:PORT or :PORT")
+    return f"{host or '0.0.0.0'}:{port}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="llama-swap", description="Model swapping proxy for local inference servers.")
+    # Go's flag package takes -flag and --flag alike; accept both.
+    parser.add_argument("--config", "-config", default="config.yaml", help="config file (default config.yaml)")
+    parser.add_argument("--listen", "-listen", default=":8080", help="listen address (default :8080)")
+    parser.add_argument("--watch-config", "-watch-config", action="store_true",
+                        help="restart the server when the config file changes")
+    parser.add_argument("--tls-cert-file", "-tls-cert-file", default="", help="TLS certificate file")
+    parser.add_argument("--tls-key-file", "-tls-key-file", default="", help="TLS key file")
+    parser.add_argument("--version", "-version", action="store_true", help="print the version and exit")
+    return parser.parse_args(argv)
+
+
+class LlamaSwapApplication(BaseApplication):
+    """gunicorn with our gunicorn.conf.py and the CLI's bind, loading the app in the worker."""
+
+    def __init__(self, config_path: str, options: dict):
+        self._config_path = config_path
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+        settings.update(self._options)
+        for key, value in settings.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self):
+        from app.factory import create_app
+
+        return create_app(self._config_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.version:
+        print(f"llama-swap (python) version {__version__}")
+        return 0
+    try:
+        bind = parse_listen(args.listen)
+        config_path = os.path.abspath(args.config)
+        load_config(config_path)
+    except (ConfigError, ValueError) as exc:
+        print(f"llama-swap: {exc}", file=sys.stderr)
+        return 1
+    os.environ[CONFIG_ENV] = config_path
+    options = {"bind": [bind]}
+    if args.tls_cert_file or args.tls_key_file:
+        options.update(certfile=args.tls_cert_file, keyfile=args.tls_key_file)
+    if args.watch_config:
+        os.environ["LLAMA_SWAP_WATCH_CONFIG"] = "1"
+    LlamaSwapApplication(config_path, options).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""create_app(): load the config, build the router, register the blueprints.
+
+Nothing happens at import time; everything the app needs is built here, once
+per gunicorn worker (after gevent has patched the world).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+from flask import Flask, request
+
+from app import CONFIG_ENV, inference, status
+from app.config import Config, load_config
+from app.errors import register_error_handlers
+from app.logs import setup_logging, upstream_output_sink
+from app.proxy import UpstreamSessions
+from app.server import Server
+from app.wiring import build_router
+
+log = logging.getLogger("llama-swap")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def create_app(config_path: str | None = None, config: Config | None = None) -> Flask:
+    if config is None:
+        config = load_config(config_path or os.environ.get(CONFIG_ENV, "config.yaml"))
+    setup_logging(config)
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+
+    server = Server(config=config, router=build_router(config, upstream_output_sink()),
+                    sessions=UpstreamSessions())
+    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/ui")
+    app.extensions["llama_swap"] = server
+    app.json.sort_keys = False
+    register_error_handlers(app)
+    app.register_blueprint(inference.bp)
+    app.register_blueprint(status.bp)
+
+    @app.before_request
+    def _no_nagle() -> None:
+        # gunicorn writes headers and body in separate sends: without
+        # TCP_NODELAY a delayed-ACK client would stall the body ~40 ms.
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    @app.get("/ui")
+    def _ui_index():
+        return app.send_static_file("index.html")
+
+    log.info("llama-swap ready: %d models (%s)", len(config.models), ", ".join(config.models))
+    return app

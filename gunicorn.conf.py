@@ -1,0 +1,62 @@
+"""gunicorn settings: exactly one gevent worker, and the shutdown order.
+
+The scheduler's state lives in one process, so there is one worker. Teardown,
+in order:
+1. SIGTERM/SIGINT/SIGQUIT reach the worker: it stops every upstream at once
+   (graceful, then forced after each model's unloadTimeout), which also ends
+   streams in flight, while gunicorn stops accepting.
+2. The worker exits (``worker_exit`` stops anything still running: idempotent).
+3. If the master is SIGKILLed instead, the kernel SIGKILLs the worker
+   (parent-death signal set in ``post_fork``), whose upstreams die the same way.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import signal
+
+bind = os.environ.get("LLAMA_SWAP_BIND", "0.0.0.0:8080")
+worker_class = "gevent"
+workers = 1
+worker_connections = 1000
+timeout = 120  # heartbeat of a stuck worker, not a request timeout (gevent requests can stream for hours)
+graceful_timeout = 15
+keepalive = 10
+accesslog = None
+loglevel = "warning"
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _close_server(worker) -> None:
+    app = getattr(worker, "wsgi", None)
+    server = getattr(app, "extensions", {}).get("llama_swap") if app is not None else None
+    if server is not None:
+        server.close()
+
+
+def post_fork(server, worker):
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != server.pid:
+        os._exit(1)
+
+
+def post_worker_init(worker):
+    import gevent
+
+    default_exit = worker.handle_exit
+
+    def handle_term(sig, frame):
+        default_exit(sig, frame)
+        gevent.spawn(_close_server, worker)
+
+    signal.signal(signal.SIGTERM, handle_term)
+
+
+def worker_int(worker):
+    _close_server(worker)
+
+
+def worker_exit(server, worker):
+    _close_server(worker)

@@ -1,0 +1,35 @@
+"""Fixtures shared by the integration tests: a real server per test, and a leak check."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+from tests.helpers.server import LlamaSwapServer, processes_under, wait_for
+
+
+@pytest.fixture
+def llama_swap(tmp_path):
+    """Start a server on a config text; on teardown stop it and prove nothing leaked."""
+    servers: list[LlamaSwapServer] = []
+
+    def start(config_text: str) -> LlamaSwapServer:
+        server = LlamaSwapServer(tmp_path, config_text)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+    marker = str(tmp_path)
+    try:
+        wait_for(lambda: not processes_under(marker), timeout=5, what="every process of the test to exit")
+    except AssertionError:
+        leftovers = processes_under(marker)
+        for proc in leftovers:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        pytest.fail("leaked processes: " + "; ".join(" ".join(p.cmdline()) for p in leftovers
+                                                     if p.is_running()))

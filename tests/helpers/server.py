@@ -1,0 +1,113 @@
+"""Test helper: run the real server (``python -m app``: gunicorn + one gevent worker).
+
+Each test gets its own directory; every process the test causes (the server,
+its worker, each simulated upstream) carries that directory in its command
+line, so ``processes_under`` finds leftovers and the fixture can prove that
+nothing leaked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from tests.helpers.upstream import REPO_ROOT, free_port
+
+
+def fake_cmd(model: str, workdir: Path, *flags: str) -> str:
+    """The ``cmd`` of a model served by the simulated upstream; counts its starts in a file."""
+    extra = " ".join(flags)
+    return (f"{sys.executable} -m app.fake_upstream --port ${{PORT}} --model {model} "
+            f"--starts-file {workdir}/starts-{model} {extra}").strip()
+
+
+def processes_under(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid != os.getpid() and marker in " ".join(proc.info["cmdline"] or ()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class LlamaSwapServer:
+    """One running server on a free loopback port, with its config and log in ``workdir``."""
+
+    def __init__(self, workdir: Path, config_text: str):
+        self.workdir = workdir
+        self.config_path = workdir / "config.yaml"
+        self.config_path.write_text(config_text)
+        self.log_path = workdir / "server.log"
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def start(self, timeout: float = 30.0) -> "LlamaSwapServer":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app", "--config", str(self.config_path),
+                 "--listen", f"127.0.0.1:{self.port}"],
+                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_for(self._healthy, timeout, what=f"server health\n{self.log()}")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return requests.get(self.url("/health"), timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def starts(self, model: str) -> list[int]:
+        """Pids of every process start of ``model`` (from the simulated upstream's starts file)."""
+        path = self.workdir / f"starts-{model}"
+        return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+    def state_of(self, model: str) -> str | None:
+        running = requests.get(self.url("/running"), timeout=5).json()["running"]
+        return next((r["state"] for r in running if r["model"] == model), None)
+
+    def upstream_processes(self) -> list[psutil.Process]:
+        return [p for p in processes_under(str(self.workdir)) if "app.fake_upstream" in " ".join(p.cmdline())]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,183 @@
+"""The core end to end: real server, real simulated upstreams, over loopback.
+
+Each test reads like what a user would see: what comes back, how many
+processes were started, what is still running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import requests
+
+from tests.helpers.server import fake_cmd, wait_for
+from tests.helpers.upstream import running_fake_upstream
+
+
+def chat(name: str, *, stream: bool = False, max_tokens: int | None = None) -> dict:
+    body = {"model": name, "messages": [{"role": "user", "content": "hello"}], "stream": stream}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
+
+
+def models_config(tmp_path, models: dict[str, str], extra: str = "") -> str:
+    lines = ["healthCheckTimeout: 15", extra, "models:"]
+    for name, flags in models.items():
+        lines += [f"  {name}:", f"    cmd: {fake_cmd(name, tmp_path, flags)}"]
+    return "\n".join(lines) + "\n"
+
+
+def sse_contents(raw: bytes) -> list[str]:
+    """The delta texts of an OpenAI chat stream, in order."""
+    out = []
+    for line in raw.decode().splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            event = json.loads(line[6:])
+            for choice in event.get("choices", []):
+                text = choice.get("delta", {}).get("content")
+                if text:
+                    out.append(text)
+    return out
+
+
+def test_acbacb_burst_is_served_with_three_starts(llama_swap, tmp_path):
+    flags = "--load-time 0.5 --tokens 4"
+    server = llama_swap(models_config(tmp_path, {"A": flags, "B": flags, "C": flags}))
+
+    def ask(name: str) -> tuple[str, int, str]:
+        r = requests.post(server.url("/v1/chat/completions"), json=chat(name), timeout=30)
+        return name, r.status_code, r.json().get("model", "")
+
+    order = ["A", "C", "B", "A", "C", "B"]
+    with ThreadPoolExecutor(len(order)) as pool:
+        futures = []
+        for name in order:  # all six within 200 ms
+            futures.append(pool.submit(ask, name))
+            time.sleep(0.03)
+        results = [f.result() for f in futures]
+
+    assert [(name, status) for name, status, _ in results] == [(n, 200) for n in order]
+    assert all(served == name for name, _, served in results)
+    assert {m: len(server.starts(m)) for m in "ABC"} == {"A": 1, "B": 1, "C": 1}
+
+
+def test_stream_arrives_chunk_by_chunk_with_the_same_text_as_direct(llama_swap, tmp_path):
+    flags = "--tokens 20 --token-delay 0.05"
+    server = llama_swap(models_config(tmp_path, {"A": flags}))
+    requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=30).raise_for_status()
+
+    began = time.monotonic()
+    first_chunk_at = None
+    raw = b""
+    with requests.post(server.url("/v1/chat/completions"), json=chat("A", stream=True),
+                       stream=True, timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        assert r.headers["X-Accel-Buffering"] == "no"
+        for chunk in r.iter_content(None):
+            if first_chunk_at is None and b"tok0" in chunk:
+                first_chunk_at = time.monotonic() - began
+            raw += chunk
+    total = time.monotonic() - began
+
+    # 20 tokens 50 ms apart: the upstream sends its last token ~1 s in, and
+    # the first token must already have reached us long before that.
+    assert total >= 0.9
+    assert first_chunk_at is not None and first_chunk_at < total - 0.5
+    assert raw.rstrip().endswith(b"data: [DONE]")
+
+    with running_fake_upstream("--model", "A", *flags.split()) as direct:
+        direct_raw = requests.post(direct.url("/v1/chat/completions"), json=chat("A", stream=True),
+                                   timeout=30).content
+    assert sse_contents(raw) == sse_contents(direct_raw) == [f"tok{i} " for i in range(20)]
+
+
+def test_request_arriving_during_ttl_unload_succeeds_every_time(llama_swap, tmp_path):
+    # SIGTERM ignored and a 0.2 s unloadTimeout: every TTL unload spends 0.2 s
+    # in "stopping", a window we aim each request at.
+    config = f"""
+healthCheckTimeout: 15
+models:
+  A:
+    cmd: {fake_cmd("A", tmp_path, "--ignore-sigterm --tokens 2")}
+    ttl: 0.05
+    unloadTimeout: 0.2
+"""
+    server = llama_swap(config)
+    session = requests.Session()
+    for attempt in range(100):
+        r = session.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15)
+        assert r.status_code == 200, (attempt, r.text)
+        wait_for(lambda: server.state_of("A") == "stopping", timeout=5, interval=0.005,
+                 what="the TTL unload to begin")
+        r = session.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15)
+        assert r.status_code == 200, (attempt, r.text)
+    assert len(server.starts("A")) >= 100
+
+
+def test_client_hanging_up_while_queued_leaves_the_queue(llama_swap, tmp_path):
+    server = llama_swap(models_config(tmp_path, {"A": "--tokens 30 --token-delay 0.05", "B": ""}))
+    with requests.post(server.url("/v1/chat/completions"), json=chat("A", stream=True),
+                       stream=True, timeout=30) as busy:
+        chunks = busy.iter_content(None)
+        next(chunks)  # A is now serving a 1.5 s stream
+        # B must wait for A to drain; its client gives up while queued.
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        body = json.dumps(chat("B")).encode()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        wait_for(lambda: "B: queued" in server.log(), timeout=5, what="B to be queued")
+        sock.close()
+        wait_for(lambda: "B: client went away while waiting" in server.log(), timeout=5,
+                 what="the server to notice the hang-up")
+        for _ in chunks:
+            pass
+    # A drained, and nobody is waiting for B any more: B is never started.
+    r = requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=30)
+    assert r.status_code == 200
+    assert server.starts("B") == []
+    assert server.state_of("A") == "ready"
+
+
+def test_client_hanging_up_mid_stream_frees_its_model_at_once(llama_swap, tmp_path):
+    server = llama_swap(models_config(tmp_path, {"A": "--tokens 200 --token-delay 0.1", "B": "--tokens 2"}))
+    r = requests.post(server.url("/v1/chat/completions"), json=chat("A", stream=True), stream=True, timeout=30)
+    next(r.iter_content(None))
+    r.close()  # 20 s of stream left: hang up after the first chunk
+    began = time.monotonic()
+    r = requests.post(server.url("/v1/chat/completions"), json=chat("B"), timeout=30)
+    assert r.status_code == 200
+    assert time.monotonic() - began < 3
+    assert server.state_of("A") is None
+
+
+def test_sigkill_of_the_server_leaves_no_upstream_behind(llama_swap, tmp_path):
+    server = llama_swap(models_config(tmp_path, {"A": "--ignore-sigterm", "B": ""},
+                                      extra="routing:\n  router:\n    settings:\n      groups:\n"
+                                            "        both: {swap: false, members: [A, B]}"))
+    for name in ("A", "B"):
+        assert requests.post(server.url("/v1/chat/completions"), json=chat(name), timeout=30).status_code == 200
+    upstreams = server.upstream_processes()
+    assert len(upstreams) == 2
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.proc.wait()
+    gone, alive = psutil.wait_procs(upstreams, timeout=2)
+    assert alive == []
+
+
+def test_sigterm_stops_every_upstream_before_the_server_exits(llama_swap, tmp_path):
+    server = llama_swap(models_config(tmp_path, {"A": ""}))
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=30).status_code == 200
+    upstream = server.upstream_processes()
+    assert len(upstream) == 1
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=20)
+    assert not upstream[0].is_running()
+    assert "A: stopped pid" in server.log()
