@@ -10,6 +10,7 @@ from typing import Any
 
 # The config path handed from the CLI (gunicorn master) to the worker.
 CONFIG_ENV = "LLAMA_SWAP_CONFIG"
+WATCH_ENV = "LLAMA_SWAP_WATCH_CONFIG"
 
 
 def create_app(*args: Any, **kwargs: Any):  # noqa: ANN201 - returns a Flask app

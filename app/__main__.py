@@ -16,7 +16,7 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from app.config import ConfigError, load_config
-from app import CONFIG_ENV
+from app import CONFIG_ENV, WATCH_ENV
 from app.version import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls_cert_file or args.tls_key_file:
         options.update(certfile=args.tls_cert_file, keyfile=args.tls_key_file)
     if args.watch_config:
-        os.environ["LLAMA_SWAP_WATCH_CONFIG"] = "1"
+        os.environ[WATCH_ENV] = "1"
     LlamaSwapApplication(config_path, options).run()
     return 0
 

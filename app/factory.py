@@ -13,11 +13,12 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from app import CONFIG_ENV, inference, status
+from app import CONFIG_ENV, WATCH_ENV, inference, status
 from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.logs import setup_logging, upstream_output_sink
 from app.proxy import UpstreamSessions
+from app.reload import watch_config
 from app.server import Server
 from app.wiring import build_router
 
@@ -26,17 +27,22 @@ log = logging.getLogger("llama-swap")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
-def create_app(config_path: str | None = None, config: Config | None = None) -> Flask:
-    if config is None:
-        config = load_config(config_path or os.environ.get(CONFIG_ENV, "config.yaml"))
+def build_server(config: Config) -> Server:
     setup_logging(config)
     for warning in config.warnings:
         log.warning("config: %s", warning)
+    return Server(config=config, router=build_router(config, upstream_output_sink()),
+                  sessions=UpstreamSessions())
 
-    server = Server(config=config, router=build_router(config, upstream_output_sink()),
-                    sessions=UpstreamSessions())
+
+def create_app(config_path: str | None = None, config: Config | None = None,
+               watch: bool | None = None) -> Flask:
+    """The Flask app; ``watch`` (default: $LLAMA_SWAP_WATCH_CONFIG) reloads on config changes."""
+    config_path = config_path or os.environ.get(CONFIG_ENV, "config.yaml")
+    if config is None:
+        config = load_config(config_path)
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/ui")
-    app.extensions["llama_swap"] = server
+    app.extensions["llama_swap"] = build_server(config)
     app.json.sort_keys = False
     register_error_handlers(app)
     app.register_blueprint(inference.bp)
@@ -57,5 +63,10 @@ def create_app(config_path: str | None = None, config: Config | None = None) -> 
     def _ui_index():
         return app.send_static_file("index.html")
 
+    if watch is None:
+        watch = os.environ.get(WATCH_ENV) == "1"
+    if watch:
+        watch_config(app, config_path, build_server)
+        log.info("watching %s for changes", config_path)
     log.info("llama-swap ready: %d models (%s)", len(config.models), ", ".join(config.models))
     return app

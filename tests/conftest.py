@@ -13,8 +13,8 @@ def llama_swap(tmp_path):
     """Start a server on a config text; on teardown stop it and prove nothing leaked."""
     servers: list[LlamaSwapServer] = []
 
-    def start(config_text: str) -> LlamaSwapServer:
-        server = LlamaSwapServer(tmp_path, config_text)
+    def start(config_text: str, *extra_args: str) -> LlamaSwapServer:
+        server = LlamaSwapServer(tmp_path, config_text, extra_args)
         servers.append(server)
         return server.start()
 

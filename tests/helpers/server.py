@@ -54,7 +54,8 @@ def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "con
 class LlamaSwapServer:
     """One running server on a free loopback port, with its config and log in ``workdir``."""
 
-    def __init__(self, workdir: Path, config_text: str):
+    def __init__(self, workdir: Path, config_text: str, extra_args: tuple[str, ...] = ()):
+        self.extra_args = extra_args
         self.workdir = workdir
         self.config_path = workdir / "config.yaml"
         self.config_path.write_text(config_text)
@@ -73,7 +74,7 @@ class LlamaSwapServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "app", "--config", str(self.config_path),
-                 "--listen", f"127.0.0.1:{self.port}"],
+                 "--listen", f"127.0.0.1:{self.port}", *self.extra_args],
                 cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         wait_for(self._healthy, timeout, what=f"server health\n{self.log()}")
