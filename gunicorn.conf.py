@@ -20,8 +20,8 @@ worker_class = "gevent"
 workers = 1
 worker_connections = 1000
 timeout = 120  # heartbeat of a stuck worker, not a request timeout (gevent requests can stream for hours)
-graceful_timeout = 15
-keepalive = 10
+graceful_timeout = 10
+keepalive = 2  # idle client connections hold up a graceful exit this long
 accesslog = None
 loglevel = "warning"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 from flask import Flask, request
@@ -17,7 +18,7 @@ from app import CONFIG_ENV, WATCH_ENV, inference, status
 from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.logs import setup_logging, upstream_output_sink
-from app.proxy import UpstreamSessions
+from app.proxy import BEGAN_KEY, UpstreamSessions
 from app.reload import watch_config
 from app.server import Server
 from app.wiring import build_router
@@ -49,7 +50,8 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     app.register_blueprint(status.bp)
 
     @app.before_request
-    def _no_nagle() -> None:
+    def _note_arrival_and_no_nagle() -> None:
+        request.environ[BEGAN_KEY] = time.monotonic()
         # gunicorn writes headers and body in separate sends: without
         # TCP_NODELAY a delayed-ACK client would stall the body ~40 ms.
         sock = request.environ.get("gunicorn.socket")

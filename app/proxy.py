@@ -10,6 +10,7 @@ up, whichever comes first: that is what lets a model be evicted again.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Iterator
 
 import requests
@@ -31,6 +32,7 @@ HOP_BY_HOP = frozenset({
 NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "accept-encoding"}
 
 CONNECT_TIMEOUT = 30.0
+BEGAN_KEY = "llama_swap.began"  # environ key: monotonic time the request arrived
 
 
 class UpstreamSessions:
@@ -93,6 +95,7 @@ def forward(lease: Lease, sessions: UpstreamSessions, environ: dict, method: str
     # the upstream is closed (and the model freed) at once, not at the next chunk.
     watch = HangupWatch(environ, upstream.close) if "content-length" not in upstream.headers else None
     finished = False
+    sent = 0
 
     def finish() -> None:
         nonlocal finished
@@ -102,10 +105,16 @@ def forward(lease: Lease, sessions: UpstreamSessions, environ: dict, method: str
                 watch.stop()
             upstream.close()
             lease.release()
+            began = environ.get(BEGAN_KEY)
+            took = f" in {time.monotonic() - began:.3f}s" if began is not None else ""
+            log.info("%s: %s %s %d, %d bytes%s", lease.model, method, path, upstream.status_code, sent, took)
 
     def body_chunks() -> Iterator[bytes]:
+        nonlocal sent
         try:
-            yield from upstream.iter_content(None)
+            for chunk in upstream.iter_content(None):
+                sent += len(chunk)
+                yield chunk
         except Exception as exc:  # upstream died or was closed by a hang-up
             log.info("%s: stream from upstream ended early: %s", lease.model, exc)
         finally:

@@ -45,3 +45,9 @@ class Unloaded(RouteError):
 
 class ShuttingDown(RouteError):
     status = 503
+
+
+class ClientGone(RouteError):
+    """The client hung up before it was served (nginx's 499); nobody reads this answer."""
+
+    status = 499

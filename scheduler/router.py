@@ -27,7 +27,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Queue
 
-from scheduler.errors import RouteError, ShuttingDown, StartFailed
+from scheduler.errors import ClientGone, RouteError, ShuttingDown, StartFailed
 from scheduler.fifo import FifoScheduler, Request
 from scheduler.process import UpstreamProcess
 from scheduler.state import ProcessState
@@ -60,15 +60,21 @@ class Ticket(Request):
             self._reply.set_exception(error)
 
     def withdraw(self) -> bool:
-        """The caller leaves; True when it left before any answer."""
+        """The caller leaves; True when it left before any answer.
+
+        The waiting view is woken with ClientGone so its greenlet (and the
+        client's socket) are freed now, not at shutdown.
+        """
         if self._status != _WAITING:
             return False
         self._status = _CANCELLED
+        self._reply.set_exception(ClientGone(f"client went away while waiting for model {self.model}"))
         return True
 
     def wait(self, timeout: float | None = None) -> "Lease | None":
         """The lease (raises the RouteError); None if ``timeout`` passed first."""
-        if not self._reply.wait(timeout):
+        self._reply.wait(timeout)
+        if not self._reply.ready():
             return None
         return self._reply.get()
 

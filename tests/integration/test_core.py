@@ -134,9 +134,14 @@ def test_client_hanging_up_while_queued_leaves_the_queue(llama_swap, tmp_path):
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         wait_for(lambda: "B: queued" in server.log(), timeout=5, what="B to be queued")
+        client_port = sock.getsockname()[1]
         sock.close()
         wait_for(lambda: "B: client went away while waiting" in server.log(), timeout=5,
                  what="the server to notice the hang-up")
+        # ...and lets go of B's connection now, not at shutdown.
+        (worker,) = psutil.Process(server.proc.pid).children()
+        wait_for(lambda: all(c.raddr == () or c.raddr.port != client_port for c in worker.net_connections()),
+                 timeout=5, what="the worker to close the departed client's connection")
         for _ in chunks:
             pass
     # A drained, and nobody is waiting for B any more: B is never started.
