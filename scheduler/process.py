@@ -74,6 +74,13 @@ class ProcessSpec:
     cwd: str | None = None
 
 
+def next_health_interval(elapsed: float, previous: float) -> float:
+    """Seconds until the next health poll, ``elapsed`` seconds after spawn."""
+    if elapsed <= HEALTH_FAST_PERIOD:
+        return HEALTH_FIRST_INTERVAL
+    return min(HEALTH_MAX_INTERVAL, previous * HEALTH_BACKOFF)
+
+
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """A preexec_fn asking the kernel to SIGKILL the child when we die."""
 
@@ -329,8 +336,7 @@ class UpstreamProcess:
                         return
                 except requests.RequestException:
                     pass
-                if now - self._started_at > HEALTH_FAST_PERIOD:
-                    interval = min(HEALTH_MAX_INTERVAL, interval * HEALTH_BACKOFF)
+                interval = next_health_interval(now - self._started_at, interval)
                 gevent.sleep(interval)
 
     def _begin_stop(self) -> None:

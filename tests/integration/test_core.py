@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
+import pytest
 import requests
 
 from tests.helpers.server import fake_cmd, wait_for
@@ -177,12 +178,13 @@ def test_sigkill_of_the_server_leaves_no_upstream_behind(llama_swap, tmp_path):
     assert alive == []
 
 
-def test_sigterm_stops_every_upstream_before_the_server_exits(llama_swap, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_or_sigint_stops_every_upstream_before_the_server_exits(llama_swap, tmp_path, signum):
     server = llama_swap(models_config(tmp_path, {"A": ""}))
     assert requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=30).status_code == 200
     upstream = server.upstream_processes()
     assert len(upstream) == 1
-    server.proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(signum)
     server.proc.wait(timeout=20)
     assert not upstream[0].is_running()
     assert "A: stopped pid" in server.log()
