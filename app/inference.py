@@ -20,6 +20,8 @@ from scheduler.router import Lease
 
 bp = Blueprint("inference", __name__)
 
+IMMEDIATE_GRANT = 0.02  # seconds a request may wait before its client's socket is watched
+
 JSON_MODEL_PATHS = (
     "/v1/chat/completions",
     "/v1/completions",
@@ -51,6 +53,11 @@ def resolve(server: Server, name: str) -> str:
 def acquire(server: Server, model: str, environ: dict) -> Lease:
     """Wait for the router's grant; a client that hangs up meanwhile leaves the queue."""
     ticket = server.router.submit(model)
+    # Most requests are granted on the router's next turn: watch the client
+    # socket only for those that really wait (a swap, a queue).
+    lease = ticket.wait(IMMEDIATE_GRANT)
+    if lease is not None:
+        return lease
     watch = HangupWatch(environ, lambda: server.router.cancel(ticket))
     try:
         return ticket.wait()

@@ -14,11 +14,11 @@ import time
 from typing import Iterator
 
 import requests
-from requests.adapters import HTTPAdapter
 from flask import Response
 
 from app.errors import UpstreamUnreachable
 from app.hangup import HangupWatch
+from scheduler.httpclient import upstream_session
 from scheduler.router import Lease
 
 log = logging.getLogger("llama-swap.proxy")
@@ -45,13 +45,7 @@ class UpstreamSessions:
     def for_url(self, base_url: str) -> requests.Session:
         session = self._sessions.get(base_url)
         if session is None:
-            session = requests.Session()
-            session.trust_env = False  # no proxy/netrc lookups per request
-            session.headers.clear()  # forward the client's headers, not requests' defaults
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._sessions[base_url] = session
+            session = self._sessions[base_url] = upstream_session(self._pool_size)
         return session
 
     def close(self) -> None:

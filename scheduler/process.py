@@ -40,6 +40,7 @@ from gevent.queue import Empty, Queue
 import requests
 
 from scheduler.errors import RouteError, ShuttingDown, StartFailed
+from scheduler.httpclient import upstream_session
 from scheduler.state import ProcessState
 
 log = logging.getLogger("llama-swap.process")
@@ -321,8 +322,7 @@ class UpstreamProcess:
         url = self.spec.check_url
         deadline = self._started_at + self.spec.health_timeout
         interval = HEALTH_FIRST_INTERVAL
-        with requests.Session() as session:
-            session.trust_env = False
+        with upstream_session(pool_size=1) as session:
             while True:
                 now = time.monotonic()
                 if now >= deadline:

@@ -1,0 +1,11 @@
+"""Benchmarks of the proxy against the baseline of talking to the same upstream directly.
+
+``python -m bench`` (``make bench``) runs them all; ``python -m bench NAME``
+runs one; ``--quick`` runs a shorter smoke-test version. Modules:
+
+* ``harness``   - processes (server, upstream), HTTP helpers, statistics, tables;
+* ``overhead``  - added latency of a small non-streamed completion (1 and 32
+  clients, and against a Nagle-afflicted ``--split-writes`` upstream);
+* ``streaming`` - chunks per second of one long SSE stream;
+* ``swap``      - cold-start time to first byte minus the upstream's own start time.
+"""
