@@ -16,6 +16,7 @@ from typing import Iterator
 import requests
 from flask import Response
 
+from app.batching import batched_chunks
 from app.errors import UpstreamUnreachable
 from app.hangup import HangupWatch
 from scheduler.httpclient import upstream_session
@@ -106,7 +107,7 @@ def forward(lease: Lease, sessions: UpstreamSessions, environ: dict, method: str
     def body_chunks() -> Iterator[bytes]:
         nonlocal sent
         try:
-            for chunk in upstream.iter_content(None):
+            for chunk in batched_chunks(upstream):
                 sent += len(chunk)
                 yield chunk
         except Exception as exc:  # upstream died or was closed by a hang-up
