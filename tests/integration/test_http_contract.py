@@ -158,3 +158,19 @@ def test_watch_config_reloads_a_valid_change_and_keeps_running_on_an_invalid_one
     assert server.upstream_processes() == []
     assert requests.post(server.url("/v1/chat/completions"), json=chat("new"), timeout=30).status_code == 200
     assert requests.post(server.url("/v1/chat/completions"), json=chat("old"), timeout=30).status_code == 404
+
+
+def test_upstream_output_reaches_the_log_line_by_line_when_asked(llama_swap, tmp_path):
+    server = llama_swap(f"logToStdout: both\nmodels:\n  llama:\n    cmd: {fake_cmd('llama', tmp_path)}\n")
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("llama"), timeout=30).status_code == 200
+    wait_for(lambda: "main: server is listening on http://127.0.0.1:" in server.log(), timeout=5,
+             what="the upstream's own output in the server log")
+    assert "[INFO] llama: ready, pid" in server.log()
+
+
+def test_proxy_only_logging_keeps_upstream_output_out(llama_swap, tmp_path):
+    server = llama_swap(f"models:\n  llama:\n    cmd: {fake_cmd('llama', tmp_path)}\n")
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("llama"), timeout=30).status_code == 200
+    wait_for(lambda: "[INFO] llama: POST /v1/chat/completions 200" in server.log(), timeout=5,
+             what="the request's log line")
+    assert "server is listening" not in server.log()
