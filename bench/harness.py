@@ -12,7 +12,6 @@ command line carries the bench's private work directory, which is how
 from __future__ import annotations
 
 import datetime as _dt
-import http.client
 import json
 import os
 import platform
@@ -25,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import psutil
 import requests

@@ -116,7 +116,6 @@ class UpstreamProcess:
         self._stop_began = 0.0
         self._ready_waiters: list[AsyncResult] = []
         self._stop_waiters: list[AsyncResult] = []
-        self._restart_after_stop = False
         self._shutdown_after_stop = False
         self._last_lines: collections.deque[str] = collections.deque(maxlen=LAST_LINES_KEPT)
         self._in_flight = 0
@@ -199,12 +198,10 @@ class UpstreamProcess:
         state = self._state
         if state == ProcessState.READY:
             reply.set(None)
-        elif state == ProcessState.STARTING:
+        elif state in (ProcessState.STARTING, ProcessState.STOPPING):
+            # While stopping (a TTL unload, say) the caller waits for the child
+            # to die; _on_exited then starts a fresh one for it.
             self._ready_waiters.append(reply)
-        elif state == ProcessState.STOPPING:
-            # A request during a (TTL) unload waits for the stop, then starts.
-            self._ready_waiters.append(reply)
-            self._restart_after_stop = True
         elif state == ProcessState.STOPPED:
             self._ready_waiters.append(reply)
             self._spawn()
@@ -216,14 +213,12 @@ class UpstreamProcess:
             reply.set(None)
             return
         self._stop_waiters.append(reply)
-        self._restart_after_stop = False
         if self._state != ProcessState.STOPPING:
             self._begin_stop()
         self._fail_ready_waiters(StartFailed(f"model {self.model_id} was stopped while starting"))
 
     def _on_shutdown(self, reply: AsyncResult) -> None:
         self._shutdown_after_stop = True
-        self._restart_after_stop = False
         self._fail_ready_waiters(ShuttingDown(f"model {self.model_id} is shutting down"))
         if self._state in (ProcessState.STOPPED, ProcessState.SHUTDOWN):
             self._state = ProcessState.SHUTDOWN
@@ -276,9 +271,8 @@ class UpstreamProcess:
             self._state = ProcessState.SHUTDOWN
         for reply in waiters:
             reply.set(None)
-        if self._restart_after_stop and self._ready_waiters and self._state == ProcessState.STOPPED:
-            self._restart_after_stop = False
-            self._spawn()
+        if self._ready_waiters and self._state == ProcessState.STOPPED:
+            self._spawn()  # someone asked for it while it was stopping
 
     # ------------------------------------------------------------------ child machinery
     def _spawn(self) -> None:
