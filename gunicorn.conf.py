@@ -55,6 +55,11 @@ def post_worker_init(worker):
 
 
 def worker_int(worker):
+    # Already quitting: a second INT/QUIT (Ctrl-C reaches master and worker,
+    # then the master sends QUIT) would re-run gunicorn's quit handler during
+    # interpreter shutdown and print a SystemExit traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     _close_server(worker)
 
 
