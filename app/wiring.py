@@ -38,4 +38,5 @@ def build_router(config: Config, on_output: Callable[[str, str], None]) -> Route
               for g in config.groups]
     swapper = GroupSwapper(groups, config.models.keys())
     limits = {m.id: m.concurrency_limit for m in config.models.values()}
-    return Router(processes, swapper, limits=limits, priority=dict(config.fifo_priority))
+    return Router(processes, swapper, limits=limits, priority=dict(config.fifo_priority),
+                  max_wait=config.fifo_max_wait)

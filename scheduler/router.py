@@ -105,10 +105,11 @@ class Router:
 
     def __init__(self, processes: Mapping[str, UpstreamProcess], swapper: Swapper, *,
                  limits: Mapping[str, int] | None = None, priority: Mapping[str, int] | None = None,
-                 on_event: Callable[[str, dict], None] | None = None):
+                 max_wait: float = 0.0, on_event: Callable[[str, dict], None] | None = None):
         self._processes = dict(processes)
         self._mailbox: Queue = Queue()
         self._closed = False
+        self._max_wait = max_wait  # seconds; the FIFO scheduler's starvation bound (0 = off)
         self._scheduler = FifoScheduler(swapper, self, limits=limits, priority=priority)
         self._on_event = on_event or (lambda kind, data: None)
         self._loop = gevent.spawn(self._run)

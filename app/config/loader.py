@@ -28,6 +28,7 @@ from app.config.yamlio import parse
 
 MIN_HEALTH_CHECK_TIMEOUT = 15.0
 MIN_PERFORMANCE_EVERY = 5.0
+DEFAULT_MAX_WAIT = 30.0  # routing.scheduler.settings.fifo.maxWait, seconds; 0 turns the bound off
 
 
 def load_config(path: str) -> Config:
@@ -86,6 +87,8 @@ def _build(raw: Mapping[str, Any], warnings: list[str]) -> Config:
         router_use=routing.use,
         matrix=routing.matrix,
         fifo_priority=fifo_priority(raw, resolve, warnings),
+        fifo_max_wait=raw.get("routing", {}).get("scheduler", {}).get("settings", {})
+        .get("fifo", {}).get("maxWait", DEFAULT_MAX_WAIT),
         preload=_preload(raw.get("hooks", {}).get("on_startup", {}).get("preload", ()),
                          resolve, warnings),
         health_check_timeout=max(raw.get("healthCheckTimeout", 120.0), MIN_HEALTH_CHECK_TIMEOUT),

@@ -133,6 +133,7 @@ class Config:
     router_use: str = "group"
     matrix: Mapping[str, Any] | None = None
     fifo_priority: Mapping[str, int] = field(default_factory=_empty)
+    fifo_max_wait: float = 30.0  # seconds; 0 = off (llama-swap's unbounded wait)
     preload: tuple[str, ...] = ()
     health_check_timeout: float = 120.0
     start_port: int = 5800

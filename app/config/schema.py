@@ -153,6 +153,7 @@ class RouterSchema(Section):
 
 class FifoSchema(Section):
     priority = MappingOf(Integer())
+    maxWait = Seconds(validate=at_least(0))
 
 
 class SchedulerSettingsSchema(Section):
