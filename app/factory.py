@@ -18,6 +18,7 @@ from app import CONFIG_ENV, WATCH_ENV, inference, status
 from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.logs import setup_logging, upstream_output_sink
+from app.preload import preload
 from app.proxy import BEGAN_KEY, UpstreamSessions
 from app.reload import watch_config
 from app.server import Server
@@ -32,8 +33,10 @@ def build_server(config: Config) -> Server:
     setup_logging(config)
     for warning in config.warnings:
         log.warning("config: %s", warning)
-    return Server(config=config, router=build_router(config, upstream_output_sink()),
-                  sessions=UpstreamSessions())
+    server = Server(config=config, router=build_router(config, upstream_output_sink()),
+                    sessions=UpstreamSessions())
+    preload(server.router, config.preload)
+    return server
 
 
 def create_app(config_path: str | None = None, config: Config | None = None,
