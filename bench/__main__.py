@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bench.harness import BenchResult, Check, format_table, machine_info, say, stop_everything
+from bench.churn import run_churn
 from bench.overhead import run_overhead, run_split_writes
 from bench.streaming import run_streaming
 from bench.swap import run_swap
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     "split-writes": run_split_writes,
     "streaming": run_streaming,
     "swap": run_swap,
+    "churn": run_churn,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import psutil
 import requests
@@ -289,7 +289,7 @@ class ProxyServer:
     """
 
     def __init__(self, workdir: Workdir, upstream_flags: Sequence[str], server_module: str = "app",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, config_text: str | None = None) -> None:
         self.workdir = workdir
         self.server_module = server_module  # anything taking app's --config/--listen (a profiling launcher)
         self.env = dict(env or {})
@@ -298,7 +298,7 @@ class ProxyServer:
         self.config_path = workdir.path / "config.yaml"
         self.log_path = workdir.path / "server.log"
         self.proc: subprocess.Popen | None = None
-        self.config_path.write_text(self._config(upstream_flags))
+        self.config_path.write_text(config_text if config_text is not None else self._config(upstream_flags))
 
     def _config(self, flags: Sequence[str]) -> str:
         cmd = " ".join(upstream_argv(self.upstream_port, flags, self.workdir))
@@ -383,8 +383,10 @@ class running_server:
     """Context manager: a started ``ProxyServer`` in a fresh work dir, always stopped and swept."""
 
     def __init__(self, label: str, upstream_flags: Sequence[str], server_module: str = "app",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 config_text: Callable[[Workdir], str] | None = None) -> None:
         self.label = label
+        self.config_text = config_text  # builds a whole config (given the work dir) instead of one model
         self.flags = list(upstream_flags)
         self.server_module = server_module
         self.env = env
@@ -393,7 +395,8 @@ class running_server:
 
     def __enter__(self) -> ProxyServer:
         self.workdir = Workdir(self.label)
-        self.server = ProxyServer(self.workdir, self.flags, self.server_module, self.env)
+        config = self.config_text(self.workdir) if self.config_text is not None else None
+        self.server = ProxyServer(self.workdir, self.flags, self.server_module, self.env, config)
         try:
             return self.server.start()
         except BaseException:
