@@ -11,7 +11,7 @@ from typing import Callable
 from app.config import Config, ModelConfig
 from scheduler.process import ProcessSpec, UpstreamProcess
 from scheduler.router import Router
-from scheduler.swappers import Group, GroupSwapper
+from scheduler.swappers import Group, GroupSwapper, MatrixSwapper, ModelSet, Swapper
 
 
 def process_spec(model: ModelConfig, config: Config) -> ProcessSpec:
@@ -34,9 +34,19 @@ def process_spec(model: ModelConfig, config: Config) -> ProcessSpec:
 def build_router(config: Config, on_output: Callable[[str, str], None]) -> Router:
     processes = {m.id: UpstreamProcess(process_spec(m, config), on_output)
                  for m in config.models.values()}
-    groups = [Group(g.name, tuple(g.members), g.swap, g.exclusive, g.persistent)
-              for g in config.groups]
-    swapper = GroupSwapper(groups, config.models.keys())
+    swapper = build_swapper(config)
     limits = {m.id: m.concurrency_limit for m in config.models.values()}
     return Router(processes, swapper, limits=limits, priority=dict(config.fifo_priority),
                   max_wait=config.fifo_max_wait)
+
+
+def build_swapper(config: Config) -> Swapper:
+    """The eviction policy ``routing.router.use`` names: the matrix, else groups."""
+    if config.router_use == "matrix":
+        # The config loader never yields use "matrix" without a matrix.
+        assert config.matrix is not None
+        sets = [ModelSet(s.name, s.members, s.expression) for s in config.matrix.sets]
+        return MatrixSwapper(sets, config.matrix.evict_costs)
+    groups = [Group(g.name, tuple(g.members), g.swap, g.exclusive, g.persistent)
+              for g in config.groups]
+    return GroupSwapper(groups, config.models.keys())

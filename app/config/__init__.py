@@ -5,7 +5,8 @@ raise ``ConfigError`` naming the key path (or file line) at fault. Nothing
 outside this package reads the YAML. Module map: ``yamlio`` parses (and
 replaces ``${env.X}``), ``schema`` + ``fields`` check shapes and types,
 ``macros`` owns the ``${...}`` language, ``command`` splits cmd strings,
-``build`` makes ModelConfigs (ports too), ``aliases``, ``routing``, ``peers``
+``build`` makes ModelConfigs (ports too), ``aliases``, ``routing`` (with
+``matrix``, the set language), ``peers``
 and ``virtual`` (profiles, selectors) the rest, ``loader`` runs it all,
 ``model`` holds the dataclasses.
 """
@@ -13,13 +14,15 @@ and ``virtual`` (profiles, selectors) the rest, ``loader`` runs it all,
 from app.config.errors import ConfigError
 from app.config.frozen import FrozenDict
 from app.config.loader import load_config, load_config_text
+from app.config.matrix import MatrixConfig, MatrixError, MatrixSet, expand_sets
 from app.config.model import (
     Config, GroupConfig, ModelConfig, ModelFilters, PeerConfig, PeerFilters, Performance,
     ProfileConfig, SelectorConfig, Timeouts,
 )
 
 __all__ = [
-    "Config", "ConfigError", "FrozenDict", "GroupConfig", "ModelConfig", "ModelFilters",
-    "PeerConfig", "PeerFilters", "Performance", "ProfileConfig", "SelectorConfig", "Timeouts",
-    "load_config", "load_config_text",
+    "Config", "ConfigError", "FrozenDict", "GroupConfig", "MatrixConfig", "MatrixError",
+    "MatrixSet", "ModelConfig", "ModelFilters", "PeerConfig", "PeerFilters", "Performance",
+    "ProfileConfig", "SelectorConfig", "Timeouts", "expand_sets", "load_config",
+    "load_config_text",
 ]

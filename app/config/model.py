@@ -2,7 +2,7 @@
 
 Every value is resolved: macros expanded, ports assigned, per-model settings
 that defer to a global one (ttl, unloadTimeout) already hold the global value,
-durations are float seconds. Free-form data (metadata, setParams, matrix, ...)
+durations are float seconds. Free-form data (metadata, setParams, ...)
 is held in read-only ``FrozenDict``s and tuples (see ``app.config.frozen``).
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.config.frozen import FrozenDict
+from app.config.matrix import MatrixConfig
 
 DEFAULT_CONCURRENCY_LIMIT = 10
 DEFAULT_SESSION_HEADERS = ("X-Session-ID", "X-Litellm-Session-Id")
@@ -131,7 +132,7 @@ class Config:
     aliases: Mapping[str, str] = field(default_factory=_empty)
     groups: tuple[GroupConfig, ...] = ()
     router_use: str = "group"
-    matrix: Mapping[str, Any] | None = None
+    matrix: MatrixConfig | None = None
     fifo_priority: Mapping[str, int] = field(default_factory=_empty)
     fifo_max_wait: float = 30.0  # seconds; 0 = off (llama-swap's unbounded wait)
     preload: tuple[str, ...] = ()

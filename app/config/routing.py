@@ -3,13 +3,18 @@
 Two spellings are accepted, never both (Go refuses the mix too):
 ``routing.router.{use,settings.groups,settings.matrix}`` and the legacy
 top-level ``groups`` / ``matrix``. A legacy ``matrix`` means
-``router_use = "matrix"``. The matrix is only checked for shape here; its
-expressions are not interpreted yet.
+``router_use = "matrix"``.
 
 Group members that are not defined models are dropped with a warning rather
 than refused: llama-swap's own example lists illustrative names, and Go never
 checks members against the models either (it only refuses a model listed
 twice or in two groups, as we do).
+
+The matrix is interpreted (``app.config.matrix`` expands its sets) only when
+it is the engine in use; otherwise it is ignored with a warning, as Go ignores
+it. Go refuses a matrix naming undefined models; we warn and keep the names,
+because the seed's example does exactly that: a model that does not exist is
+never running and never requested, so keeping it changes no decision.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config.errors import ConfigError
-from app.config.frozen import FrozenDict, freeze
+from app.config.frozen import FrozenDict
+from app.config.matrix import MatrixConfig, MatrixError, MatrixSet, expand_sets
 from app.config.model import GroupConfig
 
 MATRIX_VAR_RE = re.compile(r"^[a-zA-Z0-9.-]{1,32}$")
@@ -30,7 +36,7 @@ MATRIX_VAR_RE = re.compile(r"^[a-zA-Z0-9.-]{1,32}$")
 class Routing:
     use: str
     groups: tuple[GroupConfig, ...]
-    matrix: FrozenDict | None
+    matrix: MatrixConfig | None  # None unless use is "matrix"
 
 
 def build_routing(raw: Mapping[str, Any], model_ids: frozenset[str],
@@ -60,7 +66,7 @@ def build_routing(raw: Mapping[str, Any], model_ids: frozenset[str],
     return Routing(
         use=use,
         groups=_groups(groups_raw, groups_key, model_ids, warnings),
-        matrix=None if matrix_raw is None else _matrix(matrix_raw, matrix_key),
+        matrix=_matrix(matrix_raw, matrix_key, use, model_ids, warnings),
     )
 
 
@@ -92,14 +98,81 @@ def _groups(raw_groups: Mapping[str, Mapping[str, Any]], key: str,
     return tuple(groups)
 
 
-def _matrix(raw: Mapping[str, Any], key: str) -> FrozenDict:
-    for var in raw.get("vars", {}):
-        if not MATRIX_VAR_RE.match(var):
-            raise ConfigError("must be 1-32 letters, digits, '-' or '.'", f"{key}.vars.{var}")
+def _matrix(raw: Mapping[str, Any] | None, key: str, use: str, model_ids: frozenset[str],
+            warnings: list[str]) -> MatrixConfig | None:
+    """The interpreted matrix, or None when there is none or another engine is in use."""
+    if raw is None:
+        return None
+    if use != "matrix":
+        warnings.append(f"{key}: not used because routing.router.use is '{use}' (ignored)")
+        return None
+    var_ids = _matrix_vars(raw.get("vars", {}), key, model_ids, warnings)
     if not raw.get("sets"):
         raise ConfigError("must define at least one set", f"{key}.sets")
-    return freeze({"vars": raw.get("vars", {}), "evict_costs": raw.get("evict_costs", {}),
-                   "sets": raw["sets"]})
+    sets = _matrix_sets(raw["sets"], var_ids, key)
+    _warn_undefined_set_members(sets, var_ids, key, model_ids, warnings)
+    return MatrixConfig(
+        vars=var_ids,
+        evict_costs=_evict_costs(raw.get("evict_costs", {}), var_ids, key, model_ids, warnings),
+        sets=sets,
+        expressions=FrozenDict(raw["sets"]),
+    )
+
+
+def _matrix_vars(raw_vars: Mapping[str, str], key: str, model_ids: frozenset[str],
+                 warnings: list[str]) -> FrozenDict:
+    for var, model_id in raw_vars.items():
+        if not MATRIX_VAR_RE.match(var):
+            raise ConfigError("must be 1-32 letters, digits, '-' or '.'", f"{key}.vars.{var}")
+        if model_id not in model_ids:
+            warnings.append(f"{key}.vars.{var}: '{model_id}' is not a defined model "
+                            f"(it can never run)")
+    return FrozenDict(raw_vars)
+
+
+def _matrix_sets(expressions: Mapping[str, str], var_ids: Mapping[str, str],
+                 key: str) -> tuple[MatrixSet, ...]:
+    try:
+        return expand_sets(expressions, var_ids)
+    except MatrixError as err:
+        set_key = f"{key}.sets.{err.set_name}"
+        # ConfigError prints "<set_key>: <message>"; the caret lines up under that.
+        raise ConfigError(err.with_pointer(indent=len(set_key) + 2), set_key) from None
+
+
+def _warn_undefined_set_members(sets: tuple[MatrixSet, ...], var_ids: Mapping[str, str],
+                                key: str, model_ids: frozenset[str], warnings: list[str]) -> None:
+    """One warning per name that is neither a var nor a model, at the first set using it.
+
+    Dependency order puts a referenced set first, so that is the set that
+    spells the name. Undefined var targets were already reported under vars.
+    """
+    var_targets = frozenset(var_ids.values())
+    reported: set[str] = set()
+    for matrix_set in sets:
+        for member in sorted(matrix_set.members - model_ids - var_targets - reported):
+            reported.add(member)
+            warnings.append(f"{key}.sets.{matrix_set.name}: '{member}' is neither a var nor a "
+                            f"defined model (it can never run)")
+
+
+def _evict_costs(raw_costs: Mapping[str, int], var_ids: Mapping[str, str], key: str,
+                 model_ids: frozenset[str], warnings: list[str]) -> FrozenDict:
+    """Costs keyed by model id; keys may be vars or model ids, not both for one model."""
+    costs: dict[str, int] = {}
+    spelled: dict[str, str] = {}  # model id -> the key that set its cost
+    for name, cost in raw_costs.items():
+        if name not in var_ids and name not in model_ids:
+            warnings.append(f"{key}.evict_costs.{name}: '{name}' is neither a var nor a "
+                            f"defined model (ignored)")
+            continue
+        model_id = var_ids.get(name, name)
+        if model_id in spelled:
+            raise ConfigError(f"'{spelled[model_id]}' and '{name}' both set the cost of model "
+                              f"'{model_id}'", f"{key}.evict_costs.{name}")
+        spelled[model_id] = name
+        costs[model_id] = cost
+    return FrozenDict(costs)
 
 
 def fifo_priority(raw: Mapping[str, Any], resolve: Callable[[str], str | None],

@@ -129,3 +129,26 @@ models:
             stream.close()
     wait_for(lambda: post(server, "A", max_tokens=1).status_code == 200, timeout=10,
              what="the model to accept requests again")
+
+
+def test_matrix_switching_between_two_llms_keeps_the_shared_tts_model_loaded(llama_swap, tmp_path):
+    config = models_yaml(tmp_path, {"llm-one": "", "llm-two": "", "tts": "", "solo": ""}) + """
+routing:
+  router:
+    use: matrix
+    settings:
+      matrix:
+        vars: {a: llm-one, b: llm-two, v: tts}
+        evict_costs: {v: 50}
+        sets:
+          voice: "(a | b) & v"
+"""
+    server = llama_swap(config)
+    for name in ("tts", "llm-one", "llm-two", "llm-one"):
+        assert post(server, name).status_code == 200
+    assert running(server) == {"llm-one": "ready", "tts": "ready"}
+    assert len(server.starts("tts")) == 1  # never evicted while the LLMs swapped
+    assert (len(server.starts("llm-one")), len(server.starts("llm-two"))) == (2, 1)
+    # A model in no set runs alone.
+    assert post(server, "solo").status_code == 200
+    assert running(server) == {"solo": "ready"}

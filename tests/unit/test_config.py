@@ -51,7 +51,8 @@ def test_the_reference_example_loads_unchanged(example_env: None) -> None:
     assert config.performance.every == 15
     assert config.router_use == "group"
     assert [g.name for g in config.groups] == ["group1", "group2", "forever"]
-    assert config.matrix["sets"]["full"] == "llama-70B"
+    assert config.matrix is None  # use: group, so the matrix is ignored (as Go does)
+    assert any("matrix" in w for w in config.warnings)
     assert config.selectors["llama"].spillover == 4
     assert config.profiles["coding"].pins["image-gen"] is None
 
@@ -60,7 +61,8 @@ def test_the_older_seed_example_with_top_level_matrix_loads(example_env: None) -
     config = load_config(str(REFERENCE / "config.example.seed-790.yaml"))
 
     assert config.router_use == "matrix"
-    assert config.matrix["vars"]["L"] == "llama-70B"
+    assert config.matrix.vars["L"] == "llama-70B"
+    assert [s.members for s in config.matrix.sets if s.name == "full"] == [frozenset({"llama-70B"})]
     assert config.groups == ()
     assert {m.id: m.port for m in config.models.values()} == {
         "docker-llama": 10001, "gpt-oss-120b": 10002, "qwen-unlisted": 10003}

@@ -6,7 +6,9 @@ import textwrap
 
 import pytest
 
-from app.config import Config, ConfigError, GroupConfig, load_config_text
+from app.config import (
+    Config, ConfigError, GroupConfig, MatrixConfig, MatrixSet, load_config_text,
+)
 
 MODELS = """
 models:
@@ -140,9 +142,46 @@ matrix:
 """)
 
     assert config.router_use == "matrix"
-    assert config.matrix == {"vars": {"l": "llama", "q": "qwen"}, "evict_costs": {"l": 5},
-                             "sets": {"both": "l & q", "alone": "mistral"}}
-    assert list(config.matrix["sets"]) == ["both", "alone"]
+    assert config.matrix == MatrixConfig(
+        vars={"l": "llama", "q": "qwen"},
+        evict_costs={"llama": 5},
+        sets=(MatrixSet("both", "l & q", frozenset({"llama", "qwen"})),
+              MatrixSet("alone", "mistral", frozenset({"mistral"}))),
+        expressions={"both": "l & q", "alone": "mistral"},
+    )
+    assert list(config.matrix.expressions) == ["both", "alone"]
+    assert config.warnings == ()
+
+
+def test_routing_router_use_matrix_interprets_the_settings_matrix() -> None:
+    config = load(MODELS + """
+routing:
+  router:
+    use: matrix
+    settings:
+      matrix:
+        sets: {std: "(llama | qwen) & mistral"}
+""")
+
+    assert config.router_use == "matrix"
+    assert [sorted(s.members) for s in config.matrix.sets] == [
+        ["llama", "mistral"], ["mistral", "qwen"]]
+
+
+def test_a_matrix_is_ignored_with_a_warning_when_groups_are_in_use() -> None:
+    # Go only reads the matrix when use is "matrix"; it does not even check it.
+    config = load(MODELS + """
+routing:
+  router:
+    use: group
+    settings:
+      matrix: {sets: {broken: "(llama"}}
+""")
+
+    assert config.router_use == "group"
+    assert config.matrix is None
+    assert config.warnings == ("routing.router.settings.matrix: not used because "
+                               "routing.router.use is 'group' (ignored)",)
 
 
 def test_router_use_matrix_needs_a_matrix() -> None:
@@ -153,6 +192,61 @@ def test_router_use_matrix_needs_a_matrix() -> None:
 def test_a_matrix_without_sets_is_an_error() -> None:
     with pytest.raises(ConfigError, match=r"^routing\.router\.settings\.matrix\.sets: must define"):
         load(MODELS + "routing: {router: {use: matrix, settings: {matrix: {vars: {l: llama}}}}}\n")
+
+
+def test_a_bad_var_name_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"^matrix\.vars\.a_b: must be 1-32 letters"):
+        load(MODELS + "matrix: {vars: {a_b: llama}, sets: {s: a_b}}\n")
+
+
+def test_a_var_naming_an_undefined_model_is_kept_with_a_warning() -> None:
+    config = load(MODELS + "matrix: {vars: {g: gemma, l: llama}, sets: {s: 'g & l'}}\n")
+
+    assert config.matrix.sets[0].members == frozenset({"gemma", "llama"})
+    assert config.warnings == ("matrix.vars.g: 'gemma' is not a defined model (it can never run)",)
+
+
+def test_a_set_naming_an_undefined_model_warns_once_at_the_set_that_spells_it() -> None:
+    config = load(MODELS + """
+matrix:
+  sets:
+    combo: "+base & ghost"
+    base: "llama | ghost"
+""")
+
+    assert [s.name for s in config.matrix.sets] == ["base", "base", "combo", "combo"]
+    assert config.warnings == ("matrix.sets.base: 'ghost' is neither a var nor a defined model "
+                               "(it can never run)",)
+
+
+def test_a_broken_set_expression_is_an_error_naming_the_set_and_position() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(MODELS + "matrix: {vars: {l: llama}, sets: {ok: l, pair: 'l & & qwen'}}\n")
+
+    assert str(caught.value).splitlines() == [
+        'matrix.sets.pair: unexpected \'&\' at position 4: "l & & qwen"',
+        " " * len('matrix.sets.pair: unexpected \'&\' at position 4: "l & ') + "^",
+    ]
+
+
+def test_evict_costs_are_keyed_by_model_id_through_vars() -> None:
+    config = load(MODELS + "matrix: {vars: {l: llama}, evict_costs: {l: 5, qwen: 3},"
+                           " sets: {s: l}}\n")
+
+    assert config.matrix.evict_costs == {"llama": 5, "qwen": 3}
+
+
+def test_an_evict_cost_for_an_unknown_name_is_ignored_with_a_warning() -> None:
+    config = load(MODELS + "matrix: {evict_costs: {llama-70B: 30}, sets: {s: llama}}\n")
+
+    assert config.matrix.evict_costs == {}
+    assert config.warnings == ("matrix.evict_costs.llama-70B: 'llama-70B' is neither a var nor "
+                               "a defined model (ignored)",)
+
+
+def test_two_evict_costs_for_one_model_are_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"^matrix\.evict_costs\.llama: 'l' and 'llama' both set"):
+        load(MODELS + "matrix: {vars: {l: llama}, evict_costs: {l: 5, llama: 3}, sets: {s: l}}\n")
 
 
 def test_an_evict_cost_below_one_is_an_error() -> None:
