@@ -9,6 +9,7 @@ nothing leaked.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from tests.helpers.upstream import REPO_ROOT, free_port
+from tests.helpers.upstream import REPO_ROOT, free_port, free_port_block
 
 
 def fake_cmd(model: str, workdir: Path, *flags: str) -> str:
@@ -58,6 +59,10 @@ class LlamaSwapServer:
         self.extra_args = extra_args
         self.workdir = workdir
         self.config_path = workdir / "config.yaml"
+        if not re.search(r"^startPort:", config_text, re.MULTILINE):
+            # Never the shared default 5800: a concurrent run's upstream there
+            # would answer our model's health check.
+            config_text = f"startPort: {free_port_block(16)}\n" + config_text
         self.config_path.write_text(config_text)
         self.log_path = workdir / "server.log"
         self.port = free_port()

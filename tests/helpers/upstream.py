@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,6 +36,30 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free ports, below the kernel's ephemeral range.
+
+    ``startPort`` hands models consecutive ports; a block that starts at a
+    port the kernel handed out (``free_port``) runs into other tests' client
+    sockets, and the shared default 5800 into concurrent test runs, whose
+    upstream would then pass our model's health check.
+    """
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - count)
+        if all(_port_is_free(port) for port in range(base, base + count)):
+            return base
+    raise AssertionError(f"no block of {count} free ports")
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def http_status(host: str, port: int, path: str = "/health", timeout: float = 1.0) -> int | None:
