@@ -2,10 +2,36 @@
 
 It owns the queue, the in-flight swaps and their waiters, and two per-model
 counters: requests in flight (granted, not yet served) and requests waiting
-(joined to a swap or queued). It performs no I/O, spawns nothing and never
-blocks except inside ``on_unload`` (whose ``stop_processes`` is synchronous by
-contract); everything it does to the world goes through ``Effects``. The router
-calls the ``on_*`` methods one at a time from its single loop, so no locks.
+(joined to a swap or queued). It performs no I/O, spawns nothing, reads the
+time only through the injected ``now`` and never blocks except inside
+``on_unload`` (whose ``stop_processes`` is synchronous by contract);
+everything it does to the world goes through ``Effects``. The router calls
+the ``on_*`` methods one at a time from its single loop, so no locks.
+
+The starvation bound (``max_wait``, ours; llama-swap issue #612). Without it
+the fast path lets a model with steady traffic keep a queued request for
+another model waiting forever: the busy model is never idle, so the swap that
+must evict it never starts. With ``max_wait > 0``, a queued request that has
+waited ``max_wait`` seconds or more is *overdue*, and an overdue request holds
+back everything decided after it that would stand in its way:
+
+- no new request is granted to, or joins a swap of, a model it must evict;
+- no new swap starts that it would collide with (a swap that would evict its
+  target, load a model it would then have to evict, or evict the same models).
+
+So the models in its way only drain (their in-flight requests finish, their
+swaps in flight complete) and on the next re-walk it goes. Overdue requests
+are re-walked first, longest-waiting first, each bound only by those that
+waited longer, so priority orders requests below the bound and never
+overrides it. Requests already joined to a swap when the bound struck are
+still granted when that swap completes: they have waited for it already.
+Every decision reads the clock, and time passing alone never frees a request
+(it only adds holds), so the bound needs no timer to be correct. The
+scheduler still asks for a wake-up (``Effects.wake_after``) at the moment the
+next queued request turns overdue: ``on_tick`` re-walks and the hold is
+reported (``Effects.report_hold``, once per request) when it begins, not at
+whatever event comes next. ``max_wait == 0`` is llama-swap's unbounded
+behaviour exactly: no holds, no wake-ups.
 
 Invariants:
 - Every request handed to ``on_request`` leaves exactly once: granted (its
@@ -17,11 +43,20 @@ Invariants:
   meanwhile join it instead of starting another.
 - The queue is sorted by model priority, highest first, arrival order within
   a priority; a re-walk keeps the relative order of what stays queued.
+- While a request is overdue and queued, nothing decided for a request that
+  arrived after it puts anything in its way. The longest-waiting overdue
+  request is bound by nothing decided since it turned overdue, so it waits at
+  most ``max_wait``, plus the swaps then in flight and the drain of their
+  waiters, plus the drain of the models it evicts, plus its own load.
+- After every event the queue is settled: a re-walk at the same moment would
+  place nothing (so an ignored late ``on_swap_done`` and the cancel of an
+  overdue request re-walk too: either may have freed someone).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,12 +100,34 @@ class Effects(Protocol):
         """Stop ``models`` and return only once they are stopped."""
         ...
 
+    def wake_after(self, delay: float) -> None:
+        """Call ``on_tick`` once, ``delay`` seconds (of the scheduler's clock) from now."""
+        ...
+
+    def report_hold(self, req: Request, waited: float, held: frozenset[str]) -> None:
+        """``req`` just turned overdue: new requests for ``held`` queue behind it.
+
+        Called once per overdue request, when the scheduler first sees it; the
+        place to log. ``held`` may be empty when only swaps in flight stand in
+        its way.
+        """
+        ...
+
 
 @dataclass(eq=False)
 class _Swap:
     target: str
     evict: frozenset[str]
     waiters: list[Request] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Queued:
+    """A queued request and when it arrived; ``reported``: its hold was announced."""
+
+    req: Request
+    since: float
+    reported: bool = False
 
 
 class FifoScheduler:
@@ -82,18 +139,26 @@ class FifoScheduler:
         limits: Mapping[str, int] | None = None,
         default_limit: int = DEFAULT_CONCURRENCY_LIMIT,
         priority: Mapping[str, int] | None = None,
+        max_wait: float = 0.0,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         if default_limit <= 0:
             raise ValueError(f"default_limit must be positive, got {default_limit}")
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0, got {max_wait}")
         self._swapper = swapper
         self._effects = effects
         self._limits = dict(limits or {})
         self._default_limit = default_limit
         self._priority = dict(priority or {})
+        self._max_wait = max_wait  # seconds; 0 = unbounded (llama-swap)
+        self._now = now
         self._active: dict[str, _Swap] = {}
-        self._queue: list[Request] = []
+        self._queue: list[_Queued] = []
         self._in_flight: dict[str, int] = {}
         self._waiting: dict[str, int] = {}
+        # The deadline of the wake-up asked for and not yet delivered as on_tick.
+        self._wake_deadline: float | None = None
         # Set by on_shutdown: from then on every new request is refused with it.
         self._closed: RouteError | None = None
 
@@ -113,21 +178,31 @@ class FifoScheduler:
             )
             return
         _bump(self._waiting, req.model, +1)
-        if not self._try_place(req):
+        if not self._try_place(req, self._overdue()):
             self._enqueue(req)
+            self._arm_wakeup()
 
     def on_cancel(self, req: Request) -> None:
-        if _remove_identical(self._queue, req) or any(
+        queued = self._dequeue(req)
+        if queued is not None or any(
             _remove_identical(swap.waiters, req) for swap in self._active.values()
         ):
             _bump(self._waiting, req.model, -1)
         # A swap left without waiters is not cancelled: it still completes and
         # its on_swap_done simply has nobody to grant.
+        if queued is not None and self._is_overdue(queued):
+            # It may have been holding others back, and no other event need
+            # come along to let them go.
+            self._rewalk()
 
     def on_swap_done(self, model: str, error: RouteError | None) -> None:
         swap = self._active.pop(model, None)
         if swap is None:
-            return  # unloaded or shut down meanwhile; its waiters were answered then
+            # Unloaded or shut down meanwhile; its waiters were answered then.
+            # The swap still ran (it stopped its evict set, perhaps started
+            # its target), so what is queued may be able to go now.
+            self._rewalk()
+            return
         for waiter in swap.waiters:
             if error is None:
                 self._grant(waiter, model)
@@ -144,6 +219,12 @@ class FifoScheduler:
             # The model just went idle: swaps that needed to evict it may go.
             self._rewalk()
 
+    def on_tick(self) -> None:
+        """The wake-up asked for through ``wake_after`` is due."""
+        self._wake_deadline = None
+        self._rewalk()
+        self._arm_wakeup()
+
     def on_unload(self, models: Sequence[str]) -> None:
         targets = frozenset(models)
         for model in sorted(targets):
@@ -152,12 +233,12 @@ class FifoScheduler:
                 # The swap itself keeps running; its later on_swap_done is ignored.
                 for waiter in swap.waiters:
                     self._fail(waiter, _unloaded(model))
-        kept: list[Request] = []
-        for req in self._queue:
-            if req.model in targets:
-                self._fail(req, _unloaded(req.model))
+        kept: list[_Queued] = []
+        for entry in self._queue:
+            if entry.req.model in targets:
+                self._fail(entry.req, _unloaded(entry.req.model))
             else:
-                kept.append(req)
+                kept.append(entry)
         self._queue = kept
         # In-flight counts are left alone: those handlers end and report
         # on_serve_done themselves once their upstream dies.
@@ -166,7 +247,8 @@ class FifoScheduler:
 
     def on_shutdown(self, error: RouteError) -> None:
         self._closed = error
-        holders = [w for swap in self._active.values() for w in swap.waiters] + self._queue
+        holders = [w for swap in self._active.values() for w in swap.waiters]
+        holders += [entry.req for entry in self._queue]
         self._active.clear()
         self._queue = []
         for req in holders:
@@ -176,14 +258,14 @@ class FifoScheduler:
 
     def queue_position(self, req: Request) -> int | None:
         """1-based place of ``req`` in the queue; None when it is not queued."""
-        for position, queued in enumerate(self._queue, start=1):
-            if queued is req:
+        for position, entry in enumerate(self._queue, start=1):
+            if entry.req is req:
                 return position
         return None
 
     def snapshot(self) -> dict:
         return {
-            "queued": [req.model for req in self._queue],
+            "queued": [entry.req.model for entry in self._queue],
             "swaps": {
                 target: {"evict": sorted(swap.evict), "waiters": len(swap.waiters)}
                 for target, swap in self._active.items()
@@ -194,11 +276,14 @@ class FifoScheduler:
 
     # ---- the decision tree ------------------------------------------------
 
-    def _try_place(self, req: Request) -> bool:
+    def _try_place(self, req: Request, overdue: Sequence[Request]) -> bool:
         """Take the request as far as it can go now; False means it must queue.
 
-        Shared by on_request and the queue re-walk; admission is not re-checked
-        because a queued request already holds its slot in ``waiting``.
+        ``overdue``: the queued requests that waited longer than ``max_wait``
+        and longer than ``req``; nothing may be done for ``req`` that stands
+        in their way. Shared by on_request and the queue re-walk; admission is
+        not re-checked because a queued request already holds its slot in
+        ``waiting``.
         """
         model = req.model
         state = self._effects.model_state(model)
@@ -207,14 +292,20 @@ class FifoScheduler:
             return True
         swap = self._active.get(model)
         if swap is not None:
+            if self._in_the_way(overdue, model, frozenset()):
+                return False
             swap.waiters.append(req)
             return True
         running = self._running_set(exclude=model)
         evict = self._swapper.eviction_for(model, running)
         if state is ProcessState.READY and not evict and not self._being_evicted(model):
+            if self._in_the_way(overdue, model, frozenset()):
+                return False
             self._grant(req, model)
             return True
         if self._collides(model, evict) or self._any_busy(evict):
+            return False
+        if self._in_the_way(overdue, model, evict):
             return False
         self._start_swap(req, evict, running)
         return True
@@ -247,10 +338,86 @@ class FifoScheduler:
         self._effects.start_swap(req.model, evict)
 
     def _rewalk(self) -> None:
-        pending, self._queue = self._queue, []
-        for req in pending:
-            if not self._try_place(req):
-                self._queue.append(req)
+        """Re-examine the queue: overdue requests first, then in queue order."""
+        overdue = self._overdue()
+        placed: list[Request] = []
+        still_overdue: list[Request] = []
+        for req in overdue:
+            # Each overdue request is bound only by those that waited longer.
+            if self._try_place(req, still_overdue):
+                placed.append(req)
+            else:
+                still_overdue.append(req)
+        kept: list[_Queued] = []
+        for entry in self._queue:
+            if _contains_identical(placed, entry.req):
+                continue
+            if _contains_identical(still_overdue, entry.req) or not self._try_place(entry.req, still_overdue):
+                kept.append(entry)
+        self._queue = kept
+
+    # ---- the starvation bound ---------------------------------------------
+
+    def _overdue(self) -> list[Request]:
+        """Queued requests that have waited ``max_wait`` or more, longest first.
+
+        Reports each one's hold the first time it is seen overdue.
+        """
+        if self._max_wait <= 0:
+            return []
+        now = self._now()
+        entries = sorted((e for e in self._queue if self._is_overdue(e, now)), key=lambda e: e.since)
+        for entry in entries:
+            if not entry.reported:
+                entry.reported = True
+                held = self._needs_evicted(entry.req.model)
+                self._effects.report_hold(entry.req, now - entry.since, held)
+        return [entry.req for entry in entries]
+
+    def _is_overdue(self, entry: _Queued, now: float | None = None) -> bool:
+        if self._max_wait <= 0:
+            return False
+        return (self._now() if now is None else now) >= entry.since + self._max_wait
+
+    def _needs_evicted(self, target: str, *, also_running: str | None = None) -> frozenset[str]:
+        running = self._running_set(exclude=target)
+        if also_running is not None and also_running != target:
+            running = running | {also_running}
+        return self._swapper.eviction_for(target, running)
+
+    def _in_the_way(self, overdue: Sequence[Request], model: str, evict: frozenset[str]) -> bool:
+        """Whether serving ``model`` (after a swap evicting ``evict``) would hold up an overdue request.
+
+        A request for the overdue one's own model never stands in its way.
+        Otherwise it would if the overdue one must then evict ``model`` (so
+        ``model`` gets busier instead of draining), if ``evict`` takes its
+        target away, or if both swaps would stop the same models (the second
+        collides with the first and waits for it).
+        """
+        for held_for in overdue:
+            target = held_for.model
+            if target == model:
+                continue
+            needs = self._needs_evicted(target, also_running=model)
+            if model in needs or target in evict or evict & needs:
+                return True
+        return False
+
+    def _arm_wakeup(self) -> None:
+        """Ask for one on_tick at the next moment a queued request turns overdue."""
+        if self._max_wait <= 0:
+            return
+        now = self._now()
+        upcoming = [e.since + self._max_wait for e in self._queue if not self._is_overdue(e, now)]
+        if not upcoming:
+            return
+        deadline = min(upcoming)
+        # One wake-up outstanding is enough: arrivals only get later, so the
+        # earliest deadline stays the earliest until its tick re-arms the next.
+        if self._wake_deadline is not None and self._wake_deadline <= deadline:
+            return
+        self._wake_deadline = deadline
+        self._effects.wake_after(deadline - now)
 
     # ---- leaving the scheduler --------------------------------------------
 
@@ -270,10 +437,16 @@ class FifoScheduler:
     def _enqueue(self, req: Request) -> None:
         rank = self._priority.get(req.model, 0)
         at = next(
-            (i for i, queued in enumerate(self._queue) if self._priority.get(queued.model, 0) < rank),
+            (i for i, e in enumerate(self._queue) if self._priority.get(e.req.model, 0) < rank),
             len(self._queue),
         )
-        self._queue.insert(at, req)
+        self._queue.insert(at, _Queued(req, self._now()))
+
+    def _dequeue(self, req: Request) -> _Queued | None:
+        for i, entry in enumerate(self._queue):
+            if entry.req is req:
+                return self._queue.pop(i)
+        return None
 
     def _limit(self, model: str) -> int:
         limit = self._limits.get(model, self._default_limit)
@@ -299,6 +472,10 @@ def _remove_identical(items: list[Request], req: Request) -> bool:
             del items[i]
             return True
     return False
+
+
+def _contains_identical(items: Sequence[Request], req: Request) -> bool:
+    return any(item is req for item in items)
 
 
 def _not_found(model: str) -> ModelNotFound:

@@ -6,7 +6,9 @@ they wait on), ``Lease.release`` (posts ServeDone), ``unload`` and
 to the pure FIFO scheduler, which decides and acts back through the
 ``Effects`` methods implemented here. Slow work (a swap) runs in its own
 greenlet and comes back as a ``swap_done`` event, so the loop never waits on
-a model load.
+a model load. The scheduler cannot sleep: when it needs to look again at a
+moment of its choosing (a queued request reaching ``maxWait``), it asks for a
+wake-up and a timer greenlet posts a ``tick`` event then.
 
 Invariants kept here (the scheduler keeps the rest):
 - a ticket is granted, failed or cancelled exactly once (``Ticket`` decides
@@ -110,7 +112,9 @@ class Router:
         self._mailbox: Queue = Queue()
         self._closed = False
         self._max_wait = max_wait  # seconds; the FIFO scheduler's starvation bound (0 = off)
-        self._scheduler = FifoScheduler(swapper, self, limits=limits, priority=priority)
+        self._timers: set[gevent.Greenlet] = set()
+        self._scheduler = FifoScheduler(swapper, self, limits=limits, priority=priority,
+                                        max_wait=max_wait, now=time.monotonic)
         self._on_event = on_event or (lambda kind, data: None)
         self._loop = gevent.spawn(self._run)
 
@@ -176,6 +180,9 @@ class Router:
                  ticket.model, time.monotonic() - ticket.submitted_at)
         self._scheduler.on_cancel(ticket)
 
+    def _on_tick(self) -> None:
+        self._scheduler.on_tick()
+
     def _on_swap_done(self, model: str, error: RouteError | None) -> None:
         self._scheduler.on_swap_done(model, error)
 
@@ -193,6 +200,7 @@ class Router:
         done.set(models)
 
     def _on_shutdown(self, done: AsyncResult) -> bool:
+        gevent.killall(list(self._timers))  # nobody reads the mailbox after this
         self._scheduler.on_shutdown(ShuttingDown("server is shutting down"))
         gevent.joinall([gevent.spawn(p.shutdown) for p in self._processes.values()])
         done.set(None)
@@ -222,6 +230,23 @@ class Router:
 
     def stop_processes(self, models: Sequence[str]) -> None:
         gevent.joinall([gevent.spawn(self._processes[m].stop) for m in models])
+
+    def wake_after(self, delay: float) -> None:
+        # A tick that lands a little early (gevent's loop clock lags) is
+        # harmless: the scheduler finds nobody overdue yet and asks again.
+        timer = gevent.spawn_later(max(0.0, delay), self._post, ("tick",))
+        self._timers.add(timer)
+        timer.link(self._timers.discard)
+
+    def report_hold(self, req: Request, waited: float, held: frozenset[str]) -> None:
+        if held:
+            names = ", ".join(sorted(held))
+            until = "it drains" if len(held) == 1 else "they drain"
+            log.info("%s: waited %.1fs (maxWait %gs); holding new requests for %s until %s",
+                     req.model, waited, self._max_wait, names, until)
+        else:
+            log.info("%s: waited %.1fs (maxWait %gs); holding new swaps that would get in its way",
+                     req.model, waited, self._max_wait)
 
     # ------------------------------------------------------------------ the slow part of a swap
     def _swap(self, model: str, evict: frozenset[str]) -> None:

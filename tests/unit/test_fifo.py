@@ -2,9 +2,11 @@
 
 No greenlets and no sleeps: each test plays the router's part, calling the
 ``on_*`` methods in the order the events would arrive, and standing in for the
-processes by changing the fake's states when it completes a swap. Every test
-ends by settling everything still outstanding and checking that the
-scheduler's bookkeeping is back to zero and every request left exactly once.
+processes by changing the fake's states when it completes a swap. Time is a
+fake clock the test moves by hand; the wake-ups the scheduler asks for are
+delivered as ``on_tick`` when the clock passes them. Every test ends by
+settling everything still outstanding and checking that the scheduler's
+bookkeeping is back to zero and every request left exactly once.
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ IDLE = {"queued": [], "swaps": {}, "in_flight": {}, "waiting": {}}
 class FakeEffects:
     """Records every call; the test owns the process states."""
 
-    def __init__(self, models: Sequence[str]) -> None:
+    def __init__(self, models: Sequence[str], clock: "FakeClock") -> None:
+        self.clock = clock
         self.states: dict[str, ProcessState] = {m: STOPPED for m in models}
         self.swaps: list[tuple[str, frozenset[str]]] = []
         self.grants: list[tuple[Request, str]] = []
         self.errors: list[tuple[Request, RouteError]] = []
         self.stops: list[list[str]] = []
         self.departed: set[Request] = set()  # callers whose grant_serve returns False
+        self.wakeups: list[float] = []  # deadlines asked for and not yet delivered
+        self.holds: list[tuple[str, float, frozenset[str]]] = []  # (model, waited, held)
 
     def model_state(self, model: str) -> ProcessState | None:
         return self.states.get(model)
@@ -63,6 +68,21 @@ class FakeEffects:
         for m in models:
             self.states[m] = STOPPED
 
+    def wake_after(self, delay: float) -> None:
+        assert delay > 0, "a wake-up for a moment already past would spin"
+        self.wakeups.append(self.clock.now + delay)
+
+    def report_hold(self, req: Request, waited: float, held: frozenset[str]) -> None:
+        self.holds.append((req.model, waited, held))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
 
 class RecordingSwapper(GroupSwapper):
     def __init__(self, groups: Sequence[Group], models: Sequence[str]) -> None:
@@ -77,9 +97,10 @@ class Harness:
     """A scheduler, its fake world, and the router's side of each event."""
 
     def __init__(self, models: str = "ABC", groups: Sequence[Group] = (), **kwargs) -> None:
-        self.fx = FakeEffects(list(models))
+        self.clock = FakeClock()
+        self.fx = FakeEffects(list(models), self.clock)
         self.swapper = RecordingSwapper(groups, list(models))
-        self.sched = FifoScheduler(self.swapper, self.fx, **kwargs)
+        self.sched = FifoScheduler(self.swapper, self.fx, now=self.clock, **kwargs)
         self.sent: list[Request] = []
         self.cancelled: list[Request] = []
         self.served: list[Request] = []  # grants whose on_serve_done was posted
@@ -103,6 +124,13 @@ class Harness:
                 self.fx.states[m] = STOPPED
             self.fx.states[model] = READY
         self.sched.on_swap_done(model, error)
+
+    def advance(self, seconds: float) -> None:
+        """Time passes; every wake-up now due is delivered, earliest first."""
+        self.clock.now += seconds
+        while due := sorted(d for d in self.fx.wakeups if d <= self.clock.now):
+            self.fx.wakeups.remove(due[0])
+            self.sched.on_tick()
 
     def cancel(self, req: Request) -> None:
         self.cancelled.append(req)
@@ -298,7 +326,7 @@ class TableSwapper:
 def test_overlapping_evict_sets_run_one_after_another():
     # Neither target stops the other, but both need S gone: no parallel swap.
     h = Harness("ABS")
-    h.sched = FifoScheduler(TableSwapper({"A": {"S"}, "B": {"S"}}), h.fx)
+    h.sched = FifoScheduler(TableSwapper({"A": {"S"}, "B": {"S"}}), h.fx, now=h.clock)
     h.ready("S")
     h.ask("A", "B")
     assert h.fx.swaps == [("A", frozenset({"S"}))]
@@ -505,3 +533,275 @@ def test_swap_done_for_unknown_swap_is_ignored(h: Harness):
     h.sched.on_swap_done("B", None)
     assert h.fx.grants == [] and h.sched.snapshot() == IDLE
     h.settle()
+
+
+# ---- maxWait: the starvation bound -------------------------------------
+
+
+def steady_traffic(h: Harness, model: str, seconds: float, every: float = 0.5) -> list[Request]:
+    """A request for ``model`` every ``every`` seconds, each finishing one period
+    after it began, so ``model`` always has one in flight and never drains."""
+    sent: list[Request] = []
+    for _ in range(int(seconds / every)):
+        sent += h.ask(model)
+        for req in h.taken():
+            if req.model == model and req not in h.served and req is not sent[-1]:
+                h.finish(req)
+        h.advance(every)
+    return sent
+
+
+def test_steady_traffic_to_a_starves_b_without_max_wait():
+    h = Harness(max_wait=0)
+    h.ready("A")
+    h.ask("A")
+    (b,) = h.ask("B")
+
+    steady_traffic(h, "A", seconds=60)
+
+    assert h.sched.queue_position(b) == 1, "B has waited a minute and would wait forever"
+    assert h.fx.swaps == [] and set(h.granted_models()) == {"A"}
+    assert h.fx.wakeups == [] and h.fx.holds == []
+    h.finish_model("A")  # only when A's traffic stops does B get its swap
+    assert h.fx.swaps == [("B", frozenset({"A"}))]
+    h.settle()
+
+
+def test_max_wait_holds_new_requests_for_the_model_b_must_evict():
+    h = Harness(max_wait=2)
+    h.ready("A")
+    h.ask("A")
+    (b,) = h.ask("B")
+    before = steady_traffic(h, "A", seconds=2)
+    assert all(r in h.taken() for r in before), "below maxWait A keeps its fast path"
+    assert h.fx.holds == [("B", 2.0, frozenset({"A"}))]
+
+    late = h.ask("A", "A")
+    assert all(h.sched.queue_position(r) is not None for r in late), "A is held behind B"
+    assert h.sched.snapshot()["queued"] == ["B", "A", "A"]
+
+    h.finish_model("A")  # A drains...
+    assert h.fx.swaps == [("B", frozenset({"A"}))], "...and B's swap goes at once"
+    h.complete("B")
+    assert (b, "B") in h.fx.grants
+    h.finish(b)
+    assert h.fx.swaps[-1] == ("A", frozenset({"B"})), "then the queue carries on"
+    h.complete("A")
+    assert all(r in h.taken() for r in late)
+    assert len(h.fx.holds) == 1, "the hold is reported once"
+    h.settle()
+
+
+def test_max_wait_tick_wakes_the_scheduler_when_nothing_else_happens():
+    h = Harness(max_wait=2)
+    h.ready("A")
+    (a,) = h.ask("A")
+    h.ask("B")
+    assert h.fx.wakeups == [h.clock.now + 2]
+
+    h.advance(1.5)
+    assert h.fx.holds == []
+    h.advance(0.5)  # no request arrives or finishes: only the tick comes
+    assert h.fx.holds == [("B", 2.0, frozenset({"A"}))]
+    assert h.fx.wakeups == [], "nothing else will turn overdue"
+    assert h.fx.swaps == [] and h.fx.grants == [(a, "A")], "A's request is not cut off"
+
+    (late,) = h.ask("A")
+    assert h.sched.queue_position(late) == 2
+    h.finish(a)
+    assert h.fx.swaps == [("B", frozenset({"A"}))]
+    h.settle()
+
+
+def run_trace(max_wait: float) -> Harness:
+    """A mixed workload: bursts, steady traffic, a failed swap and a cancel."""
+    h = Harness("ABC", max_wait=max_wait)
+    h.ask("A", "C", "B", "A")
+    h.advance(3)
+    h.complete("A")
+    h.ask("A")
+    h.advance(3)
+    h.finish_model("A")
+    h.complete("C", error=StartFailed("boom"))
+    (b,) = [r for r in h.sent if r.model == "B"]
+    h.cancel(b)
+    steady_traffic(h, "A", seconds=5)
+    h.ask("C")
+    h.advance(10)
+    h.settle()
+    return h
+
+
+def test_max_wait_zero_is_llama_swaps_behaviour():
+    unbounded, never_reached = run_trace(max_wait=0), run_trace(max_wait=1e9)
+    assert unbounded.fx.wakeups == [] and unbounded.fx.holds == []
+
+    def decisions(h: Harness) -> list:
+        return [h.swap_targets(), [(h.sent.index(r), m) for r, m in h.fx.grants],
+                [(h.sent.index(r), type(e)) for r, e in h.fx.errors]]
+
+    assert decisions(unbounded) == decisions(never_reached)
+    # And the bound, once reached, changes the outcome of the same trace.
+    assert decisions(run_trace(max_wait=2)) != decisions(unbounded)
+
+
+def test_an_overdue_request_goes_before_higher_priority_ones():
+    h = Harness(max_wait=2, priority={"C": 5})
+    h.ready("A")
+    (a,) = h.ask("A")
+    h.ask("B")
+    h.advance(1)
+    h.ask("C")
+    assert h.sched.snapshot()["queued"] == ["C", "B"]
+
+    h.advance(1)  # B is overdue, C is not
+    h.finish(a)
+    assert h.swap_targets() == ["B"], "the bound overrides priority"
+    h.complete("B")
+    h.finish_model("B")
+    assert h.swap_targets() == ["B", "C"]
+    h.settle()
+
+
+def test_priority_orders_the_queue_below_the_bound():
+    h = Harness(max_wait=2, priority={"C": 5})
+    h.ready("A")
+    (a,) = h.ask("A")
+    h.ask("B")
+    h.advance(1)
+    h.ask("C")
+    h.advance(0.5)  # nobody is overdue yet
+    h.finish(a)
+    assert h.swap_targets() == ["C"]
+    h.settle()
+
+
+def test_overdue_requests_go_in_the_order_they_arrived():
+    h = Harness(max_wait=2)
+    h.ready("A")
+    (a,) = h.ask("A")
+    h.ask("C")
+    h.advance(1)
+    h.ask("B")
+    h.advance(2)
+    assert [m for m, _, _ in h.fx.holds] == ["C", "B"]
+
+    h.finish(a)
+    assert h.swap_targets() == ["C"]
+    h.complete("C")
+    (late_c,) = h.ask("C")
+    assert h.sched.queue_position(late_c) is not None, "B is overdue: C is held for it now"
+    h.finish_model("C")
+    assert h.swap_targets() == ["C", "B"]
+    h.settle()
+
+
+def test_cancelling_the_overdue_request_releases_its_hold():
+    h = Harness(max_wait=2)
+    h.ready("A")
+    h.ask("A")
+    (b,) = h.ask("B")
+    h.advance(2)
+    (held,) = h.ask("A")
+    assert h.sched.queue_position(held) == 2
+
+    h.cancel(b)
+    assert (held, "A") in h.fx.grants, "nobody is waiting for A to drain any more"
+    assert h.fx.swaps == []
+    h.settle()
+
+
+def test_a_request_cancelled_before_max_wait_holds_nothing():
+    h = Harness(max_wait=2)
+    h.ready("A")
+    h.ask("A")
+    (b,) = h.ask("B")
+    h.cancel(b)
+    h.advance(5)  # its wake-up still comes, and finds nobody overdue
+    assert h.fx.holds == []
+    (a2,) = h.ask("A")
+    assert (a2, "A") in h.fx.grants
+    h.settle()
+
+
+def test_requests_joined_to_a_swap_before_the_hold_are_still_granted():
+    h = Harness(max_wait=2)
+    early = h.ask("A", "A")
+    (b,) = h.ask("B")  # collides with the swap to A in flight
+    h.advance(2)
+    assert h.fx.holds == [("B", 2.0, frozenset({"A"}))]
+    (late,) = h.ask("A")
+    assert h.sched.queue_position(late) is not None, "no new waiters for a model B must evict"
+
+    h.complete("A")
+    assert [r for r, _ in h.fx.grants] == early, "those that waited for the load are served"
+    h.finish_model("A")
+    assert h.swap_targets() == ["A", "B"]
+    h.complete("B")
+    assert (b, "B") in h.fx.grants
+    h.settle()
+
+
+def test_max_wait_holds_only_the_models_in_the_way():
+    # B swaps with A; C is in a group of its own that B's group leaves alone.
+    groups = [Group("ab", ("A", "B"), exclusive=False), Group("c", ("C",), exclusive=False)]
+    h = Harness(groups=groups, max_wait=2)
+    h.ready("A", "C")
+    h.ask("A", "C")
+    h.ask("B")
+    h.advance(2)
+    assert h.fx.holds == [("B", 2.0, frozenset({"A"}))]
+
+    a2, c2 = h.ask("A", "C")
+    assert h.sched.queue_position(a2) is not None
+    assert (c2, "C") in h.fx.grants, "C is not in B's way: its fast path stays open"
+    h.settle()
+
+
+def test_max_wait_holds_a_swap_that_would_get_in_the_way():
+    # An overdue B waits on busy A; an idle C could swap in for D meanwhile,
+    # but B would then have to evict C (and wait for it) too.
+    groups = [Group("ab", ("A", "B")), Group("cd", ("C", "D"), exclusive=False)]
+    h = Harness("ABCD", groups=groups, max_wait=2)
+    h.ready("A")
+    (a,) = h.ask("A")
+    h.ask("B")
+    h.advance(2)
+    (c,) = h.ask("C")
+    assert h.fx.swaps == [] and h.sched.queue_position(c) is not None
+    h.finish(a)
+    # B goes first; C then starts beside it, as it would have with no hold.
+    assert h.swap_targets() == ["B", "C"]
+    h.settle()
+
+
+def test_max_wait_holds_a_swap_that_would_stop_what_the_overdue_request_must_stop():
+    # B must stop A (busy) and S (idle); C only needs S gone. Were C to swap
+    # in now, B would then collide with C's swap and wait for C's load too.
+    h = Harness("ABCS", max_wait=2)
+    h.sched = FifoScheduler(TableSwapper({"B": {"A", "S"}, "C": {"S"}}), h.fx, max_wait=2, now=h.clock)
+    h.ready("A", "S")
+    (a,) = h.ask("A")
+    h.ask("B")
+    h.advance(2)
+    (c,) = h.ask("C")
+    assert h.fx.swaps == [] and h.sched.queue_position(c) is not None
+    h.finish(a)
+    assert h.fx.swaps[0] == ("B", frozenset({"A", "S"}))
+    h.settle()
+
+
+def test_max_wait_holds_a_swap_that_would_stop_the_overdue_request_s_own_model():
+    # B is loaded but must stop a busy A before it may serve; C would stop B.
+    h = Harness("ABC", max_wait=2)
+    h.sched = FifoScheduler(TableSwapper({"B": {"A"}, "C": {"B"}}), h.fx, max_wait=2, now=h.clock)
+    h.ready("A", "B")
+    (a,) = h.ask("A")
+    (b,) = h.ask("B")
+    h.advance(2)
+    (c,) = h.ask("C")
+    assert h.fx.swaps == [] and h.sched.queue_position(c) is not None
+    h.finish(a)
+    assert h.fx.swaps[0] == ("B", frozenset({"A"}))
+    h.settle()
+
