@@ -20,8 +20,10 @@ log = logging.getLogger("llama-swap.http")
 _TYPE_AND_CODE = {
     400: ("invalid_request_error", "bad_request"),
     401: ("authentication_error", "unauthorized"),
+    403: ("invalid_request_error", "forbidden"),
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
+    409: ("invalid_request_error", "conflict"),
     413: ("invalid_request_error", "request_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
     500: ("server_error", "internal_error"),
