@@ -2,17 +2,24 @@
 
 This module owns the fake upstream process: its CLI, its HTTP handling and the
 deterministic "generation" it serves.  It is stdlib-only and imports nothing
-from the rest of the project so that ``python -m app.fake_upstream`` starts in
-a few tens of milliseconds.
+from the rest of the project but its sibling ``app.fake_apis`` (stdlib-only
+too) so that ``python -m app.fake_upstream`` starts in a few tens of
+milliseconds.
 
 What it emulates, as seen through a proxy:
 
 * a loading phase (``--load-time``) during which every endpoint answers 503,
   ``/health`` included; then ``/health`` answers 200;
 * OpenAI-style ``/v1/chat/completions``, ``/v1/completions`` and
-  ``/v1/embeddings``, the native ``/completion``, ``/v1/models`` and ``/props``,
-  non-streamed and streamed (SSE over chunked transfer encoding, one chunk and
-  one ``sendall`` per event);
+  ``/v1/embeddings``, the native ``/completion`` and ``/infill``, ``/v1/models``
+  and ``/props``, non-streamed and streamed (SSE over chunked transfer
+  encoding, one chunk and one ``sendall`` per event); with ``--echo-request``
+  completion answers carry the parsed request as ``received``;
+* everything else a proxy routes by model (``app.fake_apis``): Anthropic
+  ``/v1/messages`` (JSON and SSE) and ``count_tokens``, ``/v1/responses``,
+  audio speech/transcriptions/voices, image generations/edits, the rerank
+  family, sd.cpp's ``/sdapi/v1/*`` and audio.cpp's ``/v1/tasks/run``, each
+  naming the model it received;
 * process-level faults: crashing after N completions, ignoring SIGTERM, never
   becoming healthy, dying while starting, and Nagle-afflicted writes
   (``--split-writes``).
@@ -35,10 +42,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any, Callable, Iterator, Sequence
+from urllib.parse import parse_qsl
+
+from app import fake_apis
 
 JSON_TYPE = "application/json; charset=utf-8"
 SSE_TYPE = "text/event-stream"
-COMPLETION_PATHS = ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/completion")
+COMPLETION_PATHS = ("/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions", "/completion",
+                    "/infill")
 PROMPT_MS_PER_TOKEN = 0.5  # nominal prompt-processing cost reported in "timings"
 
 
@@ -61,6 +72,7 @@ class Options:
     split_writes: bool
     starts_file: str | None
     exit_after_start: float
+    echo_request: bool = False
 
 
 class State:
@@ -338,10 +350,12 @@ class Handler(BaseHTTPRequestHandler):
             pass  # trailers
         return b"".join(parts)
 
-    def _head(self, status: int, content_type: str, length: int | None) -> bytes:
+    def _head(self, status: int, content_type: str, length: int | None,
+              extra: dict[str, str] | None = None) -> bytes:
         """Status line and headers; ``length=None`` means a streamed body."""
         reason = self.responses.get(status, ("",))[0]
         lines = [f"HTTP/1.1 {status} {reason}", f"Server: {self.server_version}", f"Content-Type: {content_type}"]
+        lines += [f"{name}: {value}" for name, value in (extra or {}).items()]
         if length is not None:
             lines.append(f"Content-Length: {length}")
         elif self._chunked_ok():
@@ -355,9 +369,10 @@ class Handler(BaseHTTPRequestHandler):
     def _chunked_ok(self) -> bool:
         return self.request_version != "HTTP/1.0"
 
-    def _send(self, status: int, body: bytes, content_type: str = JSON_TYPE) -> None:
+    def _send(self, status: int, body: bytes, content_type: str = JSON_TYPE,
+              headers: dict[str, str] | None = None) -> None:
         """Send a whole response: one sendall, or two with ``--split-writes``."""
-        head = self._head(status, content_type, len(body))
+        head = self._head(status, content_type, len(body), headers)
         if self.server.state.options.split_writes:
             self.connection.sendall(head)
             self.connection.sendall(body)
@@ -368,11 +383,11 @@ class Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, obj: Any) -> None:
         self._send(status, dumps(obj))
 
-    def _send_stream(self, events: Iterator[bytes]) -> bool:
+    def _send_stream(self, events: Iterator[bytes], content_type: str = SSE_TYPE) -> bool:
         """Stream SSE ``events`` as chunks; False if the client went away."""
         chunked = self._chunked_ok()
         try:
-            self.connection.sendall(self._head(200, SSE_TYPE, None))
+            self.connection.sendall(self._head(200, content_type, None))
             for event in events:
                 self.connection.sendall(b"%x\r\n%b\r\n" % (len(event), event) if chunked else event)
             if chunked:
@@ -433,7 +448,26 @@ class Handler(BaseHTTPRequestHandler):
         model = self.server.state.options.model
         self._send_json(200, {"model_path": f"/models/{model}.gguf", "total_slots": 1,
                               "default_generation_settings": {"n_ctx": 4096, "model": model},
-                              "build_info": "fake_upstream"})
+                              "build_info": "fake_upstream", "query": dict(self._query())})
+
+    def _query(self) -> list[tuple[str, str]]:
+        return parse_qsl(self.path.partition("?")[2], keep_blank_values=True)
+
+    def api(self, endpoint: fake_apis.Endpoint, path: str, raw: bytes) -> None:
+        """Answer one of ``app.fake_apis``' endpoints."""
+        state = self.server.state
+        ctx = fake_apis.Ctx(state.options.model, state.created, state.options.tokens,
+                            state.options.token_delay, state.next_id, token_text)
+        req = fake_apis.FakeRequest(self.command, path, dict(self._query()),
+                                    self.headers.get("Content-Type", ""), raw)
+        try:
+            reply = endpoint(ctx, req)
+        except fake_apis.BadRequest as exc:
+            raise BadRequest(str(exc)) from None
+        if reply.events is not None:
+            self._send_stream(reply.events, reply.content_type)
+        else:
+            self._send(reply.status, reply.body, reply.content_type, reply.headers)
 
     def echo(self, path: str, raw: bytes) -> None:
         self._send_json(200, {"method": self.command, "path": self.path, "headers": dict(self.headers.items()),
@@ -448,7 +482,10 @@ class Handler(BaseHTTPRequestHandler):
         else:
             if state.options.token_delay > 0 and c.n_tokens:
                 time.sleep(state.options.token_delay * c.n_tokens)
-            self._send_json(200, full_response(state, c))
+            answer = full_response(state, c)
+            if state.options.echo_request:
+                answer["received"] = json.loads(raw)
+            self._send_json(200, answer)
         state.completion_done()
 
     def embeddings(self, path: str, raw: bytes) -> None:
@@ -494,7 +531,13 @@ def _build_routes() -> dict[str, dict[str, Endpoint]]:
     }
     for path in COMPLETION_PATHS:
         routes[path] = {"POST": Handler.completion}
+    for path, methods in fake_apis.ROUTES.items():
+        routes[path] = {method: _api_endpoint(endpoint) for method, endpoint in methods.items()}
     return routes
+
+
+def _api_endpoint(endpoint: fake_apis.Endpoint) -> Endpoint:
+    return lambda handler, path, raw: handler.api(endpoint, path, raw)
 
 
 ROUTES = _build_routes()
@@ -543,9 +586,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--split-writes", action="store_true", help="no TCP_NODELAY; headers and body in two writes")
     p.add_argument("--starts-file", default=None, help="append '<pid>\\n' to this file on start")
     p.add_argument("--exit-after-start", type=float, default=0.0, help="exit(3) this many seconds after start")
+    p.add_argument("--echo-request", action="store_true", help="completion answers carry the request as 'received'")
     a = p.parse_args(argv)
     return Options(a.host, a.port, a.model, a.load_time, a.tokens, a.token_delay, a.crash_after,
-                   a.never_healthy, a.ignore_sigterm, a.split_writes, a.starts_file, a.exit_after_start)
+                   a.never_healthy, a.ignore_sigterm, a.split_writes, a.starts_file, a.exit_after_start,
+                   a.echo_request)
 
 
 def record_start(path: str) -> None:

@@ -1,46 +1,163 @@
-"""The inference endpoints: pick the model from the JSON body, get a lease, proxy.
+"""The inference endpoints: one route table, one view, the model from the body, a form field or the query.
 
-Views are thin: read the body, resolve the model name (aliases included),
-wait for the router's grant while watching for the client hanging up, and
-hand the lease to ``app.proxy.forward``.
+Every model-dispatched endpoint (OpenAI, Anthropic, llama-server, sd.cpp's
+SDAPI, audio.cpp, ComfyUI) is a row of ``ROUTES``: its path, methods, where
+the model name comes from, what prefix is cut before the path goes upstream,
+and the shape its errors take. ``serve`` does the same for all of them: read
+the name, resolve it (aliases), rewrite the body for the model (useModelName,
+filters: JSON bodies only; the ``model`` field of a multipart form), wait for
+the router's grant while watching for the client hanging up, then hand the
+lease to ``app.proxy.forward``, which streams both ways and releases it once.
+
+Errors are OpenAI-shaped by the app's handler (``app.errors``). The Anthropic
+routes (``/v1/messages``, ``/v1/messages/count_tokens``) answer their own
+errors Anthropic-shaped here, at the one place their routes are known:
+``app.errors`` stays the single OpenAI shaper and needs no knowledge of paths.
+
+A multipart upload waits for its model with the rest of the file still
+unread on the client's socket; the hang-up watch takes pending bytes as proof
+of a live client, so a client that gives up while such a request is queued is
+noticed only when the upload is relayed (it then fails and frees the lease).
+
+``/v1/models`` and ``/models`` list the models (``app.listing``).
 """
 
 from __future__ import annotations
 
-import json
+import enum
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Iterable
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, json, jsonify, redirect, request
 
-from app.errors import BadRequest
+from app import filters
+from app.config.model import ModelConfig
 from app.hangup import HangupWatch
+from app.listing import model_records
+from app.model_name import (
+    MAX_BUFFERED, MultipartUpload, RequestTooLarge, encode_json, model_from_json, model_from_query,
+    request_body,
+)
 from app.proxy import forward
 from app.server import Server, current
-from scheduler.errors import ModelNotFound
+from scheduler.errors import ModelNotFound, RouteError
 from scheduler.router import Lease
+from scheduler.state import ProcessState
 
 bp = Blueprint("inference", __name__)
 
 IMMEDIATE_GRANT = 0.02  # seconds a request may wait before its client's socket is watched
+COMFYUI_MODEL = "comfyui_auto"  # llama-swap's reserved model id behind /comfyui/
+COMFYUI_WEBSOCKET = "/ws"  # the ComfyUI page's status socket: must not start the model
 
-JSON_MODEL_PATHS = (
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/completion",
+
+class Source(enum.Enum):
+    """Where a route reads the model name from."""
+
+    JSON = "the JSON body's \"model\""
+    MULTIPART = "the multipart form field \"model\""
+    QUERY = "the query parameter ?model="
+    COMFYUI = f"fixed: {COMFYUI_MODEL}"
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    methods: tuple[str, ...]
+    source: Source
+    strip_prefix: str = ""  # cut from the path before it goes upstream
+    anthropic_errors: bool = False
+
+
+POST, GET = ("POST",), ("GET",)
+ANY = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+ROUTES: tuple[Route, ...] = (
+    # OpenAI
+    Route("/v1/chat/completions", POST, Source.JSON),
+    Route("/v1/completions", POST, Source.JSON),
+    Route("/v1/responses", POST, Source.JSON),
+    Route("/v1/embeddings", POST, Source.JSON),
+    Route("/v1/audio/speech", POST, Source.JSON),
+    Route("/v1/audio/voices", POST, Source.JSON),
+    Route("/v1/audio/voices", GET, Source.QUERY),
+    Route("/v1/audio/transcriptions", POST, Source.MULTIPART),
+    Route("/v1/images/generations", POST, Source.JSON),
+    Route("/v1/images/edits", POST, Source.MULTIPART),
+    # Anthropic
+    Route("/v1/messages", POST, Source.JSON, anthropic_errors=True),
+    Route("/v1/messages/count_tokens", POST, Source.JSON, anthropic_errors=True),
+    # llama-server
+    Route("/v1/rerank", POST, Source.JSON),
+    Route("/v1/reranking", POST, Source.JSON),
+    Route("/rerank", POST, Source.JSON),
+    Route("/reranking", POST, Source.JSON),
+    Route("/infill", POST, Source.JSON),
+    Route("/completion", POST, Source.JSON),
+    Route("/props", GET, Source.QUERY),
+    # versionless aliases (llama-swap #728): /v/... reaches the upstream as /...
+    Route("/v/chat/completions", POST, Source.JSON, strip_prefix="/v"),
+    Route("/v/completions", POST, Source.JSON, strip_prefix="/v"),
+    Route("/v/responses", POST, Source.JSON, strip_prefix="/v"),
+    Route("/v/embeddings", POST, Source.JSON, strip_prefix="/v"),
+    Route("/v/rerank", POST, Source.JSON, strip_prefix="/v"),
+    Route("/v/reranking", POST, Source.JSON, strip_prefix="/v"),
+    Route("/v/messages", POST, Source.JSON, strip_prefix="/v", anthropic_errors=True),
+    Route("/v/messages/count_tokens", POST, Source.JSON, strip_prefix="/v", anthropic_errors=True),
+    # stable-diffusion.cpp
+    Route("/sdapi/v1/txt2img", POST, Source.JSON),
+    Route("/sdapi/v1/img2img", POST, Source.JSON),
+    Route("/sdapi/v1/loras", GET, Source.QUERY),
+    # audio.cpp: /audioapi/v1/tasks/run reaches the upstream as /v1/tasks/run
+    Route("/audioapi/v1/tasks/run", POST, Source.JSON, strip_prefix="/audioapi"),
+    # ComfyUI: everything under /comfyui/ goes to the comfyui_auto model, prefix cut
+    Route("/comfyui/", ANY, Source.COMFYUI, strip_prefix="/comfyui"),
+    Route("/comfyui/<path:rest>", ANY, Source.COMFYUI, strip_prefix="/comfyui"),
 )
 
 
-def model_from_json(body: bytes) -> str:
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("request body must be a JSON object")
-    name = payload.get("model")
-    if not isinstance(name, str) or not name:
-        raise BadRequest("missing or invalid 'model' key in request body")
-    return name
+# --------------------------------------------------------------------------- reading the request
+
+
+@dataclass
+class Incoming:
+    """A request's model name as the client wrote it, and how to build the body to send."""
+
+    name: str
+    payload: dict[str, Any] | None = None  # a JSON body, parsed
+    raw: bytes | None = None  # the JSON body as received
+    upload: MultipartUpload | None = None  # a multipart body, read up to its model field
+    unread: bytes | Iterable[bytes] | None = None  # any other body, streamed through as sent
+
+    def upstream_body(self, model: ModelConfig) -> bytes | Iterable[bytes] | None:
+        """The body for the upstream: re-serialised only if a rewrite changed it."""
+        if self.upload is not None:
+            return self.upload.body(model.use_model_name or None)
+        if self.payload is None:
+            return self.unread
+        rewritten = filters.rewrite(self.payload, self.name, model.use_model_name, model.filters)
+        return self.raw if rewritten is None else encode_json(rewritten)
+
+
+def read_incoming(route: Route) -> Incoming:
+    if route.source is Source.JSON:
+        if (request.content_length or 0) > MAX_BUFFERED:
+            raise RequestTooLarge(f"request body exceeds the {MAX_BUFFERED >> 20} MB limit")
+        raw = request.get_data(cache=False)
+        name, payload = model_from_json(raw)
+        # curl -d sends JSON as a form: say what it is, as Go does (NormalizeBodyContentType)
+        if "application/json" not in (request.content_type or ""):
+            request.environ["CONTENT_TYPE"] = "application/json"
+        return Incoming(name, payload=payload, raw=raw)
+    if route.source is Source.MULTIPART:
+        upload = MultipartUpload.read(request.stream, request.content_type or "", request.content_length)
+        return Incoming(upload.model, upload=upload)
+    name = COMFYUI_MODEL if route.source is Source.COMFYUI else model_from_query(request.args)
+    return Incoming(name, unread=request_body(request))
+
+
+# --------------------------------------------------------------------------- the view
 
 
 def resolve(server: Server, name: str) -> str:
@@ -70,32 +187,93 @@ def raw_path(environ: dict) -> str:
     return environ.get("RAW_URI") or request.full_path.rstrip("?")
 
 
-def proxy_json_request() -> Response:
+def upstream_path(route: Route, environ: dict) -> str:
+    path = raw_path(environ)
+    if route.strip_prefix and path.startswith(route.strip_prefix):
+        path = path[len(route.strip_prefix):]
+    return path if path.startswith("/") else "/" + path
+
+
+def serve(route: Route, **_: str) -> Response:
+    try:
+        return proxy_request(route)
+    except RouteError as exc:
+        if route.anthropic_errors:
+            return anthropic_error_response(exc.status, exc.message)
+        raise
+
+
+def proxy_request(route: Route) -> Response:
     server = current()
-    body = request.get_data(cache=False)
-    model = resolve(server, model_from_json(body))
-    lease = acquire(server, model, request.environ)
-    return forward(lease, server.sessions, request.environ, "POST", raw_path(request.environ), body)
+    if route.source is Source.COMFYUI:
+        check_comfyui(server, route)
+    incoming = read_incoming(route)
+    model_id = resolve(server, incoming.name)
+    model = server.config.models[model_id]
+    body = incoming.upstream_body(model)
+    lease = acquire(server, model_id, request.environ)
+    return forward(lease, server.sessions, request.environ, request.method,
+                   upstream_path(route, request.environ), body, timeouts=model.timeouts)
 
 
-for _path in JSON_MODEL_PATHS:
-    bp.add_url_rule(_path, view_func=proxy_json_request, methods=["POST"],
-                    endpoint="proxy" + _path.replace("/", "_"))
+def check_comfyui(server: Server, route: Route) -> None:
+    """404 without a comfyui_auto model; 409 for the page's socket while the model is not up."""
+    if COMFYUI_MODEL not in server.config.models:
+        raise ModelNotFound(f"local model {COMFYUI_MODEL} not found")
+    path = upstream_path(route, request.environ).split("?", 1)[0]
+    is_socket = path == COMFYUI_WEBSOCKET or path.startswith(COMFYUI_WEBSOCKET + "/")
+    if request.method == "GET" and is_socket and \
+            server.router.model_state(COMFYUI_MODEL) is not ProcessState.READY:
+        # An open ComfyUI tab retries its socket forever: it must not reload an unloaded model.
+        raise RouteError(f"model {COMFYUI_MODEL} is not loaded; {COMFYUI_WEBSOCKET} does not start it",
+                         status=409)
+
+
+def _register(routes: Iterable[Route]) -> None:
+    for index, route in enumerate(routes):
+        endpoint = f"route{index}" + route.path.replace("/", "_").replace("<path:rest>", "rest")
+        bp.add_url_rule(route.path, endpoint=endpoint, view_func=partial(serve, route),
+                        methods=list(route.methods))
+
+
+_register(ROUTES)
+
+
+@bp.route("/comfyui", methods=list(ANY))
+def comfyui_redirect() -> Response:
+    """``/comfyui`` → ``/comfyui/`` (301 for GET/HEAD, 308 keeps other methods' bodies)."""
+    location = "/comfyui/" + ("?" + request.query_string.decode() if request.query_string else "")
+    return redirect(location, code=301 if request.method in ("GET", "HEAD") else 308)
+
+
+# --------------------------------------------------------------------------- listing
 
 
 @bp.get("/v1/models")
+@bp.get("/models")
 def list_models() -> Response:
     server = current()
-    created = int(server.started_at)
-    data = []
-    for model in server.config.models.values():
-        if model.unlisted:
-            continue
-        record = {"id": model.id, "object": "model", "created": created, "owned_by": "llama-swap"}
-        if model.name:
-            record["name"] = model.name
-        if model.description:
-            record["description"] = model.description
-        data.append(record)
-    data.sort(key=lambda r: r["id"])
-    return jsonify({"object": "list", "data": data})
+    return jsonify({"object": "list", "data": model_records(server.config, int(server.started_at))})
+
+
+# --------------------------------------------------------------------------- Anthropic errors
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_response(status: int, message: str) -> Response:
+    """``{"type": "error", "error": {"type", "message"}}``, as Anthropic's API answers."""
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    response = Response(json.dumps(body), status=status, mimetype="application/json")
+    if status == 429:
+        response.headers["Retry-After"] = "1"
+    return response

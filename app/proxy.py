@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import requests
 from flask import Response
 
 from app.batching import batched_chunks
+from app.config.model import Timeouts
 from app.errors import UpstreamUnreachable
 from app.hangup import HangupWatch
 from scheduler.httpclient import upstream_session
@@ -30,7 +31,9 @@ HOP_BY_HOP = frozenset({
     "te", "trailer", "trailers", "transfer-encoding", "upgrade"})
 # Also not forwarded upstream: requests sets Host and Content-Length itself, and
 # asking for identity encoding keeps the body byte-for-byte what the upstream sent.
-NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "accept-encoding"}
+# "Expect: 100-continue" was answered by gunicorn already; requests sends the body
+# without waiting, so passing it on would only earn an interim 100 from the upstream.
+NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "expect"}
 
 CONNECT_TIMEOUT = 30.0
 BEGAN_KEY = "llama_swap.began"  # environ key: monotonic time the request arrived
@@ -69,18 +72,55 @@ def upstream_headers(environ: dict) -> dict[str, str]:
     return headers
 
 
+def request_timeouts(timeouts: Timeouts | None) -> tuple[float | None, float | None]:
+    """A model's ``timeouts`` as requests' ``(connect, read)``; 0 means none.
+
+    Go's ``responseHeader`` bounds only the wait for the response headers,
+    while requests' read timeout bounds every wait between bytes. So it is
+    given to requests for the headers and lifted (``_lift_read_timeout``)
+    once they have arrived: a model that thinks for minutes between tokens
+    is not cut off, exactly as in Go.
+    """
+    if timeouts is None:
+        return CONNECT_TIMEOUT, None
+    return timeouts.connect or None, timeouts.response_header or None
+
+
+def _lift_read_timeout(upstream: requests.Response) -> None:
+    sock = getattr(getattr(upstream.raw, "_connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(None)
+
+
 def forward(lease: Lease, sessions: UpstreamSessions, environ: dict, method: str,
-            path: str, body: bytes | None) -> Response:
-    """Proxy to the leased upstream; the returned response owns the lease."""
+            path: str, body: bytes | Iterable[bytes] | None, *,
+            timeouts: Timeouts | None = None) -> Response:
+    """Proxy to the leased upstream; the returned response owns the lease.
+
+    ``body`` may be a stream (anything requests sends as a streamed body):
+    the ``/upstream`` passthrough hands the client's body over unread, and a
+    multipart upload is sent as it is read from the client. ``timeouts`` are
+    the model's (see ``request_timeouts``); without them, Go's defaults.
+    """
     url = lease.proxy_url + path
+    connect, header = request_timeouts(timeouts)
     try:
         upstream = sessions.for_url(lease.proxy_url).request(
             method, url, data=body, headers=upstream_headers(environ), stream=True,
-            timeout=(CONNECT_TIMEOUT, None), allow_redirects=False)
+            timeout=(connect, header), allow_redirects=False)
+    except requests.Timeout as exc:
+        lease.release()
+        log.warning("%s: upstream %s timed out: %s", lease.model, lease.proxy_url, exc)
+        raise UpstreamUnreachable(f"upstream for model {lease.model} timed out: {exc}") from exc
     except requests.RequestException as exc:
         lease.release()
         log.warning("%s: upstream %s unreachable: %s", lease.model, lease.proxy_url, exc)
         raise UpstreamUnreachable(f"upstream for model {lease.model} unreachable: {exc}") from exc
+    except BaseException:
+        lease.release()  # e.g. the client went away while its upload was being relayed
+        raise
+    if header is not None:
+        _lift_read_timeout(upstream)
 
     headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
     is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import signal
@@ -269,3 +270,83 @@ def test_split_writes_serves_the_same_bytes(launch: Any) -> None:
     up = launch("--split-writes", "--tokens", "4")
     status, body = post_json(up, "/v1/chat/completions", {"messages": []})
     assert status == 200 and body["choices"][0]["message"]["content"] == "tok0 tok1 tok2 tok3 "
+
+
+# --------------------------------------------------------------------------- the other APIs (app.fake_apis)
+
+
+def multipart_body(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = "fakeboundary42"
+    out = b""
+    for name, value in fields.items():
+        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    for name, (filename, content) in files.items():
+        out += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_anthropic_messages_json_and_stream_name_the_model_received(upstream: FakeUpstream) -> None:
+    status, body = post_json(upstream, "/v1/messages", {"model": "claude-x", "max_tokens": 2,
+                                                         "messages": [{"role": "user", "content": "a b"}]})
+    assert status == 200
+    assert (body["type"], body["model"], body["content"]) == ("message", "claude-x",
+                                                                [{"type": "text", "text": "tok0 tok1 "}])
+    assert body["usage"] == {"input_tokens": 2, "output_tokens": 2} and body["stop_reason"] == "max_tokens"
+    _, headers, raw = request(upstream, "POST", "/v1/messages", {"model": "m", "max_tokens": 2, "stream": True,
+                                                                   "messages": []})
+    assert headers["content-type"].startswith("text/event-stream")
+    events = [block.split("\n") for block in raw.decode().split("\n\n") if block]
+    assert [e[0] for e in events] == ["event: message_start", "event: content_block_start",
+                                      "event: content_block_delta", "event: content_block_delta",
+                                      "event: content_block_stop", "event: message_delta", "event: message_stop"]
+    assert json.loads(events[2][1][len("data: "):])["delta"] == {"type": "text_delta", "text": "tok0 "}
+    assert post_json(upstream, "/v1/messages/count_tokens",
+                     {"model": "m", "messages": [{"role": "user", "content": "one two"}]})[1]["input_tokens"] == 2
+
+
+def test_responses_json_and_stream(upstream: FakeUpstream) -> None:
+    _, body = post_json(upstream, "/v1/responses", {"model": "r", "input": "hi", "max_output_tokens": 2})
+    assert body["model"] == "r" and body["output"][0]["content"][0]["text"] == "tok0 tok1 "
+    _, _, raw = request(upstream, "POST", "/v1/responses", {"model": "r", "input": "hi", "stream": True})
+    assert raw.startswith(b"event: response.created") and b"event: response.completed" in raw
+
+
+def test_uploads_are_described_so_a_proxy_can_be_checked(upstream: FakeUpstream) -> None:
+    content = bytes(range(256)) * 100
+    body, content_type = multipart_body({"model": "whisper", "language": "fr"}, {"file": ("a.wav", content)})
+    conn = http.client.HTTPConnection(upstream.host, upstream.port, timeout=5)
+    try:
+        conn.request("POST", "/v1/audio/transcriptions", body=body, headers={"Content-Type": content_type})
+        answer = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert answer["model"] == "whisper" and answer["fields"] == {"model": "whisper", "language": "fr"}
+    assert answer["file"] == {"filename": "a.wav", "size": len(content),
+                              "sha256": hashlib.sha256(content).hexdigest()}
+    assert answer["text"] == f"transcribed {len(content)} bytes of a.wav with whisper"
+
+
+def test_audio_images_rerank_sdapi_and_tasks(upstream: FakeUpstream) -> None:
+    status, headers, raw = request(upstream, "POST", "/v1/audio/speech", {"model": "tts", "input": "hi"})
+    assert (status, headers["content-type"], headers["x-received-model"]) == (200, "audio/mpeg", "tts")
+    assert raw.startswith(b"ID3")
+    assert json.loads(request(upstream, "GET", "/v1/audio/voices?model=tts")[2])["model"] == "tts"
+    _, body = post_json(upstream, "/v1/images/generations", {"model": "sd", "prompt": "x", "n": 2})
+    assert body["model"] == "sd" and len(body["data"]) == 2
+    _, body = post_json(upstream, "/v1/rerank", {"model": "rr", "query": "cat", "documents": ["dog", "a cat"]})
+    assert [r["index"] for r in body["results"]] == [1, 0] and body["model"] == "rr"
+    _, body = post_json(upstream, "/sdapi/v1/txt2img", {"model": "sd", "prompt": "x"})
+    assert json.loads(body["info"])["model"] == "sd" and len(body["images"]) == 1
+    assert json.loads(request(upstream, "GET", "/sdapi/v1/loras?model=sd")[2])[0]["model"] == "sd"
+    _, body = post_json(upstream, "/v1/tasks/run", {"model": "ac", "task": "tts"})
+    assert (body["model"], body["path"], body["task"]) == ("ac", "/v1/tasks/run", "tts")
+    _, body = post_json(upstream, "/infill", {"input_prefix": "x", "n_predict": 1})
+    assert body["content"] == "tok0 "
+    assert json.loads(request(upstream, "GET", "/props?model=x")[2])["query"] == {"model": "x"}
+
+
+def test_echo_request_puts_the_request_in_completion_answers(launch: Any) -> None:
+    up = launch("--echo-request", "--tokens", "1")
+    _, body = post_json(up, "/v1/chat/completions", {"model": "m", "messages": [], "top_k": 5})
+    assert body["received"] == {"model": "m", "messages": [], "top_k": 5}

@@ -1,0 +1,296 @@
+"""Where a request names its model: a JSON body, a multipart form field, or the query.
+
+Each reader returns the name exactly as the client sent it (alias resolution is
+the caller's job) and what to send upstream.
+
+Multipart uploads are never held in memory whole. ``MultipartUpload.read``
+reads the request stream only until the ``model`` field has been seen, keeping
+what it read in a spooled temporary file (memory up to ``SPOOL_IN_MEMORY``,
+disk beyond); the upstream then gets those bytes followed by the rest of the
+client's stream, read as it is sent. Clients that put ``model`` before the file
+(the OpenAI SDKs, curl ``-F model=... -F file=@...`` in that order) are
+streamed straight through; a ``model`` after the file costs a pass through the
+spool, bounded by ``MAX_BUFFERED`` (Go's llama-swap parses the whole form,
+with 32 MB in memory and the rest on disk, and caps bodies at 250 MB).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterable, Iterator, Mapping
+
+from flask import Request
+
+from app.errors import BadRequest
+from scheduler.errors import RouteError
+
+CHUNK = 64 * 1024
+SPOOL_IN_MEMORY = 1024 * 1024  # bytes of a buffered multipart prefix kept in RAM
+MAX_BUFFERED = 250 * 1024 * 1024  # Go's MaxRequestBodySize
+MAX_PART_HEADERS = 16 * 1024
+MAX_MODEL_FIELD = 4 * 1024
+
+
+class RequestTooLarge(RouteError):
+    status = 413
+
+
+# --------------------------------------------------------------------------- JSON and query
+
+
+def model_from_json(body: bytes) -> tuple[str, dict[str, Any]]:
+    """The model name and the parsed object of a JSON request body."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object")
+    name = payload.get("model")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("missing or invalid 'model' key in request body")
+    return name, payload
+
+
+def model_from_query(args: Mapping[str, str]) -> str:
+    name = args.get("model", "")
+    if not name:
+        raise BadRequest("missing required 'model' query parameter")
+    return name
+
+
+def encode_json(payload: Mapping[str, Any]) -> bytes:
+    """Compact JSON, key order kept, non-ASCII as UTF-8 (as Go's sjson leaves it)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- multipart
+
+
+def multipart_boundary(content_type: str) -> bytes:
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise BadRequest("this endpoint expects multipart/form-data, Content-Type is "
+                         f"{content_type or 'not set'}")
+    match = re.search(r'boundary=(?:"([^"]+)"|([^;\s]+))', content_type, re.IGNORECASE)
+    if match is None:
+        raise BadRequest("multipart/form-data without a boundary")
+    return (match.group(1) or match.group(2)).encode("latin-1")
+
+
+_PARAM = re.compile(r';\s*([\w*.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+def is_model_field(headers: bytes) -> bool:
+    """True for the part headers of a plain (not file) form field named ``model``."""
+    for line in headers.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        if name.strip().lower() != "content-disposition":
+            continue
+        params = {k.lower(): v.strip().strip('"') for k, v in _PARAM.findall(value)}
+        return params.get("name") == "model" and "filename" not in params and "filename*" not in params
+    return False
+
+
+@dataclass
+class _Scanner:
+    """Finds the first ``model`` field in a multipart body fed to it chunk by chunk.
+
+    Holds only what it still has to look at: part headers, and the last few
+    bytes of a part's content (a delimiter may straddle two chunks), never
+    the content of a file. Offsets are absolute positions in the body.
+    """
+
+    boundary: bytes
+    state: str = "preamble"  # preamble | after_delimiter | headers | content
+    buf: bytearray = field(default_factory=bytearray)
+    offset: int = 0  # body offset of buf[0]
+    in_model_field: bool = False
+    found: tuple[int, int, bytes] | None = None  # (start, end, value) of the model field
+    ended: bool = False
+
+    @property
+    def delimiter(self) -> bytes:
+        return b"--" + self.boundary
+
+    def feed(self, data: bytes) -> bool:
+        """Take the next bytes; True once the model is found or the body has ended."""
+        self.buf += data
+        steps = {"preamble": self._preamble, "after_delimiter": self._after_delimiter,
+                 "headers": self._headers, "content": self._content}
+        while self.found is None and not self.ended:
+            if not steps[self.state]():  # False: needs more bytes
+                return False
+        return True
+
+    def _drop(self, count: int) -> None:
+        if count > 0:
+            del self.buf[:count]
+            self.offset += count
+
+    def _preamble(self) -> bool:
+        index = self.buf.find(self.delimiter)
+        if index < 0:
+            self._drop(len(self.buf) - len(self.delimiter))
+            return False
+        self._drop(index + len(self.delimiter))
+        self.state = "after_delimiter"
+        return True
+
+    def _after_delimiter(self) -> bool:
+        if len(self.buf) < 2:
+            return False
+        if self.buf.startswith(b"--"):
+            self.ended = True  # the closing delimiter: no model field
+            return True
+        end = self.buf.find(b"\r\n")
+        if end < 0:
+            if len(self.buf) > MAX_PART_HEADERS:
+                raise BadRequest("malformed multipart body")
+            return False
+        self._drop(end + 2)
+        self.state = "headers"
+        return True
+
+    def _headers(self) -> bool:
+        if self.buf.startswith(b"\r\n"):
+            end, skip = 0, 2  # a part without headers
+        else:
+            end, skip = self.buf.find(b"\r\n\r\n"), 4
+        if end < 0:
+            if len(self.buf) > MAX_PART_HEADERS:
+                raise BadRequest("multipart part headers too long")
+            return False
+        self.in_model_field = is_model_field(bytes(self.buf[:end]))
+        self._drop(end + skip)
+        self.state = "content"
+        return True
+
+    def _content(self) -> bool:
+        end = self.buf.find(b"\r\n" + self.delimiter)
+        if end < 0:
+            if self.in_model_field:
+                if len(self.buf) > MAX_MODEL_FIELD:
+                    raise BadRequest("the 'model' form field is too long")
+            else:  # keep just enough to see a delimiter that straddles chunks
+                self._drop(len(self.buf) - len(self.delimiter) - 2)
+            return False
+        if self.in_model_field:
+            self.found = (self.offset, self.offset + end, bytes(self.buf[:end]))
+            return True
+        self._drop(end + 2 + len(self.delimiter))
+        self.state = "after_delimiter"
+        return True
+
+
+class SizedBody:
+    """An iterable request body of known length (requests then sends Content-Length, not chunked).
+
+    gunicorn's request stream ends quietly when the client goes away; sending
+    the upstream fewer bytes than announced would leave it (and the lease)
+    waiting for the rest, so a short body raises instead.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], length: int):
+        self._chunks = chunks
+        self._length = length
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = 0
+        for chunk in self._chunks:
+            sent += len(chunk)
+            yield chunk
+        if sent < self._length:
+            raise OSError(f"client closed its request body with {self._length - sent} of "
+                          f"{self._length} bytes unsent")
+
+    def __len__(self) -> int:
+        return self._length
+
+
+def passthrough_body(stream: IO[bytes], content_length: int | None,
+                     chunked: bool) -> bytes | Iterable[bytes] | None:
+    """A body sent upstream unread: sized when the client said its length, else chunked or none."""
+    if content_length:
+        return SizedBody(read_chunks(stream, content_length), content_length)
+    if chunked:
+        return read_chunks(stream, None)
+    return b"" if content_length == 0 else None
+
+
+def request_body(req: Request) -> bytes | Iterable[bytes] | None:
+    """The body of a Flask request, to be relayed unread as the client framed it."""
+    chunked = "chunked" in req.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    return passthrough_body(req.stream, req.content_length, chunked)
+
+
+class MultipartUpload:
+    """A multipart request read up to its ``model`` field; the rest is still on the wire."""
+
+    def __init__(self, stream: IO[bytes], spool: IO[bytes], found: tuple[int, int, bytes],
+                 content_length: int | None):
+        self._stream = stream
+        self._spool = spool
+        self._start, self._end, raw = found
+        self.model = raw.decode("utf-8", errors="replace")
+        self._content_length = content_length
+
+    @classmethod
+    def read(cls, stream: IO[bytes], content_type: str, content_length: int | None) -> "MultipartUpload":
+        scanner = _Scanner(multipart_boundary(content_type))
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        buffered = 0
+        try:
+            while scanner.found is None:
+                chunk = stream.read(CHUNK)
+                if not chunk:
+                    break
+                spool.write(chunk)
+                buffered += len(chunk)
+                if buffered > MAX_BUFFERED:
+                    raise RequestTooLarge(f"the 'model' form field was not in the first "
+                                          f"{MAX_BUFFERED >> 20} MB of the upload")
+                if scanner.feed(chunk):
+                    break
+        except BaseException:
+            spool.close()
+            raise
+        if scanner.found is None:
+            spool.close()
+            raise BadRequest("missing or invalid 'model' parameter in form data")
+        return cls(stream, spool, scanner.found, content_length)
+
+    def body(self, model: str | None = None) -> Iterable[bytes]:
+        """The upload as it came, or with the ``model`` field's value replaced by ``model``."""
+        value = None if model is None or model == self.model else model.encode("utf-8")
+        chunks = self._chunks(value)
+        if self._content_length is None:
+            return chunks
+        delta = 0 if value is None else len(value) - (self._end - self._start)
+        return SizedBody(chunks, self._content_length + delta)
+
+    def _chunks(self, value: bytes | None) -> Iterator[bytes]:
+        try:
+            self._spool.seek(0)
+            if value is not None:
+                yield from read_chunks(self._spool, self._start)
+                yield value
+                self._spool.seek(self._end)
+            yield from read_chunks(self._spool, None)
+            yield from read_chunks(self._stream, None)
+        finally:
+            self._spool.close()
+
+
+def read_chunks(source: IO[bytes], limit: int | None) -> Iterator[bytes]:
+    """``source`` in chunks, up to ``limit`` bytes (None: to the end)."""
+    left = limit
+    while left is None or left > 0:
+        chunk = source.read(CHUNK if left is None else min(CHUNK, left))
+        if not chunk:
+            return
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
