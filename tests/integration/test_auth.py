@@ -3,52 +3,17 @@
 from __future__ import annotations
 
 import base64
-import json
-import sys
 
 import pytest
 import requests
 
-from tests.helpers.server import fake_cmd, wait_for
+from tests.helpers.recorder import command as recorder_command, read_records
+from tests.helpers.server import fake_cmd
 
 KEYS = ("sk-one-7f3a9c", "sk-two-b81e42")
 ORIGIN = "http://chat.example"
 
-# An upstream that writes down the headers of every completion it is sent.
-RECORDER = """
-import json, sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-port, record = int(sys.argv[1]), sys.argv[2]
-
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def reply(self, body):
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self.reply({"status": "ok"})
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        with open(record, "a") as f:
-            f.write(json.dumps(dict(self.headers.items())) + "\\n")
-        self.reply({"object": "chat.completion", "choices": []})
-
-HTTPServer(("127.0.0.1", port), Handler).serve_forever()
-"""
-
-
 def config_for(tmp_path, *, keys: tuple[str, ...] = KEYS) -> str:
-    recorder = tmp_path / "recorder.py"
-    recorder.write_text(RECORDER)
     key_lines = "".join(f"\n  - {key}" for key in keys)
     return f"""
 healthCheckTimeout: 15
@@ -57,7 +22,7 @@ models:
   llama:
     cmd: {fake_cmd("llama", tmp_path, "--tokens 3")}
   recorder:
-    cmd: {sys.executable} {recorder} ${{PORT}} {tmp_path}/recorded.jsonl
+    cmd: {recorder_command("${PORT}", tmp_path / "recorded.jsonl")}
 """
 
 
@@ -140,9 +105,9 @@ def test_an_accepted_key_is_neither_forwarded_upstream_nor_logged(secured, tmp_p
                           headers={**headers, "X-Trace": "kept"}, timeout=30)
         assert r.status_code == 200, r.text
     assert_unauthorized(requests.get(secured.url("/running"), headers=bearer("sk-wrong-guess"), timeout=5))
-    recorded = [json.loads(line) for line in (tmp_path / "recorded.jsonl").read_text().splitlines()]
+    recorded = read_records(tmp_path / "recorded.jsonl")
     assert len(recorded) == 3
-    for headers in recorded:
+    for headers in (record["headers"] for record in recorded):
         names = {name.lower() for name in headers}
         assert "authorization" not in names and "x-api-key" not in names
         assert headers["X-Trace"] == "kept"
@@ -159,6 +124,5 @@ def test_without_api_keys_everything_is_open_and_headers_pass_through(llama_swap
     r = requests.post(server.url("/v1/chat/completions"), json=chat("recorder"),
                       headers=bearer("sk-for-the-upstream"), timeout=30)
     assert r.status_code == 200
-    recorded = wait_for(lambda: (tmp_path / "recorded.jsonl").exists() and
-                        (tmp_path / "recorded.jsonl").read_text(), timeout=5, what="the recorded request")
-    assert json.loads(recorded.splitlines()[0])["Authorization"] == "Bearer sk-for-the-upstream"
+    (recorded,) = read_records(tmp_path / "recorded.jsonl")  # written before the answer was sent
+    assert recorded["headers"]["Authorization"] == "Bearer sk-for-the-upstream"
