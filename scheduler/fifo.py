@@ -263,6 +263,10 @@ class FifoScheduler:
                 return position
         return None
 
+    def load(self, model: str) -> int:
+        """Requests for ``model`` in flight or waiting (queued, or joined to a swap)."""
+        return self._in_flight.get(model, 0) + self._waiting.get(model, 0)
+
     def snapshot(self) -> dict:
         return {
             "queued": [entry.req.model for entry in self._queue],

@@ -155,6 +155,10 @@ class Router:
     def queue_position(self, ticket: Ticket) -> int | None:
         return self._scheduler.queue_position(ticket)
 
+    def load(self, model: str) -> int:
+        """Requests for ``model`` in flight or waiting; a snapshot (selectors spill over on it)."""
+        return self._scheduler.load(model)
+
     # ------------------------------------------------------------------ the loop
     def _post(self, event: tuple) -> None:
         self._mailbox.put(event)

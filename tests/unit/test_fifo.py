@@ -228,6 +228,16 @@ def test_request_joins_in_flight_swap(h: Harness):
     h.settle()
 
 
+def test_load_counts_waiting_and_in_flight_requests(h: Harness):
+    h.ask("A", "A")
+    assert h.sched.load("A") == 2, "joined to the swap: waiting"
+    h.complete("A")
+    assert h.sched.load("A") == 2, "granted: in flight"
+    h.finish_model("A")
+    assert h.sched.load("A") == 0 and h.sched.load("B") == 0
+    h.settle()
+
+
 def test_ready_model_takes_fast_path(h: Harness):
     h.ready("A")
     (req,) = h.ask("A")
