@@ -15,6 +15,10 @@ load the model and hold it in flight. Two kinds never do (llama-swap's
 static files and status sockets must neither start a model nor keep one from
 being swapped out): they are served only while the model is ready, and are
 answered 409 otherwise, as llama-swap does.
+
+The websocket relay also carries ComfyUI's page socket (``/comfyui/ws``, to
+the ``comfyui_auto`` model), which never loads the model either; plain HTTP
+under ``/comfyui/`` is an inference route (``app.inference``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from wsproto.utilities import LocalProtocolError
 
 from app.config import Config
 from app.errors import UpstreamUnreachable
-from app.inference import acquire
+from app.inference import COMFYUI_MODEL, acquire
 from app.model_name import request_body
 from app.proxy import CONNECT_TIMEOUT, forward, upstream_headers
 from app.server import Server, current
@@ -48,6 +52,7 @@ log = logging.getLogger("llama-swap.proxy")
 bp = Blueprint("upstream", __name__)
 
 PREFIX = "/upstream/"
+COMFYUI_PREFIX = "/comfyui/"
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -86,14 +91,14 @@ class Target:
         return unquote(self.rest)
 
 
-def raw_target(environ: dict) -> tuple[str, str]:
-    """The request's path and query exactly as the client wrote them."""
+def raw_target(environ: dict, prefix: str = PREFIX) -> tuple[str, str]:
+    """The request's path (which starts with ``prefix``) and query exactly as the client wrote them."""
     raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
     if raw and not raw.startswith("/"):  # absolute form: "http://host/upstream/..."
         parts = urlsplit(raw)
         raw = parts.path + ("?" + parts.query if parts.query else "")
     path, _, query = raw.partition("?")
-    if not path.startswith(PREFIX):
+    if not path.startswith(prefix):
         # No raw URI from the server, or one whose prefix itself was
         # percent-encoded: rebuild it from the decoded path.
         path, query = quote(environ.get("PATH_INFO", "")), environ.get("QUERY_STRING", "")
@@ -329,12 +334,32 @@ def websocket_passthrough(subpath: str = "") -> Response:
     target = locate(server.config, request.environ)
     if not target.rest:
         return redirect_to_slash(target)
-    lease = lease_for(server, target, websocket=True)
+    return relay_websocket(lease_for(server, target, websocket=True), target.upstream_path)
+
+
+def comfyui_websocket(rest: str = "") -> Response:
+    """A websocket under ``/comfyui/`` (the ComfyUI page's ``/ws``): relayed to ``comfyui_auto``.
+
+    The page keeps its socket open and reopens it whenever it drops, so it
+    must neither start the model nor keep it from being swapped out: it is
+    served only while the model is ready (409 otherwise), like
+    ``ignoreWebsockets`` on ``/upstream``.
+    """
+    server = current()
+    if COMFYUI_MODEL not in server.config.models:
+        raise ModelNotFound(f"local model {COMFYUI_MODEL} not found")
+    path, query = raw_target(request.environ, prefix=COMFYUI_PREFIX)
+    lease = ready_without_lease(server, COMFYUI_MODEL, "the ComfyUI page socket does not start it")
+    return relay_websocket(lease, path[len(COMFYUI_PREFIX) - 1:] + ("?" + query if query else ""))
+
+
+def relay_websocket(lease: Lease, upstream_path: str) -> Response:
+    """Connect to ``upstream_path`` on the lease's upstream, accept the client, relay until one closes."""
     began = time.monotonic()
     try:
         # Upstream first: until the client's upgrade is accepted, any failure
         # is still an ordinary HTTP error answer.
-        upstream = connect_upstream(lease, target.upstream_path, request.environ)
+        upstream = connect_upstream(lease, upstream_path, request.environ)
         try:
             client = simple_websocket.Server.accept(
                 request.environ, subprotocols=[upstream.subprotocol] if upstream.subprotocol else None)
@@ -344,7 +369,7 @@ def websocket_passthrough(subpath: str = "") -> Response:
         moved = relay(client, upstream)
     finally:
         lease.release()
-    log.info("%s: %s %s 101, %d bytes in %.3fs", lease.model, request.method, target.upstream_path,
+    log.info("%s: %s %s 101, %d bytes in %.3fs", lease.model, request.method, upstream_path,
              moved, time.monotonic() - began)
     return HandedOver(client.mode)
 
@@ -362,4 +387,6 @@ def upstream_index() -> Response:
 bp.add_url_rule("/upstream/", endpoint="passthrough_root", view_func=passthrough, methods=METHODS)
 bp.add_url_rule("/upstream/<path:subpath>", view_func=passthrough, methods=METHODS, merge_slashes=False)
 bp.add_url_rule("/upstream/<path:subpath>", endpoint="websocket", view_func=websocket_passthrough,
+                methods=["GET"], websocket=True, merge_slashes=False)
+bp.add_url_rule("/comfyui/<path:rest>", endpoint="comfyui_websocket", view_func=comfyui_websocket,
                 methods=["GET"], websocket=True, merge_slashes=False)

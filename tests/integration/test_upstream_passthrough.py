@@ -251,3 +251,25 @@ models:
     finally:
         close(ws)
     assert len(server.starts("comfy")) == 1
+
+
+def test_the_comfyui_page_socket_is_relayed_only_while_comfyui_auto_runs(llama_swap, tmp_path):
+    server = llama_swap(config(f"""
+models:
+  comfyui_auto:
+    cmd: {ws_echo_cmd("comfyui_auto", tmp_path)}
+"""))
+    with pytest.raises(simple_websocket.ConnectionError) as refused:
+        connect(server, "/comfyui/ws?clientId=7")
+    assert refused.value.status_code == 409
+    assert server.starts("comfyui_auto") == []
+
+    assert requests.get(server.url("/comfyui/"), timeout=30).status_code == 200  # the page loads it
+    ws = connect(server, "/comfyui/ws?clientId=7")
+    try:
+        assert ws.receive(timeout=5) == "open:/ws?clientId=7", "the /comfyui prefix is cut"
+        ws.send("status?")
+        assert ws.receive(timeout=5) == "echo:status?"
+    finally:
+        close(ws)
+    assert len(server.starts("comfyui_auto")) == 1
