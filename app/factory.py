@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from app import CONFIG_ENV, WATCH_ENV, auth, inference, status, upstream
+from app import CONFIG_ENV, WATCH_ENV, auth, inference, profiles, status, upstream
 from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.logs import setup_logging, upstream_output_sink
@@ -49,9 +49,9 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     app.extensions["llama_swap"] = build_server(config)
     app.json.sort_keys = False
     register_error_handlers(app)
-    auth.install(app)
     app.register_blueprint(inference.bp)
     app.register_blueprint(status.bp)
+    app.register_blueprint(profiles.bp)
     app.register_blueprint(upstream.bp)
 
     @app.before_request
@@ -65,6 +65,8 @@ def create_app(config_path: str | None = None, config: Config | None = None,
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+
+    auth.install(app)  # after the hook above: a 401 goes out without Nagle's delay too
 
     @app.get("/ui")
     def _ui_index():

@@ -4,10 +4,13 @@ Every model-dispatched endpoint (OpenAI, Anthropic, llama-server, sd.cpp's
 SDAPI, audio.cpp, ComfyUI) is a row of ``ROUTES``: its path, methods, where
 the model name comes from, what prefix is cut before the path goes upstream,
 and the shape its errors take. ``serve`` does the same for all of them: read
-the name, resolve it (aliases), rewrite the body for the model (useModelName,
+the name, resolve it (``app.names``: the active profile's pins, aliases,
+selectors, peers), rewrite the body for the model (useModelName,
 filters: JSON bodies only; the ``model`` field of a multipart form), wait for
 the router's grant while watching for the client hanging up, then hand the
 lease to ``app.proxy.forward``, which streams both ways and releases it once.
+A name that resolves to a peer's model is relayed to that peer instead
+(``app.peers``), through the same ``forward``.
 
 Errors are OpenAI-shaped by the app's handler (``app.errors``). The Anthropic
 routes (``/v1/messages``, ``/v1/messages/count_tokens``) answer their own
@@ -19,19 +22,23 @@ unread on the client's socket; the hang-up watch takes pending bytes as proof
 of a live client, so a client that gives up while such a request is queued is
 noticed only when the upload is relayed (it then fails and frees the lease).
 
-``/v1/models`` and ``/models`` list the models (``app.listing``).
+A streamed chat completion that must wait for its model to load may get
+progress lines in ``reasoning_content`` first (``sendLoadingState``,
+``app.loading``). ``/v1/models`` and ``/models`` list the models
+(``app.listing``).
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Iterable
 
 from flask import Blueprint, Response, json, jsonify, redirect, request
 
-from app import filters
+from app import filters, loading, names, peers
 from app.config.model import ModelConfig
 from app.hangup import HangupWatch
 from app.listing import model_records
@@ -44,6 +51,8 @@ from app.server import Server, current
 from scheduler.errors import ModelNotFound, RouteError
 from scheduler.router import Lease
 from scheduler.state import ProcessState
+
+log = logging.getLogger("llama-swap.proxy")
 
 bp = Blueprint("inference", __name__)
 
@@ -130,13 +139,20 @@ class Incoming:
     upload: MultipartUpload | None = None  # a multipart body, read up to its model field
     unread: bytes | Iterable[bytes] | None = None  # any other body, streamed through as sent
 
-    def upstream_body(self, model: ModelConfig) -> bytes | Iterable[bytes] | None:
-        """The body for the upstream: re-serialised only if a rewrite changed it."""
+    def upstream_body(self, model: ModelConfig, name: str) -> bytes | Iterable[bytes] | None:
+        """The body for the upstream: re-serialised only if a rewrite changed it.
+
+        ``name`` is what the request resolved to (``app.names``): when a pin
+        or a selector replaced the client's name, the upstream sees the
+        replacement, as if the client had asked for it (``useModelName``
+        still wins).
+        """
+        sent_name = model.use_model_name or (name if name != self.name else "")
         if self.upload is not None:
-            return self.upload.body(model.use_model_name or None)
+            return self.upload.body(sent_name or None)
         if self.payload is None:
             return self.unread
-        rewritten = filters.rewrite(self.payload, self.name, model.use_model_name, model.filters)
+        rewritten = filters.rewrite(self.payload, name, sent_name, model.filters)
         return self.raw if rewritten is None else encode_json(rewritten)
 
 
@@ -158,13 +174,6 @@ def read_incoming(route: Route) -> Incoming:
 
 
 # --------------------------------------------------------------------------- the view
-
-
-def resolve(server: Server, name: str) -> str:
-    model = server.config.resolve(name)
-    if model is None:
-        raise ModelNotFound(f"could not find model: {name}")
-    return model
 
 
 def acquire(server: Server, model: str, environ: dict) -> Lease:
@@ -208,12 +217,23 @@ def proxy_request(route: Route) -> Response:
     if route.source is Source.COMFYUI:
         check_comfyui(server, route)
     incoming = read_incoming(route)
-    model_id = resolve(server, incoming.name)
+    resolved = names.resolve(server.config, incoming.name, server.active_profile,
+                             names.ServerLive(server.router, server.peer_traffic))
+    if resolved.steps:
+        log.info("%s %s: %s", request.method, request.path, resolved.describe())
+    destination = resolved.destination
+    if isinstance(destination, peers.PeerTarget):
+        return peers.forward(destination, incoming, traffic=server.peer_traffic, sessions=server.sessions,
+                             environ=request.environ, method=request.method, path=raw_path(request.environ))
+    model_id = destination.model
     model = server.config.models[model_id]
-    body = incoming.upstream_body(model)
-    lease = acquire(server, model_id, request.environ)
-    return forward(lease, server.sessions, request.environ, request.method,
-                   upstream_path(route, request.environ), body, timeouts=model.timeouts)
+    body = incoming.upstream_body(model, destination.name)
+    send = partial(forward, sessions=server.sessions, environ=request.environ, method=request.method,
+                   path=upstream_path(route, request.environ), body=body, timeouts=model.timeouts)
+    if loading.wants_loading_state(route.path, incoming.payload, model, server.config.send_loading_state,
+                                   server.router.model_state(model_id)):
+        return loading.serve(server.router, model_id, request.environ, send)
+    return send(acquire(server, model_id, request.environ))
 
 
 def check_comfyui(server: Server, route: Route) -> None:
@@ -253,7 +273,8 @@ def comfyui_redirect() -> Response:
 @bp.get("/models")
 def list_models() -> Response:
     server = current()
-    return jsonify({"object": "list", "data": model_records(server.config, int(server.started_at))})
+    records = model_records(server.config, int(server.started_at), server.active_profile)
+    return jsonify({"object": "list", "data": records})
 
 
 # --------------------------------------------------------------------------- Anthropic errors

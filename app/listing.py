@@ -7,7 +7,14 @@ keeps the JSON types config gave it) and the fields rendered from
 ``capabilities``. Unlisted models are left out (they are still served). With
 ``includeAliasesInList`` every alias (``setParamsByID`` keys included, they
 are aliases too) gets a copy of its model's record under its own id. Records
-are sorted by id.
+are sorted by id. Each peer model is listed as Go lists it: id
+``<peer>/<model>`` (the name that always reaches it), ``name``
+``"<peer>: <model>"``, ``meta: {"llamaswap": {"peerID": <peer>}}``.
+Selectors not marked ``unlisted`` are listed with their own ``name``,
+``description`` and ``metadata``. While a profile is active, each of its pins
+to something is listed under the pinned name with its target's record (even
+an unlisted target: the pin is what the profile offers); a pin to nothing is
+not listed, and a pinned name that is already listed keeps its own record.
 
 Capabilities follow llama-swap's rendering for OpenRouter, Hugging Face
 chat-ui and Mistral clients (llama-swap v225, "Model capabilities #842"):
@@ -24,12 +31,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from app import peers
 from app.config import Config
-from app.config.model import ModelConfig
+from app.config.model import ModelConfig, ProfileConfig, SelectorConfig
 from app.filters import thaw
+from scheduler.errors import ModelNotFound
 
 
-def model_records(config: Config, created: int) -> list[dict[str, Any]]:
+def model_records(config: Config, created: int,
+                  profile: ProfileConfig | None = None) -> list[dict[str, Any]]:
     records = []
     for model in config.models.values():
         if model.unlisted:
@@ -38,8 +48,55 @@ def model_records(config: Config, created: int) -> list[dict[str, Any]]:
         if config.include_aliases_in_list:
             records.extend(model_record(alias, model, created)
                            for alias in model.aliases if alias.strip())
+    records.extend(peer_model_record(peer.id, model, created)
+                   for peer in config.peers.values() for model in peer.models)
+    records.extend(selector_record(selector, created)
+                   for selector in config.selectors.values() if not selector.unlisted)
+    if profile is not None:
+        records.extend(pin_records(config, profile, {r["id"] for r in records}, created))
     records.sort(key=lambda r: r["id"])
     return records
+
+
+def pin_records(config: Config, profile: ProfileConfig, listed: set[str],
+                created: int) -> list[dict[str, Any]]:
+    """A record per pin to something whose name is not listed already: its target's, renamed."""
+    records = []
+    for pin, target in profile.pins.items():
+        if target is None or pin in listed:
+            continue
+        record = target_record(config, target, created)
+        record["id"] = pin
+        records.append(record)
+    return records
+
+
+def target_record(config: Config, target: str, created: int) -> dict[str, Any]:
+    """The record ``target`` (model, alias, selector or peer model) would be listed with."""
+    model = config.resolve(target)
+    if model is not None:
+        return model_record(target, config.models[model], created)
+    if target in config.selectors:
+        return selector_record(config.selectors[target], created)
+    try:
+        remote = peers.lookup(config, target)
+    except ModelNotFound:  # listed by two peers: nothing to copy
+        remote = None
+    if remote is not None:
+        return peer_model_record(remote.peer_id, remote.model, created)
+    return {"id": target, "object": "model", "created": created, "owned_by": "llama-swap"}
+
+
+def selector_record(selector: SelectorConfig, created: int) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": selector.id, "object": "model", "created": created,
+                              "owned_by": "llama-swap"}
+    if selector.name.strip():
+        record["name"] = selector.name.strip()
+    if selector.description.strip():
+        record["description"] = selector.description.strip()
+    if selector.metadata:
+        record["meta"] = {"llamaswap": thaw(selector.metadata)}
+    return record
 
 
 def model_record(record_id: str, model: ModelConfig, created: int) -> dict[str, Any]:
@@ -59,6 +116,11 @@ def model_record(record_id: str, model: ModelConfig, created: int) -> dict[str, 
     if meta:
         record["meta"] = meta
     return record
+
+
+def peer_model_record(peer: str, model: str, created: int) -> dict[str, Any]:
+    return {"id": f"{peer}/{model}", "object": "model", "created": created, "owned_by": "llama-swap",
+            "name": f"{peer}: {model}", "meta": {"llamaswap": {"peerID": peer}}}
 
 
 def capability_fields(caps: Mapping[str, Any]) -> dict[str, Any]:

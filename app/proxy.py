@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping, Protocol
 
 import requests
 from flask import Response
@@ -21,7 +21,6 @@ from app.config.model import Timeouts
 from app.errors import UpstreamUnreachable
 from app.hangup import HangupWatch
 from scheduler.httpclient import upstream_session
-from scheduler.router import Lease
 
 log = logging.getLogger("llama-swap.proxy")
 
@@ -37,6 +36,22 @@ NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "e
 
 CONNECT_TIMEOUT = 30.0
 BEGAN_KEY = "llama_swap.began"  # environ key: monotonic time the request arrived
+
+
+class Grant(Protocol):
+    """The right to send one request upstream: where to, for which model (in logs), released once.
+
+    A router ``Lease`` is one (the model stays loaded until it is released);
+    so is ``app.peers.PeerGrant`` (the peer's in-flight count).
+    """
+
+    @property
+    def proxy_url(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    def release(self) -> None: ...
 
 
 class UpstreamSessions:
@@ -92,22 +107,23 @@ def _lift_read_timeout(upstream: requests.Response) -> None:
         sock.settimeout(None)
 
 
-def forward(lease: Lease, sessions: UpstreamSessions, environ: dict, method: str,
+def forward(lease: Grant, sessions: UpstreamSessions, environ: dict, method: str,
             path: str, body: bytes | Iterable[bytes] | None, *,
-            timeouts: Timeouts | None = None) -> Response:
+            timeouts: Timeouts | None = None, headers: Mapping[str, str] | None = None) -> Response:
     """Proxy to the leased upstream; the returned response owns the lease.
 
     ``body`` may be a stream (anything requests sends as a streamed body):
     the ``/upstream`` passthrough hands the client's body over unread, and a
     multipart upload is sent as it is read from the client. ``timeouts`` are
     the model's (see ``request_timeouts``); without them, Go's defaults.
+    ``headers`` replace the client's (``upstream_headers``) when given.
     """
     url = lease.proxy_url + path
     connect, header = request_timeouts(timeouts)
     try:
         upstream = sessions.for_url(lease.proxy_url).request(
-            method, url, data=body, headers=upstream_headers(environ), stream=True,
-            timeout=(connect, header), allow_redirects=False)
+            method, url, data=body, headers=upstream_headers(environ) if headers is None else headers,
+            stream=True, timeout=(connect, header), allow_redirects=False)
     except requests.Timeout as exc:
         lease.release()
         log.warning("%s: upstream %s timed out: %s", lease.model, lease.proxy_url, exc)
@@ -124,7 +140,8 @@ def forward(lease: Lease, sessions: UpstreamSessions, environ: dict, method: str
 
     headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
     is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-    if is_sse:
+    if is_sse:  # set, not added: an upstream that is itself a proxy (a peer) sent one already
+        headers = [(k, v) for k, v in headers if k.lower() != "x-accel-buffering"]
         headers.append(("X-Accel-Buffering", "no"))
     # A body of unknown length is a stream: watch for the client hanging up so
     # the upstream is closed (and the model freed) at once, not at the next chunk.

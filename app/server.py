@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
-from app.config import Config
+from app.config import Config, ProfileConfig
+from app.peers import PeerTraffic
 from app.proxy import UpstreamSessions
 from scheduler.router import Router
 
@@ -25,6 +26,9 @@ class Server:
     router: Router
     sessions: UpstreamSessions
     started_at: float = field(default_factory=time.time)
+    # The profile whose pins apply now; none at start and after a reload.
+    active_profile: ProfileConfig | None = None
+    peer_traffic: PeerTraffic = field(default_factory=PeerTraffic)  # requests in flight to peers
     _closed: bool = False
 
     def close(self) -> None:
@@ -36,6 +40,16 @@ class Server:
         self.router.shutdown()
         self.sessions.close()
         log.info("all upstreams stopped in %.2fs", time.monotonic() - began)
+
+
+    def activate_profile(self, name: str | None) -> ProfileConfig | None:
+        """Make ``name`` the active profile (None: no profile); KeyError if there is no such profile."""
+        profile = None if name is None else self.config.profiles[name]
+        previous = self.active_profile
+        self.active_profile = profile
+        log.info("profile: %s active (was %s)", name or "no profile",
+                 previous.name if previous else "none")
+        return profile
 
 
 def current() -> Server:

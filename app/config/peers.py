@@ -16,6 +16,9 @@ from app.config.frozen import FrozenDict
 from app.config.macros import MacroList, expand_text, expand_value, leftover_problem, leftover_refs
 from app.config.model import PeerConfig, PeerFilters, Timeouts
 
+# Go's peer defaults (internal/config/peer.go): a model's, but 60 s for the
+# response headers. config-schema.json says 0 there; the Go code and
+# config.example.yaml ("defaults shown below") say 60, and Go is what runs.
 PEER_TIMEOUTS = Timeouts(response_header=60.0)
 
 

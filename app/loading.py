@@ -1,0 +1,297 @@
+"""Loading state (``sendLoadingState``): the progress a streamed chat completion shows while its model loads.
+
+This module owns that one kind of response, from the moment the view decides
+a request gets it to the end of its body. The client is answered 200
+``text/event-stream`` at once (only a grant or a refusal that comes within
+``IMMEDIATE_ANSWER`` is answered plainly: a 429 keeps its status); while the
+router's grant is awaited, progress
+goes out as OpenAI ``chat.completion.chunk`` events whose delta carries only
+``reasoning_content`` (shown as "thinking" by chat UIs): a rule line,
+``llama-swap loading model: <id>``, a dot per tick, a status line whenever
+the wait changes (queued at position N, stopping other models, starting),
+then ``Done! (<seconds>s)`` and the rule again, as Go's llama-swap writes
+them (clients strip that banner by those exact lines). The upstream's own
+stream then follows, byte for byte, on the same response.
+
+Once the headers are out an error can no longer be a status: a load that
+fails, or an upstream that answers non-200, ends the stream with an
+OpenAI-style ``data: {"error": {...}}`` event and ``data: [DONE]`` (the
+``openai`` SDK raises ``APIError`` on it).
+
+Invariants: the router's ticket is cancelled if the client leaves while it
+waits, and a lease taken is released exactly once, on every path (normal
+end, failure, a hang-up noticed by the socket watch, by a failed write, or a
+body that is never iterated): ``LoadingStream.close`` is the one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, Callable, Generator, Iterator, Mapping, Protocol
+
+from flask import Response
+
+from app.config.model import ModelConfig
+from app.errors import error_response
+from app.hangup import HangupWatch
+from scheduler.errors import ClientGone, RouteError
+from scheduler.router import Lease, Ticket
+from scheduler.state import ProcessState
+
+log = logging.getLogger("llama-swap.loading")
+
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/v/chat/completions"})
+RULE = "━━━━━"  # Go's banner delimiter; clients match it to strip the banner
+TICK = 0.75  # seconds between dots
+REMIND_EVERY = 10.0  # seconds: an unchanged status is repeated so the elapsed time shows
+IMMEDIATE_ANSWER = 0.02  # seconds: an answer this quick (a grant, a 429) is given as a plain response
+UPSTREAM_ERROR_BYTES = 64 * 1024  # read at most this much of an upstream's error body
+DONE_EVENT = b"data: [DONE]\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+# --------------------------------------------------------------------------- deciding
+
+
+def wants_loading_state(path: str, payload: Mapping[str, Any] | None, model: ModelConfig,
+                        default: bool, state: ProcessState | None) -> bool:
+    """A streamed chat completion, loading state on for ``model``, and the model not ready."""
+    enabled = default if model.send_loading_state is None else model.send_loading_state
+    return (enabled and path in CHAT_PATHS and payload is not None and payload.get("stream") is True
+            and state is not ProcessState.READY)
+
+
+# --------------------------------------------------------------------------- the text
+
+
+def opening_lines(model: str) -> list[str]:
+    return [RULE + "\n", f"llama-swap loading model: {model}\n"]
+
+
+def closing_lines(elapsed: float) -> list[str]:
+    return [f"\nDone! ({elapsed:.2f}s)\n", RULE + "\n", " \n"]
+
+
+def failure_lines(model: str, message: str, elapsed: float) -> list[str]:
+    return [f"\nUnable to load model {model} after {elapsed:.2f}s: {message}\n", RULE + "\n", " \n"]
+
+
+def describe_wait(model: str, state: ProcessState | None, position: int | None) -> str:
+    """What a waiting request is waiting for, in words."""
+    if position is not None:
+        return f"queued at position {position}, waiting for running models to finish"
+    if state is ProcessState.STARTING:
+        return f"starting {model}, waiting for it to become healthy"
+    if state is ProcessState.STOPPING:
+        return f"waiting for {model} to finish stopping"
+    if state is ProcessState.READY:
+        return f"{model} is ready, waiting for a free slot"
+    return "waiting for other models to stop"
+
+
+def status_line(description: str, elapsed: float) -> str:
+    return f"\n{description} ({elapsed:.1f}s)\n"
+
+
+class Progress:
+    """Decides what one tick says: a status line when the wait changed (or a reminder), else a dot."""
+
+    def __init__(self, model: str, remind_every: float = REMIND_EVERY):
+        self._model = model
+        self._remind_every = remind_every
+        self._last: str | None = None
+        self._last_at = 0.0
+
+    def tick(self, elapsed: float, state: ProcessState | None, position: int | None) -> str:
+        description = describe_wait(self._model, state, position)
+        if description != self._last or elapsed - self._last_at >= self._remind_every:
+            self._last, self._last_at = description, elapsed
+            return status_line(description, elapsed)
+        return "."
+
+
+class ChunkWriter:
+    """Encodes reasoning text as complete ``chat.completion.chunk`` SSE events of one response."""
+
+    def __init__(self, model: str, *, chunk_id: str | None = None, created: int | None = None):
+        self.model = model
+        self.chunk_id = chunk_id or "chatcmpl-llamaswap-" + uuid.uuid4().hex[:24]
+        self.created = int(time.time()) if created is None else created
+        self._first = True
+
+    def reasoning(self, text: str) -> bytes:
+        delta: dict[str, Any] = {"reasoning_content": text}
+        if self._first:  # an OpenAI stream opens with the role
+            delta = {"role": "assistant", **delta}
+            self._first = False
+        chunk = {"id": self.chunk_id, "object": "chat.completion.chunk", "created": self.created,
+                 "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        return sse_event(chunk)
+
+
+def sse_event(data: Mapping[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def error_event(status: int, message: str, code: str | None = None) -> bytes:
+    """The error a stream ends with: the same object ``app.errors`` answers as a body."""
+    return sse_event(json.loads(error_response(status, message, code).get_data()))
+
+
+def upstream_error_message(status: int, body: bytes) -> str:
+    """The message of an upstream's error body (OpenAI / llama-server JSON, or its text)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+    text = body.decode("utf-8", "replace").strip()
+    return f"upstream answered {status}" + (f": {text[:500]}" if text else "")
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+class Router(Protocol):
+    """What the stream needs of ``scheduler.router.Router``."""
+
+    def cancel(self, ticket: Ticket) -> None: ...
+
+    def queue_position(self, ticket: Ticket) -> int | None: ...
+
+    def model_state(self, model: str) -> ProcessState | None: ...
+
+
+Send = Callable[[Lease], Response]  # app.proxy.forward with everything but the lease bound
+
+
+class LoadingStream:
+    """One response's body: progress while the ticket waits, then the upstream's stream.
+
+    It is the WSGI response iterable itself (passed through as is), so the
+    server's ``close()`` reaches ``close`` here, which frees whatever is
+    still held, whether the body ran to its end, stopped at a failed write,
+    or never started.
+    """
+
+    def __init__(self, router: Router, ticket: Ticket, model: str, environ: dict, send: Send, *,
+                 began: float, tick: float = TICK, remind_every: float = REMIND_EVERY):
+        self._router = router
+        self._ticket = ticket
+        self._model = model
+        self._environ = environ
+        self._send = send
+        self._began = began
+        self._tick = tick
+        self._progress = Progress(model, remind_every)
+        self._chunks = ChunkWriter(model)
+        self._upstream: Response | None = None
+        self._closed = False
+        self._body = self._events()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._body
+
+    def _events(self) -> Iterator[bytes]:
+        for line in opening_lines(self._model):
+            yield self._chunks.reasoning(line)
+        try:
+            lease = yield from self._wait_for_grant()
+        except ClientGone:
+            log.info("%s: client went away while the loading state was streamed", self._model)
+            return
+        except RouteError as exc:
+            log.warning("%s: load failed after %.2fs; error sent in the loading stream: %s",
+                        self._model, self._elapsed(), exc.message)
+            yield from self._fail(exc.status, exc.message, exc.code, lines=True)
+            return
+        for line in closing_lines(self._elapsed()):
+            yield self._chunks.reasoning(line)
+        try:
+            self._upstream = self._send(lease)  # owns the lease from here (releases it once)
+        except RouteError as exc:  # unreachable / timed out: forward released the lease
+            yield from self._fail(exc.status, exc.message, exc.code)
+            return
+        if self._upstream.status_code != 200:
+            body = self._read_error_body(self._upstream)
+            message = upstream_error_message(self._upstream.status_code, body)
+            log.warning("%s: upstream answered %d after the loading state was sent; error sent in the stream: %s",
+                        self._model, self._upstream.status_code, message)
+            yield from self._fail(self._upstream.status_code, message)
+            return
+        yield from self._upstream.response  # type: ignore[misc]
+
+    def _wait_for_grant(self) -> Generator[bytes, None, Lease]:
+        """Yields progress events; returns the lease (raises the RouteError, ClientGone on hang-up)."""
+        watch = HangupWatch(self._environ, lambda: self._router.cancel(self._ticket))
+        try:
+            while True:
+                lease = self._ticket.wait(self._tick)
+                if lease is not None:
+                    return lease
+                text = self._progress.tick(self._elapsed(), self._router.model_state(self._model),
+                                           self._router.queue_position(self._ticket))
+                yield self._chunks.reasoning(text)
+        finally:
+            watch.stop()
+
+    def _fail(self, status: int, message: str, code: str | None = None, *, lines: bool = False) -> Iterator[bytes]:
+        if lines:
+            for line in failure_lines(self._model, message, self._elapsed()):
+                yield self._chunks.reasoning(line)
+        yield error_event(status, message, code)
+        yield DONE_EVENT
+
+    @staticmethod
+    def _read_error_body(upstream: Response) -> bytes:
+        body = b""
+        for chunk in upstream.response:  # type: ignore[union-attr]
+            body += chunk
+            if len(body) >= UPSTREAM_ERROR_BYTES:
+                break
+        return body[:UPSTREAM_ERROR_BYTES]
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._began
+
+    def close(self) -> None:
+        """Leave the queue if still in it; release a lease granted but never sent; close the upstream."""
+        if self._closed:
+            return
+        self._closed = True
+        self._body.close()  # runs its pending finally (the hang-up watch)
+        if self._upstream is not None:
+            self._upstream.close()  # releases its lease (idempotent)
+            return
+        self._router.cancel(self._ticket)  # no-op once answered
+        try:
+            lease = self._ticket.wait(0)
+        except RouteError:
+            return
+        if lease is not None:
+            lease.release()
+
+
+def serve(router: Any, model: str, environ: dict, send: Send) -> Response:
+    """Answer a chat completion for a model that is not ready: loading state, then the upstream.
+
+    ``router`` is the ``scheduler.router.Router``. A quick answer (granted at
+    once, or refused at once: 429, shutting down) is given as it would be
+    without loading state, so an error keeps its HTTP status.
+    """
+    began = time.monotonic()
+    ticket = router.submit(model)
+    lease = ticket.wait(IMMEDIATE_ANSWER)  # raises a quick refusal as the plain error it is
+    if lease is not None:
+        return send(lease)
+    stream = LoadingStream(router, ticket, model, environ, send, began=began)
+    return Response(stream, status=200, mimetype="text/event-stream", headers=SSE_HEADERS,
+                    direct_passthrough=True)

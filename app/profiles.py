@@ -1,0 +1,55 @@
+"""``/api/profiles``: list the configured profiles and switch the active one at runtime.
+
+``GET /api/profiles`` answers ``{"active": <name or null>, "profiles": [{"name",
+"description", "pins": {name: target or null}, "active"}]}`` in config order.
+``PUT /api/profiles/active`` with ``{"profile": "<name>"}`` activates one;
+``{"profile": null}`` or ``""`` selects none (``"name"`` is accepted for
+``"profile"``). It answers what ``GET`` would; 404 for a profile that does
+not exist, 400 for a body that is not such an object. The active profile is
+the server's (``Server.active_profile``): a restart or a config reload selects
+none, as in llama-swap. Switching stops nothing: the next request for a
+pinned name simply goes to the new target.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from app.errors import BadRequest
+from app.filters import thaw
+from app.server import Server, current
+from scheduler.errors import RouteError
+
+bp = Blueprint("profiles", __name__)
+
+
+def profiles_document(server: Server) -> dict[str, Any]:
+    active = server.active_profile.name if server.active_profile else None
+    return {"active": active, "profiles": [
+        {"name": profile.name, "description": profile.description, "pins": thaw(profile.pins),
+         "active": profile.name == active}
+        for profile in server.config.profiles.values()]}
+
+
+@bp.get("/api/profiles")
+def list_profiles() -> Response:
+    return jsonify(profiles_document(current()))
+
+
+@bp.put("/api/profiles/active")
+def activate_profile() -> Response:
+    server = current()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not ({"profile", "name"} & body.keys()):
+        raise BadRequest('expected a JSON object {"profile": "<name>"}, or {"profile": null} for none')
+    name = body["profile"] if "profile" in body else body["name"]
+    if name is not None and not isinstance(name, str):
+        raise BadRequest("profile must be a string or null")
+    name = name or None
+    if name is not None and name not in server.config.profiles:
+        known = ", ".join(server.config.profiles) or "none configured"
+        raise RouteError(f"profile {name} not found (profiles: {known})", status=404)
+    server.activate_profile(name)
+    return jsonify(profiles_document(server))
