@@ -23,7 +23,9 @@ from app.config.model import (
 from app.config.peers import build_peers
 from app.config.routing import build_routing, fifo_priority
 from app.config.schema import ConfigSchema, load_section, unknown_keys
-from app.config.virtual import build_profiles, build_selectors, known_names, unknown_targets
+from app.config.virtual import (
+    build_profiles, build_selectors, check_peer_namespace, known_names, unknown_targets,
+)
 from app.config.yamlio import parse
 
 MIN_HEALTH_CHECK_TIMEOUT = 15.0
@@ -73,7 +75,8 @@ def _build(raw: Mapping[str, Any], warnings: list[str]) -> Config:
 
     routing = build_routing(raw, frozenset(models), warnings)
     peers = build_peers(raw.get("peers", {}), global_macros, warnings)
-    selectors = build_selectors(raw.get("selectors", {}), models, aliases)
+    check_peer_namespace(models, aliases, peers)
+    selectors = build_selectors(raw.get("selectors", {}), models, aliases, peers)
     profiles = build_profiles(raw.get("profiles", {}))
     warnings += unknown_targets(profiles, selectors,
                                 known_names(models, aliases, peers, selectors))

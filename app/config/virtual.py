@@ -1,7 +1,9 @@
 """Profiles and selectors: model ids that stand for other model ids.
 
-Checked as far as is cheap: shapes, a selector id may not be a model id or an
-alias, a selector may not target a selector. Targets that name nothing known
+Checked as far as is cheap: shapes, a selector id may not be a model id, an
+alias or a qualified peer model name, a selector may not target a selector;
+and (``check_peer_namespace``) no model id or alias may be a qualified peer
+model name either. Targets that name nothing known
 are kept and warned about (llama-swap's own example uses placeholder names);
 resolving them is the router's job.
 """
@@ -24,9 +26,26 @@ def known_names(models: Collection[str], aliases: Collection[str],
     return frozenset({*models, *aliases, *peer_models, *selectors})
 
 
+def peer_namespace(peers: Mapping[str, PeerConfig]) -> dict[str, str]:
+    """Every qualified peer model name (``<peer>/<model>``) → its peer id."""
+    return {f"{peer.id}/{model}": peer.id for peer in peers.values() for model in peer.models}
+
+
+def check_peer_namespace(models: Collection[str], aliases: Collection[str],
+                         peers: Mapping[str, PeerConfig]) -> None:
+    """A model id or alias may not be a qualified peer model name (llama-swap refuses it too)."""
+    qualified = peer_namespace(peers)
+    for name in (*models, *aliases):
+        if name in qualified:
+            kind = "model" if name in models else "alias"
+            raise ConfigError(f"{kind} '{name}' is also the qualified name of peer "
+                              f"'{qualified[name]}''s model; rename one of them", f"peers.{qualified[name]}.models")
+
+
 def build_selectors(raw_selectors: Mapping[str, Mapping[str, Any]], models: Collection[str],
-                    aliases: Mapping[str, str]) -> FrozenDict:
+                    aliases: Mapping[str, str], peers: Mapping[str, PeerConfig]) -> FrozenDict:
     selectors = {}
+    qualified = peer_namespace(peers)
     for selector_id, raw in raw_selectors.items():
         path = f"selectors.{selector_id}"
         if not selector_id.strip():
@@ -36,6 +55,9 @@ def build_selectors(raw_selectors: Mapping[str, Mapping[str, Any]], models: Coll
         if selector_id in aliases:
             raise ConfigError(f"selector '{selector_id}' is an alias of model "
                               f"'{aliases[selector_id]}'", path)
+        if selector_id in qualified:
+            raise ConfigError(f"selector '{selector_id}' is the qualified name of a model of peer "
+                              f"'{qualified[selector_id]}'", path)
         if not raw["targets"]:
             raise ConfigError("must list at least one target", f"{path}.targets")
         for index, target in enumerate(raw["targets"]):

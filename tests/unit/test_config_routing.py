@@ -290,6 +290,28 @@ def test_a_selector_cannot_target_a_selector() -> None:
                       " b: {strategy: warm, targets: [a]}}\n")
 
 
+PEER = "peers: {box: {proxy: 'http://127.0.0.1:9', models: [qwen, remote]}}\n"
+
+
+def test_a_selector_with_a_qualified_peer_model_name_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"^selectors\.box/remote: selector 'box/remote' is the "
+                                          r"qualified name of a model of peer 'box'"):
+        load(MODELS + PEER + "selectors: {box/remote: {strategy: pin, targets: [llama]}}\n")
+
+
+def test_a_model_or_alias_with_a_qualified_peer_model_name_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"^peers\.box\.models: model 'box/qwen' is also"):
+        load(MODELS + "  box/qwen: {cmd: 's --port ${PORT}'}\n" + PEER)
+    text = MODELS.replace("aliases: [gpt-4o-mini]", "aliases: [box/remote]") + PEER
+    with pytest.raises(ConfigError, match="alias 'box/remote' is also"):
+        load(text)
+
+
+def test_a_bare_peer_model_name_may_also_be_a_local_model() -> None:
+    config = load(MODELS + PEER)  # "qwen" is local and box's: the local one wins at runtime
+    assert "qwen" in config.models and config.peers["box"].models == ("qwen", "remote")
+
+
 def test_profile_pins_keep_null_as_disabled() -> None:
     config = load(MODELS + "profiles: {coding: {pins: {code: qwen, image: ~, other: ''}}}\n")
 

@@ -37,7 +37,7 @@ CONFIG = load_config_text(textwrap.dedent("""
       other:
         proxy: http://127.0.0.1:10
         models: [shared, box/remote-only]
-      org:
+      orgs:
         proxy: http://127.0.0.1:11
         models: [llama]
       a:
@@ -121,7 +121,7 @@ def test_the_body_names_the_peers_model_and_the_peers_filters_apply() -> None:
 def test_a_body_that_needs_no_change_goes_byte_for_byte() -> None:
     raw = b'{"model":  "llama", "n": 1}'
     incoming = Incoming("llama", payload=json.loads(raw), raw=raw)
-    assert peer_body(incoming, lookup(CONFIG, "llama")) is raw, "org has no filters, the name is its own"
+    assert peer_body(incoming, lookup(CONFIG, "llama")) is raw, "orgs has no filters, the name is its own"
 
 
 def test_an_upload_names_the_peers_model_in_its_form_field() -> None:
