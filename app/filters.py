@@ -32,6 +32,9 @@ _MISSING = object()
 def rewrite(payload: Mapping[str, Any], requested: str, use_model_name: str,
             filters: ModelFilters) -> dict[str, Any] | None:
     """The filtered copy of ``payload``, or None if every filter left it as it was."""
+    by_id = filters.set_params_by_id.get(requested)
+    if not (use_model_name or filters.strip_params or filters.set_params or by_id):
+        return None  # the common case: no copy at all
     body = copy.deepcopy(dict(payload))
     changed = False
     if use_model_name and body.get("model") != use_model_name:
@@ -40,7 +43,7 @@ def rewrite(payload: Mapping[str, Any], requested: str, use_model_name: str,
     for key in filters.strip_params:
         if key not in PROTECTED:
             changed |= delete_path(body, key)
-    for params in (filters.set_params, filters.set_params_by_id.get(requested, {})):
+    for params in (filters.set_params, by_id or {}):
         for key in sorted(params):
             if key not in PROTECTED:
                 changed |= set_path(body, key, thaw(params[key]))
