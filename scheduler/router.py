@@ -15,7 +15,9 @@ Invariants kept here (the scheduler keeps the rest):
   the race between a grant and a client hanging up, as Go's unbuffered
   channel does);
 - every grant the caller took is matched by exactly one ``serve_done``
-  (``Lease.release`` is idempotent).
+  (``Lease.release`` is idempotent);
+- an unloaded model stays unloaded: a swap still stopping its evict set when
+  its target is unloaded does not start the target afterwards.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Queue
 
-from scheduler.errors import ClientGone, RouteError, ShuttingDown, StartFailed
+from scheduler.errors import ClientGone, RouteError, ShuttingDown, StartFailed, Unloaded
 from scheduler.fifo import FifoScheduler, Request
 from scheduler.process import UpstreamProcess
 from scheduler.state import ProcessState
@@ -81,6 +83,13 @@ class Ticket(Request):
         return self._reply.get()
 
 
+@dataclass(eq=False)
+class _SwapRun:
+    """One swap greenlet's standing: ``wanted`` turns False when its target is unloaded meanwhile."""
+
+    wanted: bool = True
+
+
 class Lease:
     """The right to send one request to a ready upstream; release it exactly once."""
 
@@ -113,6 +122,7 @@ class Router:
         self._closed = False
         self._max_wait = max_wait  # seconds; the FIFO scheduler's starvation bound (0 = off)
         self._timers: set[gevent.Greenlet] = set()
+        self._swap_runs: dict[str, _SwapRun] = {}  # the latest swap per target, while it runs
         self._scheduler = FifoScheduler(swapper, self, limits=limits, priority=priority,
                                         max_wait=max_wait, now=time.monotonic)
         self._on_event = on_event or (lambda kind, data: None)
@@ -196,10 +206,17 @@ class Router:
 
     def _on_unload(self, models: list[str] | None, done: AsyncResult) -> None:
         if models is None:
-            models = sorted(self.running_models())
+            # "Everything" includes a model a swap is about to start.
+            models = sorted(set(self.running_models()) | set(self._swap_runs))
         models = [m for m in models if m in self._processes]
         if models:
             log.info("unloading %s", ", ".join(models))
+        for model in models:
+            run = self._swap_runs.get(model)
+            if run is not None:
+                # Its swap may still be stopping other models; it must not
+                # start this one afterwards (the stop below could come first).
+                run.wanted = False
         self._scheduler.on_unload(models)
         done.set(models)
 
@@ -220,7 +237,9 @@ class Router:
                 if p.state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)}
 
     def start_swap(self, model: str, evict: frozenset[str]) -> None:
-        gevent.spawn(self._swap, model, evict)
+        run = _SwapRun()
+        self._swap_runs[model] = run
+        gevent.spawn(self._swap, model, evict, run)
 
     def grant_serve(self, req: Request, model: str) -> bool:
         process = self._processes[model]
@@ -253,13 +272,17 @@ class Router:
                      req.model, waited, self._max_wait)
 
     # ------------------------------------------------------------------ the slow part of a swap
-    def _swap(self, model: str, evict: frozenset[str]) -> None:
+    def _swap(self, model: str, evict: frozenset[str], run: "_SwapRun") -> None:
         began = time.monotonic()
         error: RouteError | None = None
         try:
             if evict:
                 log.info("%s: swapping in, stopping %s", model, ", ".join(sorted(evict)))
                 gevent.joinall([gevent.spawn(self._processes[m].stop) for m in evict], raise_error=True)
+            if not run.wanted:
+                raise Unloaded(f"model {model} was unloaded before it started")
+            # No yield between the check and the request to start: an unload
+            # handled after this point finds the start queued and stops it.
             self._processes[model].ensure_ready()
         except RouteError as exc:
             error = exc
@@ -271,4 +294,6 @@ class Router:
             log.info("%s: swap done in %.2fs", model, took)
         else:
             log.warning("%s: swap failed after %.2fs: %s", model, took, error.message)
+        if self._swap_runs.get(model) is run:
+            del self._swap_runs[model]
         self._post(("swap_done", model, error))

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -121,6 +122,36 @@ models:
         r = session.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15)
         assert r.status_code == 200, (attempt, r.text)
     assert len(server.starts("A")) >= 100
+
+
+def test_unloading_during_a_swap_keeps_its_target_from_starting(llama_swap, tmp_path):
+    # A ignores SIGTERM, so a swap to B spends unloadTimeout (1 s) stopping A:
+    # an unload of everything in that window must also cover B.
+    config = f"""
+healthCheckTimeout: 15
+models:
+  A:
+    cmd: {fake_cmd("A", tmp_path, "--ignore-sigterm --tokens 2")}
+    unloadTimeout: 1
+  B:
+    cmd: {fake_cmd("B", tmp_path, "--tokens 2")}
+"""
+    server = llama_swap(config)
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15).status_code == 200
+    answers: list[requests.Response] = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        requests.post(server.url("/v1/chat/completions"), json=chat("B"), timeout=15)))
+    waiter.start()
+    wait_for(lambda: server.state_of("A") == "stopping", timeout=5, what="the swap to stop A")
+    unloaded = requests.post(server.url("/api/models/unload"), timeout=15)
+    waiter.join(timeout=15)
+    assert unloaded.status_code == 200
+    assert answers and answers[0].status_code == 503, answers and answers[0].text
+    assert "unloaded" in answers[0].json()["error"]["message"]
+    assert server.starts("B") == [], "B must not start once everything was unloaded"
+    assert server.state_of("A") is None and server.state_of("B") is None
+    # ... and the next request for B simply loads it.
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("B"), timeout=15).status_code == 200
 
 
 def test_client_hanging_up_while_queued_leaves_the_queue(llama_swap, tmp_path):
