@@ -41,7 +41,7 @@ def list_profiles() -> Response:
 @bp.put("/api/profiles/active")
 def activate_profile() -> Response:
     server = current()
-    body = request.get_json(silent=True)
+    body = request.get_json(force=True, silent=True)  # curl -d sends no JSON content type
     if not isinstance(body, dict) or not ({"profile", "name"} & body.keys()):
         raise BadRequest('expected a JSON object {"profile": "<name>"}, or {"profile": null} for none')
     name = body["profile"] if "profile" in body else body["name"]

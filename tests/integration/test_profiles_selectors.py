@@ -205,3 +205,10 @@ def test_spillover_starts_the_next_target_once_the_first_is_full(fresh: LlamaSwa
         held.close()
     wait_for(lambda: served_by(fresh, "spill")[0] == "s1", timeout=10,
              what="s1 to take spill traffic again once its request ended")
+
+
+def test_a_profile_switch_sent_as_curl_sends_it_is_accepted(fresh: LlamaSwapServer) -> None:
+    # curl -X PUT .../api/profiles/active -d '{"profile": "coding"}' sends a form content type
+    r = requests.put(fresh.url("/api/profiles/active"), data='{"profile": "coding"}',
+                     headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
+    assert r.status_code == 200 and r.json()["active"] == "coding"

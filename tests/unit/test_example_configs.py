@@ -19,3 +19,7 @@ def test_the_demo_config_loads():
     config = load_config(str(ROOT / "config.demo.yaml"))
     assert list(config.models) == ["demo-small", "demo-large", "demo-embed"]
     assert config.resolve("gpt-4o-mini") == "demo-small"
+    assert config.models["demo-large"].send_loading_state is True
+    assert config.selectors["demo-auto"].targets == ("demo-small", "demo-large")
+    assert config.profiles["big"].pins == {"chat": "demo-large"}
+    assert config.warnings == ()
