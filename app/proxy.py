@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Mapping, Protocol
 
 import requests
 from flask import Response
+from werkzeug.wsgi import ClosingIterator
 
 from app.batching import batched_chunks
 from app.config.model import Timeouts
@@ -172,7 +173,9 @@ def forward(lease: Grant, sessions: UpstreamSessions, environ: dict, method: str
         finally:
             finish()
 
-    response = Response(body_chunks(), status=upstream.status_code, headers=headers,
-                        direct_passthrough=True)
-    response.call_on_close(finish)
-    return response
+    # werkzeug hands a direct_passthrough body to the server as it is, so the
+    # body itself must finish on close(): whether it ran to its end, stopped
+    # at a failed write, or never started (a HEAD answer, a loading stream
+    # that gives up before relaying it).
+    return Response(ClosingIterator(body_chunks(), finish), status=upstream.status_code,
+                    headers=headers, direct_passthrough=True)
