@@ -39,7 +39,7 @@ from typing import Any, Iterable
 from flask import Blueprint, Response, json, jsonify, redirect, request
 
 from app import filters, loading, names, peers
-from app.config.model import ModelConfig
+from app.config.model import ModelConfig, ModelFilters
 from app.hangup import HangupWatch
 from app.listing import model_records
 from app.model_name import (
@@ -140,7 +140,7 @@ class Incoming:
     unread: bytes | Iterable[bytes] | None = None  # any other body, streamed through as sent
 
     def upstream_body(self, model: ModelConfig, name: str) -> bytes | Iterable[bytes] | None:
-        """The body for the upstream: re-serialised only if a rewrite changed it.
+        """The body for a local model's upstream.
 
         ``name`` is what the request resolved to (``app.names``): when a pin
         or a selector replaced the client's name, the upstream sees the
@@ -148,11 +148,20 @@ class Incoming:
         still wins).
         """
         sent_name = model.use_model_name or (name if name != self.name else "")
+        return self.body(sent_name, name, model.filters)
+
+    def body(self, sent_name: str, name: str, model_filters: ModelFilters) -> bytes | Iterable[bytes] | None:
+        """The body to send, re-serialised only if a rewrite changed it.
+
+        ``sent_name`` replaces the ``model`` value ("" leaves it; in an upload
+        only the ``model`` field changes), ``model_filters`` apply to a JSON
+        body, with the ``setParamsByID`` entry of ``name``.
+        """
         if self.upload is not None:
             return self.upload.body(sent_name or None)
         if self.payload is None:
             return self.unread
-        rewritten = filters.rewrite(self.payload, name, sent_name, model.filters)
+        rewritten = filters.rewrite(self.payload, name, sent_name, model_filters)
         return self.raw if rewritten is None else encode_json(rewritten)
 
 
@@ -236,10 +245,15 @@ def proxy_request(route: Route) -> Response:
     return send(acquire(server, model_id, request.environ))
 
 
-def check_comfyui(server: Server, route: Route) -> None:
-    """404 without a comfyui_auto model; 409 for the page's socket while the model is not up."""
+def require_comfyui(server: Server) -> None:
+    """Everything under ``/comfyui/`` is the ``comfyui_auto`` model's: 404 without one."""
     if COMFYUI_MODEL not in server.config.models:
         raise ModelNotFound(f"local model {COMFYUI_MODEL} not found")
+
+
+def check_comfyui(server: Server, route: Route) -> None:
+    """404 without a comfyui_auto model; 409 for the page's socket while the model is not up."""
+    require_comfyui(server)
     path = upstream_path(route, request.environ).split("?", 1)[0]
     is_socket = path == COMFYUI_WEBSOCKET or path.startswith(COMFYUI_WEBSOCKET + "/")
     if request.method == "GET" and is_socket and \

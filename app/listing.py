@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app import peers
+from app import names
 from app.config import Config
 from app.config.model import ModelConfig, ProfileConfig, SelectorConfig
 from app.filters import thaw
@@ -73,17 +73,16 @@ def pin_records(config: Config, profile: ProfileConfig, listed: set[str],
 
 def target_record(config: Config, target: str, created: int) -> dict[str, Any]:
     """The record ``target`` (model, alias, selector or peer model) would be listed with."""
-    model = config.resolve(target)
-    if model is not None:
-        return model_record(target, config.models[model], created)
     if target in config.selectors:
         return selector_record(config.selectors[target], created)
     try:
-        remote = peers.lookup(config, target)
+        destination = names.concrete(config, target)
     except ModelNotFound:  # listed by two peers: nothing to copy
-        remote = None
-    if remote is not None:
-        return peer_model_record(remote.peer_id, remote.model, created)
+        destination = None
+    if isinstance(destination, names.Local):
+        return model_record(target, config.models[destination.model], created)
+    if destination is not None:
+        return peer_model_record(destination.peer_id, destination.model, created)
     return {"id": target, "object": "model", "created": created, "owned_by": "llama-swap"}
 
 

@@ -28,9 +28,7 @@ from urllib.parse import quote, unquote_plus
 
 from flask import Response
 
-from app import filters
 from app.config import Config, ModelFilters, PeerConfig
-from app.model_name import encode_json
 from app.proxy import UpstreamSessions, forward as proxy_forward, upstream_headers
 from scheduler.errors import ModelNotFound
 
@@ -117,12 +115,7 @@ def peer_filters(peer: PeerConfig) -> ModelFilters:
 
 def peer_body(incoming: Incoming, target: PeerTarget) -> bytes | Iterable[bytes] | None:
     """The body for the peer: its model name in place of ours, its filters applied (JSON only)."""
-    if incoming.upload is not None:
-        return incoming.upload.body(target.model)
-    if incoming.payload is None:
-        return incoming.unread
-    rewritten = filters.rewrite(incoming.payload, incoming.name, target.model, peer_filters(target.peer))
-    return incoming.raw if rewritten is None else encode_json(rewritten)
+    return incoming.body(target.model, incoming.name, peer_filters(target.peer))
 
 
 # --------------------------------------------------------------------------- in flight

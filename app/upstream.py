@@ -39,7 +39,7 @@ from wsproto.utilities import LocalProtocolError
 
 from app.config import Config
 from app.errors import UpstreamUnreachable
-from app.inference import COMFYUI_MODEL, acquire
+from app.inference import COMFYUI_MODEL, acquire, require_comfyui
 from app.model_name import request_body
 from app.proxy import CONNECT_TIMEOUT, forward, upstream_headers
 from app.server import Server, current
@@ -346,8 +346,7 @@ def comfyui_websocket(rest: str = "") -> Response:
     ``ignoreWebsockets`` on ``/upstream``.
     """
     server = current()
-    if COMFYUI_MODEL not in server.config.models:
-        raise ModelNotFound(f"local model {COMFYUI_MODEL} not found")
+    require_comfyui(server)
     path, query = raw_target(request.environ, prefix=COMFYUI_PREFIX)
     lease = ready_without_lease(server, COMFYUI_MODEL, "the ComfyUI page socket does not start it")
     return relay_websocket(lease, path[len(COMFYUI_PREFIX) - 1:] + ("?" + query if query else ""))
