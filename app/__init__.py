@@ -1,7 +1,7 @@
 """HTTP in and out: the Flask app, its blueprints, config loading and the CLI.
 
-``create_app`` is imported lazily so that ``python -m app.fake_upstream`` (the
-simulated upstream) starts without paying for Flask's import.
+``create_app`` is imported lazily so that importing a submodule (``app.config``
+in a unit test) does not pay for Flask's import.
 """
 
 from __future__ import annotations

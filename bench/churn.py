@@ -49,7 +49,7 @@ def workload(bursts: int, per_burst: int = 10, spacing: float = 0.005, gap: floa
 def churn_config(workdir: Workdir) -> str:
     lines = ["healthCheckTimeout: 15", "logLevel: warn", "models:"]
     for model in MODELS:
-        lines += [f"  {model}:", f"    cmd: {PYTHON} -m app.fake_upstream --port ${{PORT}} --model {model} "
+        lines += [f"  {model}:", f"    cmd: {PYTHON} -m simulator --port ${{PORT}} --model {model} "
                                  f"--starts-file {workdir.path}/starts-{model} {UPSTREAM_FLAGS}",
                   "    concurrencyLimit: 300"]
     return "\n".join(lines) + "\n"

@@ -270,7 +270,7 @@ class Workdir:
 
 def upstream_argv(port: int, flags: Sequence[str], workdir: Workdir, model: str = MODEL) -> list[str]:
     """The fake upstream's command line: the same for the proxy's config and for a direct spawn."""
-    return [PYTHON, "-m", "app.fake_upstream", "--port", str(port), "--model", model,
+    return [PYTHON, "-m", "simulator", "--port", str(port), "--model", model,
             "--starts-file", str(workdir.path / f"starts-{model}-{port}"), *flags]
 
 
@@ -345,7 +345,7 @@ class ProxyServer:
                 times, cmd = proc.cpu_times(), " ".join(proc.cmdline())
             except psutil.NoSuchProcess:
                 continue
-            if "app.fake_upstream" in cmd:
+            if "-m simulator" in cmd:
                 upstream += times.user + times.system
             else:
                 server += times.user + times.system

@@ -25,7 +25,7 @@ from tests.helpers.upstream import REPO_ROOT, free_port, free_port_block
 def fake_cmd(model: str, workdir: Path, *flags: str) -> str:
     """The ``cmd`` of a model served by the simulated upstream; counts its starts in a file."""
     extra = " ".join(flags)
-    return (f"{sys.executable} -m app.fake_upstream --port ${{PORT}} --model {model} "
+    return (f"{sys.executable} -m simulator --port ${{PORT}} --model {model} "
             f"--starts-file {workdir}/starts-{model} {extra}").strip()
 
 
@@ -106,7 +106,7 @@ class LlamaSwapServer:
         return next((r["state"] for r in running if r["model"] == model), None)
 
     def upstream_processes(self) -> list[psutil.Process]:
-        return [p for p in processes_under(str(self.workdir)) if "app.fake_upstream" in " ".join(p.cmdline())]
+        return [p for p in processes_under(str(self.workdir)) if "-m simulator" in " ".join(p.cmdline())]
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -1,4 +1,4 @@
-"""Test helper: run ``app.fake_upstream`` as a real child process on a free port.
+"""Test helper: run ``simulator`` as a real child process on a free port.
 
 Typical use::
 
@@ -78,7 +78,7 @@ def http_status(host: str, port: int, path: str = "/health", timeout: float = 1.
 
 @dataclass
 class FakeUpstream:
-    """A running ``python -m app.fake_upstream`` child."""
+    """A running ``python -m simulator`` child."""
 
     proc: subprocess.Popen[str]
     host: str
@@ -151,7 +151,7 @@ def _drain(proc: subprocess.Popen[str], lines: list[str]) -> None:
 def spawn_fake_upstream(*flags: str, host: str = "127.0.0.1", port: int | None = None) -> FakeUpstream:
     """Start the child (not waiting for anything) and return its handle."""
     port = free_port(host) if port is None else port
-    cmd = [sys.executable, "-m", "app.fake_upstream", "--host", host, "--port", str(port), *flags]
+    cmd = [sys.executable, "-m", "simulator", "--host", host, "--port", str(port), *flags]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, text=True)

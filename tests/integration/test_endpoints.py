@@ -320,7 +320,7 @@ def test_response_header_timeout_bounds_the_headers_only(server):
 
 def worker_of(server: LlamaSwapServer) -> psutil.Process:
     return next(p for p in psutil.Process(server.proc.pid).children()
-                if "app.fake_upstream" not in " ".join(p.cmdline()))
+                if "-m simulator" not in " ".join(p.cmdline()))
 
 
 def peak_rss_growth(pid: int, action: Callable[[], None]) -> int:

@@ -85,7 +85,7 @@ def test_running_lists_loaded_models_and_unload_stops_them(llama_swap, tmp_path)
     running = requests.get(server.url("/running"), timeout=5).json()["running"]
     assert [(r["model"], r["state"]) for r in running] == [("llama", "ready")]
     assert set(running[0]) == {"model", "state", "cmd", "proxy", "ttl", "name", "description"}
-    assert "app.fake_upstream" in running[0]["cmd"]
+    assert "-m simulator" in running[0]["cmd"]
     (pid,) = server.starts("llama")
 
     r = requests.post(server.url("/api/models/unload/gpt-4o-mini"), timeout=30)

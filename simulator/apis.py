@@ -1,6 +1,6 @@
 """The simulated upstream's answers beyond completions: Anthropic, Responses, audio, images, rerank, SDAPI.
 
-Stdlib only and free of the rest of the project, like ``app.fake_upstream``
+Stdlib only and free of the rest of the project, like ``simulator.server``
 (which owns the HTTP side and calls in here). Each endpoint is a pure-ish
 function of the request: ``(Ctx, FakeRequest) -> Reply``; a reply is either a
 whole body or a stream of SSE events (written by the caller one chunk per

@@ -1,4 +1,4 @@
-"""Integration tests for ``app.fake_upstream``, run as a real child process."""
+"""Integration tests for ``simulator``, run as a real child process."""
 
 from __future__ import annotations
 
@@ -272,7 +272,7 @@ def test_split_writes_serves_the_same_bytes(launch: Any) -> None:
     assert status == 200 and body["choices"][0]["message"]["content"] == "tok0 tok1 tok2 tok3 "
 
 
-# --------------------------------------------------------------------------- the other APIs (app.fake_apis)
+# --------------------------------------------------------------------------- the other APIs (simulator.apis)
 
 
 def multipart_body(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:

@@ -2,8 +2,8 @@
 
 This module owns the fake upstream process: its CLI, its HTTP handling and the
 deterministic "generation" it serves.  It is stdlib-only and imports nothing
-from the rest of the project but its sibling ``app.fake_apis`` (stdlib-only
-too) so that ``python -m app.fake_upstream`` starts in a few tens of
+from the rest of the project but its sibling ``simulator.apis`` (stdlib-only
+too) so that ``python -m simulator`` starts in a few tens of
 milliseconds.
 
 What it emulates, as seen through a proxy:
@@ -15,7 +15,7 @@ What it emulates, as seen through a proxy:
   and ``/props``, non-streamed and streamed (SSE over chunked transfer
   encoding, one chunk and one ``sendall`` per event); with ``--echo-request``
   completion answers carry the parsed request as ``received``;
-* everything else a proxy routes by model (``app.fake_apis``): Anthropic
+* everything else a proxy routes by model (``simulator.apis``): Anthropic
   ``/v1/messages`` (JSON and SSE) and ``count_tokens``, ``/v1/responses``,
   audio speech/transcriptions/voices, image generations/edits, the rerank
   family, sd.cpp's ``/sdapi/v1/*`` and audio.cpp's ``/v1/tasks/run``, each
@@ -44,7 +44,7 @@ from socketserver import TCPServer
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import parse_qsl
 
-from app import fake_apis
+from simulator import apis
 
 JSON_TYPE = "application/json; charset=utf-8"
 SSE_TYPE = "text/event-stream"
@@ -453,16 +453,16 @@ class Handler(BaseHTTPRequestHandler):
     def _query(self) -> list[tuple[str, str]]:
         return parse_qsl(self.path.partition("?")[2], keep_blank_values=True)
 
-    def api(self, endpoint: fake_apis.Endpoint, path: str, raw: bytes) -> None:
-        """Answer one of ``app.fake_apis``' endpoints."""
+    def api(self, endpoint: apis.Endpoint, path: str, raw: bytes) -> None:
+        """Answer one of ``simulator.apis``' endpoints."""
         state = self.server.state
-        ctx = fake_apis.Ctx(state.options.model, state.created, state.options.tokens,
+        ctx = apis.Ctx(state.options.model, state.created, state.options.tokens,
                             state.options.token_delay, state.next_id, token_text)
-        req = fake_apis.FakeRequest(self.command, path, dict(self._query()),
+        req = apis.FakeRequest(self.command, path, dict(self._query()),
                                     self.headers.get("Content-Type", ""), raw)
         try:
             reply = endpoint(ctx, req)
-        except fake_apis.BadRequest as exc:
+        except apis.BadRequest as exc:
             raise BadRequest(str(exc)) from None
         if reply.events is not None:
             self._send_stream(reply.events, reply.content_type)
@@ -531,12 +531,12 @@ def _build_routes() -> dict[str, dict[str, Endpoint]]:
     }
     for path in COMPLETION_PATHS:
         routes[path] = {"POST": Handler.completion}
-    for path, methods in fake_apis.ROUTES.items():
+    for path, methods in apis.ROUTES.items():
         routes[path] = {method: _api_endpoint(endpoint) for method, endpoint in methods.items()}
     return routes
 
 
-def _api_endpoint(endpoint: fake_apis.Endpoint) -> Endpoint:
+def _api_endpoint(endpoint: apis.Endpoint) -> Endpoint:
     return lambda handler, path, raw: handler.api(endpoint, path, raw)
 
 
@@ -573,7 +573,7 @@ class FakeServer(ThreadingHTTPServer):
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
-    p = argparse.ArgumentParser(prog="python -m app.fake_upstream", description="Simulated llama-server upstream.")
+    p = argparse.ArgumentParser(prog="python -m simulator", description="Simulated llama-server upstream.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--model", default="fake-model", help="model name echoed in responses")
