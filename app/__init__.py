@@ -1,19 +1,29 @@
-"""HTTP in and out: the Flask app, its blueprints, config loading and the CLI.
+"""HTTP in and out: the Flask app built from a llama-swap config.
 
-``create_app`` is imported lazily so that importing a submodule (``app.config``
-in a unit test) does not pay for Flask's import.
+The rooms: ``config`` (YAML → frozen dataclasses), ``runtime`` (the running
+server built from a config), ``routes`` (one blueprint per URL family),
+``naming`` (what a requested name means), ``relay`` (moving one request to
+its upstream and back), ``observe`` (the event bus and the observers of each
+exchange), and ``auth`` / ``errors``. ``docs/ARCHITECTURE.md`` draws the
+arrows between them.
+
+``create_app`` is resolved on first use: ``python -m app`` runs in the
+gunicorn master, which must not import gevent, requests or Flask before its
+worker forks and gevent patches the world there.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# The config path handed from the CLI (gunicorn master) to the worker.
+# The config path (and --watch-config) handed from the CLI (gunicorn master) to the worker.
 CONFIG_ENV = "LLAMA_SWAP_CONFIG"
 WATCH_ENV = "LLAMA_SWAP_WATCH_CONFIG"
 
 
-def create_app(*args: Any, **kwargs: Any):  # noqa: ANN201 - returns a Flask app
-    from app.factory import create_app as _create_app
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from app.runtime.factory import create_app
 
-    return _create_app(*args, **kwargs)
+        return create_app
+    raise AttributeError(f"module 'app' has no attribute {name!r}")

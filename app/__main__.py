@@ -59,7 +59,7 @@ class LlamaSwapApplication(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        from app.factory import create_app
+        from app.runtime.factory import create_app  # in the worker, after gevent patched it
 
         return create_app(self._config_path)
 

@@ -1,21 +1,88 @@
-"""Every error the HTTP layer answers, shaped as OpenAI expects, mapped in one place.
+"""The one place errors become HTTP answers: statuses, and OpenAI- or Anthropic-shaped bodies.
 
-Views raise; ``register_error_handlers`` turns ``RouteError`` (from the
-scheduler or the proxy) and werkzeug's HTTP errors into
-``{"src": "llama-swap", "error": {"message", "type", "param", "code"}}`` with
-the right status, so no view carries try/except for error shaping.
+Two kinds of refusal reach here. The core's (``scheduler.errors``) say what
+happened and carry no status; ``CORE_STATUS`` maps each to one. The HTTP
+layer's own (``ApiError`` and its kinds below: a bad body, an upstream that
+cannot be reached, a model that may not be started by this request) carry
+theirs. Views raise either; ``register_error_handlers`` answers them as
+``{"src": "llama-swap", "error": {"message", "type", "param", "code"}}``, and
+``anthropic_error_response`` gives the ``{"type": "error", ...}`` shape the
+Anthropic routes answer with. Nothing else shapes an error.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
-from flask import Flask, Response, json
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from scheduler.errors import RouteError
+from scheduler.errors import (
+    ClientGone, ConcurrencyLimited, InternalError, ModelNotFound, RouteError, ShuttingDown, StartFailed,
+    Unloaded,
+)
 
 log = logging.getLogger("llama-swap.http")
+
+
+class ApiError(Exception):
+    """A refusal decided in the HTTP layer, with the status to answer."""
+
+    status: int = 500
+    code: str | None = None
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class RequestTooLarge(ApiError):
+    status = 413
+
+
+class NotLoaded(ApiError):
+    """A request that may not start its model found it not ready (llama-swap: 409)."""
+
+    status = 409
+    code = "conflict"
+
+
+class UpstreamUnreachable(ApiError):
+    status = 502
+
+
+class UpstreamRefused(ApiError):
+    """The upstream answered a websocket handshake with an HTTP status instead of 101."""
+
+    status = 502
+
+
+# The core's refusals, as HTTP: (status, code; None = the status's default code).
+CORE_STATUS: dict[type[RouteError], tuple[int, str | None]] = {
+    ModelNotFound: (404, None),
+    ConcurrencyLimited: (429, "concurrency_limit"),
+    StartFailed: (502, None),
+    Unloaded: (503, None),
+    ShuttingDown: (503, None),
+    ClientGone: (499, None),  # nginx's "client closed request": nobody reads it
+    InternalError: (500, None),
+}
+
+# What a handler may raise to be answered as an error (``status_and_code`` knows each).
+Refusal = (RouteError, ApiError)
 
 _TYPE_AND_CODE = {
     400: ("invalid_request_error", "bad_request"),
@@ -32,30 +99,64 @@ _TYPE_AND_CODE = {
     504: ("server_error", "gateway_timeout"),
 }
 
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 
-class BadRequest(RouteError):
-    status = 400
+
+def status_and_code(exc: RouteError | ApiError) -> tuple[int, str | None]:
+    """The HTTP status (and OpenAI ``code``, None for the status's default) ``exc`` is answered with."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code
+    for kind in type(exc).__mro__:
+        if kind in CORE_STATUS:
+            return CORE_STATUS[kind]  # type: ignore[index]
+    return 500, None
 
 
-class UpstreamUnreachable(RouteError):
-    status = 502
+def error_body(status: int, message: str, code: str | None = None) -> dict:
+    kind, default_code = _TYPE_AND_CODE.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", str(status)))
+    return {"src": "llama-swap", "error": {"message": message, "type": kind, "param": None,
+                                           "code": code or default_code}}
 
 
 def error_response(status: int, message: str, code: str | None = None) -> Response:
-    kind, default_code = _TYPE_AND_CODE.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", str(status)))
-    body = {"src": "llama-swap", "error": {
-        "message": message, "type": kind, "param": None, "code": code or default_code}}
+    response = Response(json.dumps(error_body(status, message, code)), status=status,
+                        mimetype="application/json")
+    if status == 429:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def anthropic_error_response(status: int, message: str) -> Response:
+    """``{"type": "error", "error": {"type", "message"}}``, as Anthropic's API answers."""
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    body = {"type": "error", "error": {"type": kind, "message": message}}
     response = Response(json.dumps(body), status=status, mimetype="application/json")
     if status == 429:
         response.headers["Retry-After"] = "1"
     return response
 
 
+def refusal_response(exc: RouteError | ApiError, *, anthropic: bool = False) -> Response:
+    status, code = status_and_code(exc)
+    if anthropic:
+        return anthropic_error_response(status, exc.message)
+    return error_response(status, exc.message, code)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RouteError)
-    def _route_error(exc: RouteError) -> Response:
-        return error_response(exc.status, exc.message, exc.code)
+    @app.errorhandler(ApiError)
+    def _refusal(exc: RouteError | ApiError) -> Response:
+        return refusal_response(exc)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -18,7 +18,7 @@ import sys
 from typing import Any, Callable, Iterable
 
 from app.__main__ import LlamaSwapApplication, parse_listen
-from app.factory import CONFIG_ENV
+from app import CONFIG_ENV
 
 PROFILE_HEADER = "HTTP_X_BENCH_PROFILE"
 OUT_ENV = "BENCH_PROFILE_OUT"

@@ -1,53 +1,44 @@
-"""The errors a routed request can end with, each carrying its HTTP status.
+"""The ways a routed request can end without being served: plain domain errors.
 
-The scheduler hands these to callers through ``Effects.grant_error``; the HTTP
-layer turns them into OpenAI- or Anthropic-shaped JSON in one place.
+The scheduler and the process owners hand these to waiting callers. They say
+what happened, never how to answer it: the HTTP layer (``app.errors``) maps
+each kind to a status and an OpenAI- or Anthropic-shaped body in one place.
 """
 
 from __future__ import annotations
 
 
 class RouteError(Exception):
-    """A request could not be served; ``status`` is the HTTP status to answer."""
+    """A request could not be served; ``message`` says why, in words a user can act on."""
 
-    status: int = 500
-    code: str | None = None
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+    def __init__(self, message: str):
         super().__init__(message)
         self.message = message
-        if status is not None:
-            self.status = status
-        if code is not None:
-            self.code = code
 
 
 class ModelNotFound(RouteError):
-    status = 404
+    """No such model (or alias, selector, peer model)."""
 
 
 class ConcurrencyLimited(RouteError):
-    status = 429
-    code = "concurrency_limit"
+    """The model already holds its ``concurrencyLimit`` of requests, in flight or waiting."""
 
 
 class StartFailed(RouteError):
     """The upstream did not become ready: it exited, timed out, or was stopped."""
 
-    status = 502
-
 
 class Unloaded(RouteError):
     """The model was unloaded (API) while the request waited for it."""
 
-    status = 503
-
 
 class ShuttingDown(RouteError):
-    status = 503
+    """The server (or this router, on a config reload) is shutting down."""
 
 
 class ClientGone(RouteError):
-    """The client hung up before it was served (nginx's 499); nobody reads this answer."""
+    """The client hung up before it was served; nobody reads this answer."""
 
-    status = 499
+
+class InternalError(RouteError):
+    """A bug in the core ended the wait; the log has the traceback."""

@@ -1,12 +1,15 @@
 """The FIFO scheduler: a pure state machine deciding what each request waits for.
 
-It owns the queue, the in-flight swaps and their waiters, and two per-model
-counters: requests in flight (granted, not yet served) and requests waiting
-(joined to a swap or queued). It performs no I/O, spawns nothing, reads the
-time only through the injected ``now`` and never blocks except inside
-``on_unload`` (whose ``stop_processes`` is synchronous by contract);
-everything it does to the world goes through ``Effects``. The router calls
-the ``on_*`` methods one at a time from its single loop, so no locks.
+It owns the queue, the in-flight swaps and their waiters, the stops that
+unloads asked for, and two per-model counters: requests in flight (granted,
+not yet served; the one count of them, told to the world as a model turning
+busy or idle) and requests waiting (joined to a swap or queued). It performs
+no I/O, spawns nothing, never blocks and reads the time only through the
+injected ``now``; everything it does to the world goes through ``Effects``,
+and slow work (a swap, a stop) is only asked for there: its outcome comes back
+later as ``on_swap_done`` / ``on_stopped``, tagged with the id the scheduler
+gave it, so a late answer never settles newer work. The router calls the
+``on_*`` methods one at a time from its single loop, so no locks.
 
 The starvation bound (``max_wait``, ours; llama-swap issue #612). Without it
 the fast path lets a model with steady traffic keep a queued request for
@@ -40,7 +43,12 @@ Invariants:
   waiters; ``in_flight[m]`` counts only grants the caller actually took. Both
   drop back to zero (and their keys disappear) once everything is served.
 - A swap is recorded as active before it is started, so requests arriving
-  meanwhile join it instead of starting another.
+  meanwhile join it instead of starting another. A swap's result settles
+  only the swap of that id: one dropped by an unload and overtaken by a newer
+  swap of the same target is ignored when it reports.
+- A model an unload is stopping is neither granted nor swapped in, and no
+  swap that would evict it starts, until its stop is reported
+  (``on_stopped``): requests for it queue meanwhile.
 - The queue is sorted by model priority, highest first, arrival order within
   a priority; a re-walk keeps the relative order of what stays queued.
 - While a request is overdue and queued, nothing decided for a request that
@@ -55,6 +63,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,8 +95,8 @@ class Effects(Protocol):
         """Every process that is neither stopped nor shut down."""
         ...
 
-    def start_swap(self, model: str, evict: frozenset[str]) -> None:
-        """Fire and forget; the outcome arrives later as ``on_swap_done``."""
+    def start_swap(self, swap_id: int, model: str, evict: frozenset[str]) -> None:
+        """Fire and forget; the outcome arrives later as ``on_swap_done(swap_id, error)``."""
         ...
 
     def grant_serve(self, req: Request, model: str) -> bool:
@@ -96,8 +105,12 @@ class Effects(Protocol):
 
     def grant_error(self, req: Request, error: RouteError) -> None: ...
 
-    def stop_processes(self, models: Sequence[str]) -> None:
-        """Stop ``models`` and return only once they are stopped."""
+    def stop_processes(self, stop_id: int, models: Sequence[str]) -> None:
+        """Fire and forget; ``on_stopped(stop_id)`` follows once every one of ``models`` is stopped."""
+        ...
+
+    def model_busy(self, model: str, busy: bool) -> None:
+        """``model``'s in-flight count just left zero (True) or returned to it (False)."""
         ...
 
     def wake_after(self, delay: float) -> None:
@@ -116,6 +129,7 @@ class Effects(Protocol):
 
 @dataclass(eq=False)
 class _Swap:
+    id: int
     target: str
     evict: frozenset[str]
     waiters: list[Request] = field(default_factory=list)
@@ -153,7 +167,9 @@ class FifoScheduler:
         self._priority = dict(priority or {})
         self._max_wait = max_wait  # seconds; 0 = unbounded (llama-swap)
         self._now = now
+        self._ids = itertools.count(1)  # swap and stop ids
         self._active: dict[str, _Swap] = {}
+        self._stopping: dict[int, frozenset[str]] = {}  # stop id -> the models an unload is stopping
         self._queue: list[_Queued] = []
         self._in_flight: dict[str, int] = {}
         self._waiting: dict[str, int] = {}
@@ -195,14 +211,17 @@ class FifoScheduler:
             # come along to let them go.
             self._rewalk()
 
-    def on_swap_done(self, model: str, error: RouteError | None) -> None:
-        swap = self._active.pop(model, None)
+    def on_swap_done(self, swap_id: int, error: RouteError | None) -> None:
+        swap = next((s for s in self._active.values() if s.id == swap_id), None)
         if swap is None:
-            # Unloaded or shut down meanwhile; its waiters were answered then.
+            # Unloaded or shut down meanwhile; its waiters were answered then
+            # (and a newer swap of the same target, if any, is not this one).
             # The swap still ran (it stopped its evict set, perhaps started
             # its target), so what is queued may be able to go now.
             self._rewalk()
             return
+        del self._active[swap.target]
+        model = swap.target
         for waiter in swap.waiters:
             if error is None:
                 self._grant(waiter, model)
@@ -216,6 +235,7 @@ class FifoScheduler:
             return  # a stray report must not drive the counter negative
         _bump(self._in_flight, model, -1)
         if count == 1:
+            self._effects.model_busy(model, False)
             # The model just went idle: swaps that needed to evict it may go.
             self._rewalk()
 
@@ -225,7 +245,8 @@ class FifoScheduler:
         self._rewalk()
         self._arm_wakeup()
 
-    def on_unload(self, models: Sequence[str]) -> None:
+    def on_unload(self, models: Sequence[str]) -> int | None:
+        """Fail what waits for ``models`` and ask for them to be stopped; the stop's id (None: nothing to stop)."""
         targets = frozenset(models)
         for model in sorted(targets):
             swap = self._active.pop(model, None)
@@ -242,8 +263,34 @@ class FifoScheduler:
         self._queue = kept
         # In-flight counts are left alone: those handlers end and report
         # on_serve_done themselves once their upstream dies.
-        self._effects.stop_processes(list(models))
+        stop_id = None
+        if targets:
+            stop_id = next(self._ids)
+            self._stopping[stop_id] = targets
+            self._effects.stop_processes(stop_id, sorted(targets))
         self._rewalk()
+        return stop_id
+
+    def on_stopped(self, stop_id: int) -> None:
+        """The stop ``on_unload`` asked for is done: its models may be swapped in (or out) again."""
+        if self._stopping.pop(stop_id, None) is not None:
+            self._rewalk()
+
+    def on_fault(self, error: RouteError) -> None:
+        """The router hit a bug handling an event: answer every waiter with ``error``.
+
+        After a bug the queue and the swap waiters may no longer be what the
+        scheduler believes, and a waiter nobody answers hangs its client
+        forever; so all of them get ``error`` (their clients may retry).
+        Swaps keep running and report as usual; grants taken stay counted.
+        """
+        holders = [w for swap in self._active.values() for w in swap.waiters]
+        holders += [entry.req for entry in self._queue]
+        for swap in self._active.values():
+            swap.waiters = []
+        self._queue = []
+        for req in holders:
+            self._fail(req, error)
 
     def on_shutdown(self, error: RouteError) -> None:
         self._closed = error
@@ -274,6 +321,7 @@ class FifoScheduler:
                 target: {"evict": sorted(swap.evict), "waiters": len(swap.waiters)}
                 for target, swap in self._active.items()
             },
+            "stopping": sorted(sorted(models) for models in self._stopping.values()),
             "in_flight": dict(self._in_flight),
             "waiting": dict(self._waiting),
         }
@@ -321,25 +369,26 @@ class FifoScheduler:
         return frozenset(self._effects.running_models()).union(targets)
 
     def _being_evicted(self, model: str) -> bool:
-        return any(model in swap.evict for swap in self._active.values())
+        return any(model in swap.evict for swap in self._active.values()) or \
+            any(model in stopping for stopping in self._stopping.values())
 
     def _collides(self, model: str, evict: frozenset[str]) -> bool:
-        """Whether a swap to ``model`` evicting ``evict`` would fight an active swap."""
+        """Whether a swap to ``model`` evicting ``evict`` would fight an active swap or an unload's stop."""
         for target, swap in self._active.items():
             if target == model:
                 continue
             if target in evict or model in swap.evict or evict & swap.evict:
                 return True
-        return False
+        return any(model in stopping or evict & stopping for stopping in self._stopping.values())
 
     def _any_busy(self, evict: frozenset[str]) -> bool:
         # Stopping a model mid-request would cut its callers off; wait for it to drain.
         return any(self._in_flight.get(m, 0) > 0 for m in evict)
 
     def _start_swap(self, req: Request, evict: frozenset[str], running: frozenset[str]) -> None:
-        self._active[req.model] = _Swap(req.model, evict, [req])
+        swap = self._active[req.model] = _Swap(next(self._ids), req.model, evict, [req])
         self._swapper.on_swap_start(req.model, running)
-        self._effects.start_swap(req.model, evict)
+        self._effects.start_swap(swap.id, req.model, evict)
 
     def _rewalk(self) -> None:
         """Re-examine the queue: overdue requests first, then in queue order."""
@@ -431,6 +480,8 @@ class FifoScheduler:
         # counting a departed one would pin the model as busy forever.
         if self._effects.grant_serve(req, model):
             _bump(self._in_flight, model, +1)
+            if self._in_flight[model] == 1:
+                self._effects.model_busy(model, True)
 
     def _fail(self, req: Request, error: RouteError) -> None:
         _bump(self._waiting, req.model, -1)

@@ -1,62 +1,58 @@
 """One upstream process and the greenlet that owns its lifecycle.
 
 Every state change of an upstream (stopped → starting → ready → stopping →
-stopped, or shutdown) is taken by one owner greenlet reading one mailbox.
-Callers *ask* (``ensure_ready``, ``stop``, ``shutdown``) and block until the
-owner answers; they never read ``state`` and act on it. That is what makes a
-request arriving during a TTL unload safe: the owner sees "stopping", holds the
+stopped, or shutdown) is taken by one owner greenlet reading one mailbox,
+through one method (``_become``), which also publishes it. Callers *ask*
+(``ensure_ready``, ``stop``, ``shutdown``) and block until the owner answers;
+they never read ``state`` and act on it. That is what makes a request
+arriving during a TTL unload safe: the owner sees "stopping", holds the
 caller until the child is dead, then starts a fresh one.
 
-Slow work (polling health, waiting for a child to exit, running ``cmdStop``)
-runs in helper greenlets that report back through the same mailbox, tagged
-with the generation of the child they were about, so news of an old child
-never moves the state of a newer one.
+The owner never waits on anything slow itself. Polling health, waiting for a
+child to exit, reading its output and asking it to stop (``cmdStop`` or
+SIGTERM) run in helper greenlets; they, and timers (the TTL, the
+``unloadTimeout`` after which a stop is forced), report back through the
+same mailbox, tagged with the generation of the child they were about, so
+news of an old child never moves the state of a newer one.
 
-Children run in their own session (so one ``killpg`` reaches everything they
-spawned) and are asked by the kernel to die with us (``PR_SET_PDEATHSIG``),
-so even a SIGKILLed proxy leaves no orphan holding a GPU.
+Whether the model is busy is the scheduler's to count (its in-flight
+requests); the router tells the owner when that turns (``set_busy``), and the
+TTL counts idle time from the last turn to idle.
 
-This module expects gevent's monkey patching (gunicorn's gevent worker does
-it) so that ``requests`` in the health poller yields to other greenlets.
+A bug while handling a message never leaves a caller waiting: the loop
+catches it and answers every waiter (``InternalError``).
+
+Everything the owner needs from outside comes in ``ProcessServices``: the
+launcher (``scheduler.launcher``), the health probe, the clock, where to
+publish state changes and output lines, and the hook that drops idle
+keep-alive connections to the upstream before it is asked to stop
+(llama-server takes ~110 ms to exit on SIGTERM while one is open, 5 to 9 ms
+with none).
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import logging
-import os
 import signal
-import subprocess
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import gevent
-import gevent.subprocess
 from gevent.event import AsyncResult
-from gevent.queue import Empty, Queue
-import requests
+from gevent.queue import Queue
 
-from scheduler.errors import RouteError, ShuttingDown, StartFailed
-from scheduler.httpclient import upstream_session
+from scheduler.clock import Clock, Timer
+from scheduler.errors import InternalError, RouteError, ShuttingDown, StartFailed
+from scheduler.events import ModelStateChanged, Publish, publish_nothing
+from scheduler.health import HEALTH_FIRST_INTERVAL, HealthProbe, next_health_interval
+from scheduler.launcher import Child, Launcher
 from scheduler.state import ProcessState
 
 log = logging.getLogger("llama-swap.process")
 
-# Health polling: first poll right after spawn, every 10 ms for the first
-# second (most swaps of small models land there), then backing off by 1.5x to
-# at most 100 ms. The Go version waits 250 ms, then polls once a second.
-HEALTH_FIRST_INTERVAL = 0.010
-HEALTH_FAST_PERIOD = 1.0
-HEALTH_MAX_INTERVAL = 0.100
-HEALTH_BACKOFF = 1.5
-
 LAST_LINES_KEPT = 20
-PR_SET_PDEATHSIG = 1
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+PUMP_DRAIN_S = 0.5  # after an exit, how long the last output lines may take to arrive
 
 
 @dataclass(frozen=True)
@@ -75,51 +71,50 @@ class ProcessSpec:
     cwd: str | None = None
 
 
-def next_health_interval(elapsed: float, previous: float) -> float:
-    """Seconds until the next health poll, ``elapsed`` seconds after spawn."""
-    if elapsed <= HEALTH_FAST_PERIOD:
-        return HEALTH_FIRST_INTERVAL
-    return min(HEALTH_MAX_INTERVAL, previous * HEALTH_BACKOFF)
+def _no_output(model: str, line: str) -> None:
+    pass
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn asking the kernel to SIGKILL the child when we die."""
-
-    def preexec() -> None:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # parent already died before prctl
-            os._exit(1)
-
-    return preexec
+def _keep_connections(model: str) -> None:
+    pass
 
 
-def _kill_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+@dataclass(frozen=True)
+class ProcessServices:
+    """The owner's whole window onto the world."""
+
+    launcher: Launcher
+    probe: HealthProbe
+    clock: Clock
+    publish: Publish = publish_nothing
+    on_output: Callable[[str, str], None] = _no_output  # (model, line) for each line the child prints
+    release_connections: Callable[[str], None] = _keep_connections  # (model) before it is signalled
 
 
 class UpstreamProcess:
     """Owns one upstream's child process, its state, health checks and TTL."""
 
-    def __init__(self, spec: ProcessSpec, on_output: Callable[[str, str], None] | None = None):
+    def __init__(self, spec: ProcessSpec, services: ProcessServices):
         self.spec = spec
-        self._on_output = on_output or (lambda model, line: None)
+        self._services = services
+        self._clock = services.clock
         self._mailbox: Queue = Queue()
         self._state = ProcessState.STOPPED
         self._generation = 0
-        self._child: gevent.subprocess.Popen | None = None
-        self._started_at = 0.0
+        self._child: Child | None = None
+        self._started_at: float | None = None
+        self._ready_at: float | None = None
+        self._stop_began = 0.0
         self._pump: gevent.Greenlet | None = None  # reads the child's output until EOF
         self._health: gevent.Greenlet | None = None  # polls checkEndpoint while starting
-        self._stop_began = 0.0
+        self._ttl_timer: Timer | None = None
+        self._overdue_timer: Timer | None = None  # forces a stop after unloadTimeout
         self._ready_waiters: list[AsyncResult] = []
         self._stop_waiters: list[AsyncResult] = []
         self._shutdown_after_stop = False
         self._last_lines: collections.deque[str] = collections.deque(maxlen=LAST_LINES_KEPT)
-        self._in_flight = 0
-        self._idle_since = time.monotonic()
+        self._busy = False
+        self._idle_since = self._clock.now()
         self._owner = gevent.spawn(self._run)
 
     # ------------------------------------------------------------------ asking
@@ -136,6 +131,11 @@ class UpstreamProcess:
     def pid(self) -> int | None:
         return self._child.pid if self._child is not None and self._state != ProcessState.STOPPED else None
 
+    @property
+    def last_start(self) -> tuple[float, float | None] | None:
+        """(began, ready or None while starting) of the newest child, on the owner's clock; advisory."""
+        return None if self._started_at is None else (self._started_at, self._ready_at)
+
     def ensure_ready(self) -> None:
         """Block until the upstream is ready, starting it (or waiting out a stop) as needed."""
         self._ask("ensure_ready")
@@ -148,21 +148,18 @@ class UpstreamProcess:
         """Stop for good: later ``ensure_ready`` calls fail at once."""
         self._ask("shutdown")
 
-    def request_started(self) -> None:
-        """Count a request in flight (TTL never unloads a busy upstream).
+    def set_busy(self, busy: bool) -> None:
+        """The scheduler's word that requests are in flight (TTL never unloads a busy upstream).
 
-        Called synchronously by the router when it grants a request: under
-        gevent this cannot interleave with the owner's TTL decision, so a
-        granted request is always counted before the owner can look.
+        Called synchronously by the router as the count turns: under gevent
+        this cannot interleave with the owner's TTL decision, so a granted
+        request is always seen before the owner can look.
         """
-        self._in_flight += 1
-
-    def request_finished(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self._idle_since = time.monotonic()
+        self._busy = busy
+        if not busy:
+            self._idle_since = self._clock.now()
             if self.spec.ttl > 0:
-                self._mailbox.put(("activity",))
+                self._mailbox.put(("idle",))
 
     def _ask(self, verb: str) -> None:
         reply = AsyncResult()
@@ -172,27 +169,41 @@ class UpstreamProcess:
     # ------------------------------------------------------------------ owner loop
     def _run(self) -> None:
         while True:
-            try:
-                message = self._mailbox.get(timeout=self._ttl_wait())
-            except Empty:
-                message = ("ttl",)
+            message = self._mailbox.get()
             try:
                 getattr(self, "_on_" + message[0])(*message[1:])
-            except Exception:  # the owner must never die: it would wedge every caller
+            except Exception as exc:  # the owner must never die, nor leave anyone waiting
                 log.exception("%s: error handling %s", self.model_id, message[0])
+                self._answer_everyone(message, InternalError(
+                    f"model {self.model_id}: internal error while handling {message[0]}: {exc!r}"))
 
-    def _ttl_wait(self) -> float | None:
-        if self.spec.ttl <= 0 or self._state != ProcessState.READY or self._in_flight > 0:
-            return None
-        return max(0.0, self._idle_since + self.spec.ttl - time.monotonic())
+    def _answer_everyone(self, message: tuple, error: RouteError) -> None:
+        replies = [m for m in message[1:] if isinstance(m, AsyncResult)]
+        replies += self._ready_waiters + self._stop_waiters
+        self._ready_waiters, self._stop_waiters = [], []
+        for reply in replies:
+            if not reply.ready():
+                reply.set_exception(error)
 
-    def _on_activity(self) -> None:
-        pass  # wakes the loop so _ttl_wait is recomputed
+    def _become(self, state: ProcessState) -> None:
+        """The one place the state changes; every change is published."""
+        previous, self._state = self._state, state
+        if previous is not state:
+            pid = self._child.pid if self._child is not None else None
+            self._services.publish(ModelStateChanged(self.model_id, previous, state, pid, self._clock.now()))
 
-    def _on_ttl(self) -> None:
-        if self._ttl_wait() == 0.0:
-            log.info("%s: unloading after %gs idle (ttl)", self.model_id, self.spec.ttl)
-            self._begin_stop()
+    def _on_idle(self) -> None:
+        self._arm_ttl()
+
+    def _on_ttl(self, timer: Timer) -> None:
+        if timer is not self._ttl_timer or self._state != ProcessState.READY or self._busy:
+            return
+        left = self._idle_since + self.spec.ttl - self._clock.now()
+        if left > 0:
+            self._arm_ttl()  # it was busy meanwhile: count from its last turn to idle
+            return
+        log.info("%s: unloading after %gs idle (ttl)", self.model_id, self.spec.ttl)
+        self._begin_stop()
 
     def _on_ensure_ready(self, reply: AsyncResult) -> None:
         state = self._state
@@ -221,7 +232,7 @@ class UpstreamProcess:
         self._shutdown_after_stop = True
         self._fail_ready_waiters(ShuttingDown(f"model {self.model_id} is shutting down"))
         if self._state in (ProcessState.STOPPED, ProcessState.SHUTDOWN):
-            self._state = ProcessState.SHUTDOWN
+            self._become(ProcessState.SHUTDOWN)
             reply.set(None)
             return
         self._stop_waiters.append(reply)
@@ -231,68 +242,72 @@ class UpstreamProcess:
     def _on_healthy(self, generation: int) -> None:
         if generation != self._generation or self._state != ProcessState.STARTING:
             return
-        self._state = ProcessState.READY
-        self._idle_since = time.monotonic()
-        elapsed = time.monotonic() - self._started_at
-        log.info("%s: ready, pid %d, in %.2fs", self.model_id, self._child.pid, elapsed)
+        self._health = None
+        now = self._clock.now()
+        self._ready_at = self._idle_since = now
+        self._become(ProcessState.READY)
+        log.info("%s: ready, pid %d, in %.2fs", self.model_id, self._child.pid, now - self._started_at)
         waiters, self._ready_waiters = self._ready_waiters, []
         for reply in waiters:
             reply.set(None)
+        self._arm_ttl()
 
     def _on_unhealthy(self, generation: int, reason: str) -> None:
         if generation != self._generation or self._state != ProcessState.STARTING:
             return
+        self._health = None
         log.warning("%s: %s; stopping pid %d", self.model_id, reason, self._child.pid)
         self._fail_ready_waiters(StartFailed(f"model {self.model_id}: {reason}{self._tail()}"))
         self._begin_stop()
 
+    def _on_stop_overdue(self, generation: int) -> None:
+        if generation != self._generation or self._state != ProcessState.STOPPING:
+            return
+        log.warning("%s: pid %d still running %gs after stop request; sending SIGKILL",
+                    self.model_id, self._child.pid, self.spec.unload_timeout)
+        self._child.signal_group(signal.SIGKILL)
+
     def _on_exited(self, generation: int, returncode: int) -> None:
         if generation != self._generation:
             return
-        previous = self._state
-        pid = self._child.pid
-        _kill_group(pid, signal.SIGKILL)  # anything the child left in its group
+        previous, child = self._state, self._child
+        child.signal_group(signal.SIGKILL)  # anything the child left in its group
         self._cancel_health()
+        self._cancel_timers()
         if self._pump is not None:
-            self._pump.join(timeout=0.5)  # let the last lines in before quoting them
-        self._state = ProcessState.STOPPED
+            self._pump.join(timeout=PUMP_DRAIN_S)  # let the last lines in before quoting them
+        self._become(ProcessState.SHUTDOWN if self._shutdown_after_stop else ProcessState.STOPPED)
         if previous == ProcessState.STARTING:
-            log.warning("%s: pid %d exited with code %s while starting", self.model_id, pid, returncode)
+            log.warning("%s: pid %d exited with code %s while starting", self.model_id, child.pid, returncode)
             self._fail_ready_waiters(StartFailed(
                 f"upstream command exited prematurely with code {returncode} "
                 f"while starting model {self.model_id}{self._tail()}"))
         elif previous == ProcessState.READY:
-            log.warning("%s: pid %d exited unexpectedly with code %s", self.model_id, pid, returncode)
+            log.warning("%s: pid %d exited unexpectedly with code %s", self.model_id, child.pid, returncode)
         else:
             log.info("%s: stopped pid %d in %.2fs (exit code %s)",
-                     self.model_id, pid, time.monotonic() - self._stop_began, returncode)
+                     self.model_id, child.pid, self._clock.now() - self._stop_began, returncode)
         waiters, self._stop_waiters = self._stop_waiters, []
-        if self._shutdown_after_stop:
-            self._state = ProcessState.SHUTDOWN
         for reply in waiters:
             reply.set(None)
         if self._ready_waiters and self._state == ProcessState.STOPPED:
             self._spawn()  # someone asked for it while it was stopping
 
-    # ------------------------------------------------------------------ child machinery
+    # ------------------------------------------------------------------ the child
     def _spawn(self) -> None:
         spec = self.spec
         self._generation += 1
         self._last_lines.clear()
-        self._started_at = time.monotonic()
-        env = dict(os.environ)
-        env.update(spec.env)
         try:
-            child = gevent.subprocess.Popen(
-                list(spec.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=env, cwd=spec.cwd, close_fds=True,
-                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
-        except OSError as exc:
-            log.error("%s: cannot start %r: %s", self.model_id, spec.argv[0] if spec.argv else "", exc)
+            child = self._services.launcher.launch(spec.argv, spec.env, spec.cwd)
+        except Exception as exc:  # OSError, or ValueError for a NUL byte in argv: the caller must hear
+            command = spec.argv[0] if spec.argv else "(empty cmd)"
+            log.error("%s: cannot start %r: %s", self.model_id, command, exc)
             self._fail_ready_waiters(StartFailed(f"cannot start model {self.model_id}: {exc}"))
             return
         self._child = child
-        self._state = ProcessState.STARTING
+        self._started_at, self._ready_at = self._clock.now(), None
+        self._become(ProcessState.STARTING)
         log.info("%s: starting pid %d: %s", self.model_id, child.pid, " ".join(spec.argv))
         generation = self._generation
         self._pump = gevent.spawn(self._pump_output, child)
@@ -300,65 +315,77 @@ class UpstreamProcess:
         if spec.check_url is None:
             self._mailbox.put(("healthy", generation))
         else:
-            self._health = gevent.spawn(self._poll_health, generation)
+            self._health = gevent.spawn(self._poll_health, generation, spec.check_url, self._started_at)
 
-    def _pump_output(self, child: gevent.subprocess.Popen) -> None:
-        for raw in child.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+    def _pump_output(self, child: Child) -> None:
+        for line in child.lines():
             self._last_lines.append(line)
-            self._on_output(self.model_id, line)
+            self._services.on_output(self.model_id, line)
 
-    def _watch_exit(self, generation: int, child: gevent.subprocess.Popen) -> None:
-        returncode = child.wait()
-        self._mailbox.put(("exited", generation, returncode))
+    def _watch_exit(self, generation: int, child: Child) -> None:
+        self._mailbox.put(("exited", generation, child.wait()))
 
-    def _poll_health(self, generation: int) -> None:
-        url = self.spec.check_url
-        deadline = self._started_at + self.spec.health_timeout
+    def _poll_health(self, generation: int, url: str, started_at: float) -> None:
+        deadline = started_at + self.spec.health_timeout
         interval = HEALTH_FIRST_INTERVAL
-        with upstream_session(pool_size=1) as session:
+        check = self._services.probe.open(url)
+        try:
             while True:
-                now = time.monotonic()
+                now = self._clock.now()
                 if now >= deadline:
                     self._mailbox.put(("unhealthy", generation,
                                        f"health check timed out after {self.spec.health_timeout:g}s"))
                     return
-                try:
-                    response = session.get(url, timeout=(1.0, min(5.0, deadline - now)))
-                    if response.status_code == 200:
-                        self._mailbox.put(("healthy", generation))
-                        return
-                except requests.RequestException:
-                    pass
-                interval = next_health_interval(now - self._started_at, interval)
-                gevent.sleep(interval)
+                if check.check(timeout=min(5.0, deadline - now)):
+                    self._mailbox.put(("healthy", generation))
+                    return
+                interval = next_health_interval(now - started_at, interval)
+                self._clock.sleep(interval)
+        finally:
+            check.close()
 
     def _begin_stop(self) -> None:
-        self._state = ProcessState.STOPPING
-        self._stop_began = time.monotonic()
+        self._stop_began = self._clock.now()
+        self._become(ProcessState.STOPPING)
         self._cancel_health()
-        gevent.spawn(self._terminate, self._child)
+        self._cancel_timers()
+        generation = self._generation
+        self._overdue_timer = self._clock.call_later(
+            self.spec.unload_timeout, lambda: self._mailbox.put(("stop_overdue", generation)))
+        gevent.spawn(self._ask_to_stop, self._child)
 
-    def _terminate(self, child: gevent.subprocess.Popen) -> None:
-        """Ask the child to stop (cmdStop or SIGTERM to its group), then force it."""
-        timeout = self.spec.unload_timeout
-        if self.spec.stop_argv:
-            argv = [arg.replace("${PID}", str(child.pid)) for arg in self.spec.stop_argv]
-            log.info("%s: running cmdStop for pid %d: %s", self.model_id, child.pid, " ".join(argv))
-            try:
-                gevent.subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, timeout=timeout)
-            except (OSError, subprocess.SubprocessError) as exc:
-                log.warning("%s: cmdStop failed: %s; sending SIGTERM", self.model_id, exc)
-                _kill_group(child.pid, signal.SIGTERM)
-        else:
-            _kill_group(child.pid, signal.SIGTERM)
+    def _ask_to_stop(self, child: Child) -> None:
+        """Drop idle connections to it, then cmdStop (or SIGTERM to its group); the exit is watched elsewhere."""
         try:
-            child.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s: pid %d still running %gs after stop request; sending SIGKILL",
-                        self.model_id, child.pid, timeout)
-            _kill_group(child.pid, signal.SIGKILL)
+            self._services.release_connections(self.model_id)
+        except Exception:  # never let a pool's trouble keep a model running
+            log.exception("%s: could not close idle connections before stopping", self.model_id)
+        if not self.spec.stop_argv:
+            child.signal_group(signal.SIGTERM)
+            return
+        argv = [arg.replace("${PID}", str(child.pid)) for arg in self.spec.stop_argv]
+        log.info("%s: running cmdStop for pid %d: %s", self.model_id, child.pid, " ".join(argv))
+        try:
+            self._services.launcher.run(argv, self.spec.unload_timeout)
+        except Exception as exc:
+            log.warning("%s: cmdStop failed: %s; sending SIGTERM", self.model_id, exc)
+            child.signal_group(signal.SIGTERM)
+
+    def _arm_ttl(self) -> None:
+        if self.spec.ttl <= 0 or self._state != ProcessState.READY or self._busy:
+            return
+        if self._ttl_timer is not None:
+            self._ttl_timer.cancel()
+        left = max(0.0, self._idle_since + self.spec.ttl - self._clock.now())
+        timer: list[Timer] = []
+        timer.append(self._clock.call_later(left, lambda: self._mailbox.put(("ttl", timer[0]))))
+        self._ttl_timer = timer[0]
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._ttl_timer, self._overdue_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ttl_timer = self._overdue_timer = None
 
     def _cancel_health(self) -> None:
         if self._health is not None:

@@ -1,39 +1,49 @@
 """The router: one greenlet, one mailbox, all scheduling state.
 
 HTTP views talk to the router only through ``submit``/``cancel`` (a ticket
-they wait on), ``Lease.release`` (posts ServeDone), ``unload`` and
+they wait on), ``Lease.release`` (posts serve_done), ``unload`` and
 ``shutdown``. Each of those posts an event to the mailbox; the loop hands it
 to the pure FIFO scheduler, which decides and acts back through the
-``Effects`` methods implemented here. Slow work (a swap) runs in its own
-greenlet and comes back as a ``swap_done`` event, so the loop never waits on
-a model load. The scheduler cannot sleep: when it needs to look again at a
-moment of its choosing (a queued request reaching ``maxWait``), it asks for a
-wake-up and a timer greenlet posts a ``tick`` event then.
+``Effects`` methods implemented here. The loop never waits on anything slow:
+a swap and an unload's stop each run in their own greenlet and come back as
+events (``swap_done``, ``stopped``) tagged with the id the scheduler gave
+them, so requests for other models keep flowing while a model that ignores
+SIGTERM takes its ``unloadTimeout`` to die. The scheduler cannot sleep: when
+it needs to look again at a moment of its choosing (a queued request reaching
+``maxWait``), it asks for a wake-up and the clock posts a ``tick`` then.
 
 Invariants kept here (the scheduler keeps the rest):
 - a ticket is granted, failed or cancelled exactly once (``Ticket`` decides
   the race between a grant and a client hanging up, as Go's unbuffered
-  channel does);
+  channel does), and every ticket is answered: a bug while handling an event
+  fails every waiter with ``InternalError`` instead of leaving it hanging;
 - every grant the caller took is matched by exactly one ``serve_done``
   (``Lease.release`` is idempotent);
 - an unloaded model stays unloaded: a swap still stopping its evict set when
-  its target is unloaded does not start the target afterwards.
+  its target is unloaded does not start the target afterwards;
+- after ``shutdown`` every call answers at once (the ``done`` guard): nothing
+  is posted to a loop nobody reads.
+
+What happens is published as ``scheduler.events`` (swaps here, state
+changes by the process owners); ``on_processed`` lets a test wait until the
+loop has handled an event.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import gevent
 from gevent.event import AsyncResult
 from gevent.queue import Queue
 
-from scheduler.errors import ClientGone, RouteError, ShuttingDown, StartFailed, Unloaded
+from scheduler.clock import Clock, GeventClock, Timer
+from scheduler.errors import ClientGone, InternalError, RouteError, ShuttingDown, StartFailed, Unloaded
+from scheduler.events import Publish, SwapBegan, SwapEnded, publish_nothing
 from scheduler.fifo import FifoScheduler, Request
-from scheduler.process import UpstreamProcess
+from scheduler.process import ProcessSpec
 from scheduler.state import ProcessState
 from scheduler.swappers import Swapper
 
@@ -42,13 +52,33 @@ log = logging.getLogger("llama-swap.router")
 _WAITING, _GRANTED, _FAILED, _CANCELLED = range(4)
 
 
+class Process(Protocol):
+    """What the router needs of an upstream process (``scheduler.process.UpstreamProcess``)."""
+
+    spec: ProcessSpec
+
+    @property
+    def state(self) -> ProcessState: ...
+
+    @property
+    def last_start(self) -> tuple[float, float | None] | None: ...
+
+    def ensure_ready(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def set_busy(self, busy: bool) -> None: ...
+
+
 @dataclass(eq=False)
 class Ticket(Request):
     """One request waiting for a decision; the reply slot the router fills."""
 
+    submitted_at: float = 0.0
     _reply: AsyncResult = field(default_factory=AsyncResult, repr=False)
     _status: int = _WAITING
-    submitted_at: float = field(default_factory=time.monotonic)
 
     def grant(self, lease: "Lease") -> bool:
         """Hand the caller its lease; False when the caller already left."""
@@ -75,6 +105,10 @@ class Ticket(Request):
         self._reply.set_exception(ClientGone(f"client went away while waiting for model {self.model}"))
         return True
 
+    @property
+    def answered(self) -> bool:
+        return self._status != _WAITING
+
     def wait(self, timeout: float | None = None) -> "Lease | None":
         """The lease (raises the RouteError); None if ``timeout`` passed first."""
         self._reply.wait(timeout)
@@ -83,59 +117,68 @@ class Ticket(Request):
         return self._reply.get()
 
 
+class Lease:
+    """The right to send one request to a ready upstream; release it exactly once.
+
+    ``queued`` is how long the request waited for it, ``loading`` how much of
+    that wait the model spent starting (seconds; 0 when it was ready).
+    """
+
+    __slots__ = ("model", "proxy_url", "queued", "loading", "_release")
+
+    def __init__(self, model: str, proxy_url: str, release: Callable[[], None] | None,
+                 queued: float = 0.0, loading: float = 0.0):
+        self.model = model
+        self.proxy_url = proxy_url
+        self.queued = queued
+        self.loading = loading
+        self._release = release
+
+    def release(self) -> None:
+        if self._release is not None:
+            release, self._release = self._release, None
+            release()
+
+
 @dataclass(eq=False)
 class _SwapRun:
     """One swap greenlet's standing: ``wanted`` turns False when its target is unloaded meanwhile."""
 
+    swap_id: int
+    model: str
     wanted: bool = True
-
-
-class Lease:
-    """The right to send one request to a ready upstream; release it exactly once."""
-
-    __slots__ = ("model", "process", "_router", "_released")
-
-    def __init__(self, router: "Router", model: str, process: UpstreamProcess):
-        self.model = model
-        self.process = process
-        self._router = router
-        self._released = False
-
-    @property
-    def proxy_url(self) -> str:
-        return self.process.spec.proxy_url
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._router._post(("serve_done", self.model))
 
 
 class Router:
     """Owns scheduling: runs the FIFO scheduler on one loop and implements its Effects."""
 
-    def __init__(self, processes: Mapping[str, UpstreamProcess], swapper: Swapper, *,
+    def __init__(self, processes: Mapping[str, Process], swapper: Swapper, *,
                  limits: Mapping[str, int] | None = None, priority: Mapping[str, int] | None = None,
-                 max_wait: float = 0.0, on_event: Callable[[str, dict], None] | None = None):
+                 max_wait: float = 0.0, clock: Clock | None = None, publish: Publish = publish_nothing,
+                 on_processed: Callable[[str], None] | None = None):
         self._processes = dict(processes)
+        self._clock = clock or GeventClock()
+        self._publish = publish
+        self._on_processed = on_processed
         self._mailbox: Queue = Queue()
         self._closed = False
         self._max_wait = max_wait  # seconds; the FIFO scheduler's starvation bound (0 = off)
-        self._timers: set[gevent.Greenlet] = set()
-        self._swap_runs: dict[str, _SwapRun] = {}  # the latest swap per target, while it runs
+        self._timers: dict[object, Timer] = {}  # wake-ups asked for, not yet fired
+        self._unload_replies: dict[int, tuple[AsyncResult, list[str]]] = {}  # stop id -> (reply, models)
+        self._swap_runs: dict[int, _SwapRun] = {}  # by swap id, while each runs
+        self._waiting: set[Ticket] = set()  # tickets handed to the scheduler, not yet answered
         self._scheduler = FifoScheduler(swapper, self, limits=limits, priority=priority,
-                                        max_wait=max_wait, now=time.monotonic)
-        self._on_event = on_event or (lambda kind, data: None)
+                                        max_wait=max_wait, now=self._clock.now)
         self._loop = gevent.spawn(self._run)
 
     # ------------------------------------------------------------------ for the HTTP layer
     @property
-    def processes(self) -> Mapping[str, UpstreamProcess]:
+    def processes(self) -> Mapping[str, Process]:
         return self._processes
 
     def submit(self, model: str) -> Ticket:
         """Ask for ``model``; wait on the returned ticket for a Lease or a RouteError."""
-        ticket = Ticket(model=model)
+        ticket = Ticket(model=model, submitted_at=self._clock.now())
         if self._closed:
             ticket.fail(ShuttingDown("server is shutting down"))
         else:
@@ -144,11 +187,13 @@ class Router:
 
     def cancel(self, ticket: Ticket) -> None:
         """The caller hung up; it leaves the queue (a grant already taken stays taken)."""
-        if ticket.withdraw():
+        if ticket.withdraw() and not self._closed:
             self._post(("cancel", ticket))
 
     def unload(self, models: Iterable[str] | None = None) -> list[str]:
         """Stop ``models`` (default: every running one); returns when they are dead."""
+        if self._closed:
+            return []
         done = AsyncResult()
         self._post(("unload", None if models is None else list(models), done))
         return done.get()
@@ -161,6 +206,11 @@ class Router:
         done = AsyncResult()
         self._post(("shutdown", done))
         done.get()
+
+    def model_state(self, model: str) -> ProcessState | None:
+        """The model's process state, or None when there is no such model; a snapshot."""
+        process = self._processes.get(model)
+        return None if process is None else process.state
 
     def queue_position(self, ticket: Ticket) -> int | None:
         return self._scheduler.queue_position(ticket)
@@ -177,12 +227,31 @@ class Router:
         while True:
             event = self._mailbox.get()
             try:
-                if getattr(self, "_on_" + event[0])(*event[1:]) is False:
-                    return
-            except Exception:  # the loop must outlive any bug in one event
+                finished = getattr(self, "_on_" + event[0])(*event[1:]) is False
+            except Exception as exc:  # the loop must outlive any bug in one event, and answer its waiters
                 log.exception("router: error handling %s", event[0])
+                self._answer_after_fault(event, exc)
+                finished = False
+            if self._on_processed is not None:
+                self._on_processed(event[0])
+            if finished:
+                return
+
+    def _answer_after_fault(self, event: tuple, exc: Exception) -> None:
+        error = InternalError(f"internal error in the router while handling {event[0]}: {exc!r}")
+        for item in event[1:]:
+            if isinstance(item, AsyncResult) and not item.ready():
+                item.set_exception(error)
+        try:
+            self._scheduler.on_fault(error)
+        except Exception:
+            log.exception("router: error answering waiters after a fault")
+        for ticket in list(self._waiting):  # whatever the scheduler lost track of
+            ticket.fail(error)
+        self._waiting.clear()
 
     def _on_request(self, ticket: Ticket) -> None:
+        self._waiting.add(ticket)
         self._scheduler.on_request(ticket)
         position = self._scheduler.queue_position(ticket)
         if position is not None:
@@ -190,76 +259,116 @@ class Router:
                      ticket.model, position)
 
     def _on_cancel(self, ticket: Ticket) -> None:
+        self._waiting.discard(ticket)
         log.info("%s: client went away while waiting (%.2fs); request dropped",
-                 ticket.model, time.monotonic() - ticket.submitted_at)
+                 ticket.model, self._clock.now() - ticket.submitted_at)
         self._scheduler.on_cancel(ticket)
 
     def _on_tick(self) -> None:
         self._scheduler.on_tick()
 
-    def _on_swap_done(self, model: str, error: RouteError | None) -> None:
-        self._scheduler.on_swap_done(model, error)
+    def _on_swap_done(self, swap_id: int, error: RouteError | None) -> None:
+        self._scheduler.on_swap_done(swap_id, error)
 
     def _on_serve_done(self, model: str) -> None:
-        self._processes[model].request_finished()
         self._scheduler.on_serve_done(model)
+
+    def _on_stopped(self, stop_id: int) -> None:
+        self._scheduler.on_stopped(stop_id)
+        reply = self._unload_replies.pop(stop_id, None)
+        if reply is not None:
+            done, models = reply
+            done.set(models)
 
     def _on_unload(self, models: list[str] | None, done: AsyncResult) -> None:
         if models is None:
             # "Everything" includes a model a swap is about to start.
-            models = sorted(set(self.running_models()) | set(self._swap_runs))
+            running = set(self.running_models()) | {run.model for run in self._swap_runs.values()}
+            models = sorted(running)
         models = [m for m in models if m in self._processes]
-        if models:
-            log.info("unloading %s", ", ".join(models))
-        for model in models:
-            run = self._swap_runs.get(model)
-            if run is not None:
+        if not models:
+            done.set([])
+            return
+        log.info("unloading %s", ", ".join(models))
+        for run in self._swap_runs.values():
+            if run.model in models:
                 # Its swap may still be stopping other models; it must not
                 # start this one afterwards (the stop below could come first).
                 run.wanted = False
-        self._scheduler.on_unload(models)
-        done.set(models)
+        stop_id = self._scheduler.on_unload(models)
+        # Answered when the stop is done; its greenlet cannot report before
+        # this line runs (no yield since it was spawned).
+        self._unload_replies[stop_id] = (done, models)
 
     def _on_shutdown(self, done: AsyncResult) -> bool:
-        gevent.killall(list(self._timers))  # nobody reads the mailbox after this
+        for timer in self._timers.values():  # nobody reads the mailbox after this
+            timer.cancel()
         self._scheduler.on_shutdown(ShuttingDown("server is shutting down"))
-        gevent.joinall([gevent.spawn(p.shutdown) for p in self._processes.values()])
-        done.set(None)
+        self._waiting.clear()
+        processes = list(self._processes.values())
+
+        unloads, self._unload_replies = list(self._unload_replies.values()), {}
+
+        def stop_all() -> None:
+            gevent.joinall([gevent.spawn(p.shutdown) for p in processes])
+            for unload_done, models in unloads:  # their "stopped" would reach a loop that has ended
+                unload_done.set(models)
+            done.set(None)
+
+        gevent.spawn(stop_all)
         return False
 
     # ------------------------------------------------------------------ Effects
-    def model_state(self, model: str) -> ProcessState | None:
-        process = self._processes.get(model)
-        return None if process is None else process.state
-
     def running_models(self) -> dict[str, ProcessState]:
         return {m: p.state for m, p in self._processes.items()
                 if p.state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)}
 
-    def start_swap(self, model: str, evict: frozenset[str]) -> None:
-        run = _SwapRun()
-        self._swap_runs[model] = run
-        gevent.spawn(self._swap, model, evict, run)
+    def start_swap(self, swap_id: int, model: str, evict: frozenset[str]) -> None:
+        run = self._swap_runs[swap_id] = _SwapRun(swap_id, model)
+        self._publish(SwapBegan(swap_id, model, evict, self._clock.now()))
+        gevent.spawn(self._swap, run, evict)
 
     def grant_serve(self, req: Request, model: str) -> bool:
+        ticket: Ticket = req  # type: ignore[assignment]
+        self._waiting.discard(ticket)
         process = self._processes[model]
-        if not req.grant(Lease(self, model, process)):  # type: ignore[attr-defined]
-            return False
-        process.request_started()
-        return True
+        now = self._clock.now()
+        lease = Lease(model, process.spec.proxy_url, lambda: self._post(("serve_done", model)),
+                      queued=now - ticket.submitted_at,
+                      loading=_overlap(process.last_start, ticket.submitted_at, now))
+        return ticket.grant(lease)
 
     def grant_error(self, req: Request, error: RouteError) -> None:
-        req.fail(error)  # type: ignore[attr-defined]
+        ticket: Ticket = req  # type: ignore[assignment]
+        self._waiting.discard(ticket)
+        ticket.fail(error)
 
-    def stop_processes(self, models: Sequence[str]) -> None:
-        gevent.joinall([gevent.spawn(self._processes[m].stop) for m in models])
+    def stop_processes(self, stop_id: int, models: Sequence[str]) -> None:
+        targets = [(m, self._processes[m]) for m in models]
+
+        def stop_all() -> None:
+            jobs = [(m, gevent.spawn(p.stop)) for m, p in targets]
+            gevent.joinall([job for _, job in jobs])
+            for model, job in jobs:
+                if job.exception is not None:
+                    log.warning("%s: stop failed: %s", model, job.exception)
+            self._post(("stopped", stop_id))
+
+        gevent.spawn(stop_all)
+
+    def model_busy(self, model: str, busy: bool) -> None:
+        self._processes[model].set_busy(busy)
 
     def wake_after(self, delay: float) -> None:
         # A tick that lands a little early (gevent's loop clock lags) is
         # harmless: the scheduler finds nobody overdue yet and asks again.
-        timer = gevent.spawn_later(max(0.0, delay), self._post, ("tick",))
-        self._timers.add(timer)
-        timer.link(self._timers.discard)
+        key = object()
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self._post(("tick",))
+
+        self._timers[key] = self._clock.call_later(delay, fire)
 
     def report_hold(self, req: Request, waited: float, held: frozenset[str]) -> None:
         if held:
@@ -272,8 +381,9 @@ class Router:
                      req.model, waited, self._max_wait)
 
     # ------------------------------------------------------------------ the slow part of a swap
-    def _swap(self, model: str, evict: frozenset[str], run: "_SwapRun") -> None:
-        began = time.monotonic()
+    def _swap(self, run: _SwapRun, evict: frozenset[str]) -> None:
+        model = run.model
+        began = self._clock.now()
         error: RouteError | None = None
         try:
             if evict:
@@ -289,11 +399,21 @@ class Router:
         except Exception as exc:  # a bug must still answer the waiters
             log.exception("%s: swap failed", model)
             error = StartFailed(f"model {model} failed to start: {exc}")
-        took = time.monotonic() - began
+        took = self._clock.now() - began
         if error is None:
             log.info("%s: swap done in %.2fs", model, took)
         else:
             log.warning("%s: swap failed after %.2fs: %s", model, took, error.message)
-        if self._swap_runs.get(model) is run:
-            del self._swap_runs[model]
-        self._post(("swap_done", model, error))
+        self._swap_runs.pop(run.swap_id, None)
+        self._publish(SwapEnded(run.swap_id, model, None if error is None else error.message, took,
+                                self._clock.now()))
+        self._post(("swap_done", run.swap_id, error))
+
+
+def _overlap(start: tuple[float, float | None] | None, since: float, until: float) -> float:
+    """How much of [since, until] the process spent starting (its last start: began, ready)."""
+    if start is None:
+        return 0.0
+    began, ready = start
+    end = until if ready is None else min(ready, until)
+    return max(0.0, end - max(began, since))

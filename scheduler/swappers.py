@@ -11,7 +11,7 @@ target.
 
 Two policies: ``GroupSwapper`` (llama-swap's ``groups``) and ``MatrixSwapper``
 (its ``matrix``: a cost-based choice among allowed model sets). Both take
-plain data; ``app.wiring`` builds it from the config.
+plain data; ``app.runtime.build`` builds it from the config.
 """
 
 from __future__ import annotations

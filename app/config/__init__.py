@@ -12,7 +12,7 @@ and ``virtual`` (profiles, selectors) the rest, ``loader`` runs it all,
 """
 
 from app.config.errors import ConfigError
-from app.config.frozen import FrozenDict
+from app.config.frozen import FrozenDict, thaw
 from app.config.loader import load_config, load_config_text
 from app.config.matrix import MatrixConfig, MatrixError, MatrixSet, expand_sets
 from app.config.model import (
@@ -24,5 +24,5 @@ __all__ = [
     "Config", "ConfigError", "FrozenDict", "GroupConfig", "MatrixConfig", "MatrixError",
     "MatrixSet", "ModelConfig", "ModelFilters", "PeerConfig", "PeerFilters", "Performance",
     "ProfileConfig", "SelectorConfig", "Timeouts", "expand_sets", "load_config",
-    "load_config_text",
+    "load_config_text", "thaw",
 ]

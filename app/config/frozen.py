@@ -3,11 +3,13 @@
 ``FrozenDict`` is a real ``dict`` subclass so that ``json.dumps`` and
 ``isinstance(x, dict)`` keep working downstream; every mutating method raises.
 ``freeze`` turns nested dicts into FrozenDicts and lists into tuples, so a
-frozen value is hashable all the way down (and so are the dataclasses holding it).
+frozen value is hashable all the way down (and so are the dataclasses holding it);
+``thaw`` gives back a mutable, JSON-ready copy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 
@@ -38,4 +40,13 @@ def freeze(value: Any) -> Any:
         return FrozenDict((k, freeze(v)) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A mutable, JSON-ready copy of a frozen config value (FrozenDict, tuples)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
     return value

@@ -6,7 +6,7 @@ import json
 
 import requests
 
-from app.batching import batched_chunks
+from app.relay.batching import batched_chunks
 from tests.helpers.upstream import running_fake_upstream
 
 

@@ -154,6 +154,47 @@ models:
     assert requests.post(server.url("/v1/chat/completions"), json=chat("B"), timeout=15).status_code == 200
 
 
+def test_a_model_slow_to_die_does_not_hold_up_requests_for_another(llama_swap, tmp_path):
+    # A ignores SIGTERM: unloading it takes its whole unloadTimeout (5 s). B
+    # runs beside it (a group that does not swap) and must keep its usual
+    # latency meanwhile: the router never waits on a stop.
+    config = f"""
+healthCheckTimeout: 15
+groups:
+  pair:
+    swap: false
+    members: [A, B]
+models:
+  A:
+    cmd: {fake_cmd("A", tmp_path, "--ignore-sigterm --tokens 2")}
+    unloadTimeout: 5
+  B:
+    cmd: {fake_cmd("B", tmp_path, "--tokens 2")}
+"""
+    server = llama_swap(config)
+    session = requests.Session()
+
+    def ask_b() -> float:
+        began = time.monotonic()
+        r = session.post(server.url("/v1/chat/completions"), json=chat("B"), timeout=15)
+        assert r.status_code == 200, r.text
+        return time.monotonic() - began
+
+    assert session.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15).status_code == 200
+    ask_b()  # B loads
+    usual = max(ask_b() for _ in range(5))
+    unloading = threading.Thread(target=lambda: requests.post(server.url("/api/models/unload/A"), timeout=30))
+    began = time.monotonic()
+    unloading.start()
+    wait_for(lambda: server.state_of("A") == "stopping", timeout=5, interval=0.005, what="A's unload to begin")
+    during = [ask_b() for _ in range(5)]
+    assert max(during) < max(0.25, 5 * usual), f"B took {during} during A's unload (usually {usual:.3f}s)"
+    assert server.state_of("A") == "stopping", "A died early: the test proved nothing"
+    unloading.join(timeout=30)
+    assert time.monotonic() - began >= 4.5, "A's unloadTimeout was not waited out"
+    assert server.state_of("A") is None and server.state_of("B") == "ready"
+
+
 def test_client_hanging_up_while_queued_leaves_the_queue(llama_swap, tmp_path):
     server = llama_swap(models_config(tmp_path, {"A": "--tokens 30 --token-delay 0.05", "B": ""}))
     with requests.post(server.url("/v1/chat/completions"), json=chat("A", stream=True),

@@ -10,7 +10,7 @@ from flask import Flask, jsonify, request
 
 from app import auth
 from app.config import Config
-from app.proxy import upstream_headers
+from app.relay.forward import upstream_headers
 
 KEYS = ("sk-one", "sk-two")
 

@@ -29,7 +29,7 @@ from scheduler.swappers import Group, GroupSwapper
 
 READY = ProcessState.READY
 STOPPED = ProcessState.STOPPED
-IDLE = {"queued": [], "swaps": {}, "in_flight": {}, "waiting": {}}
+IDLE = {"queued": [], "swaps": {}, "stopping": [], "in_flight": {}, "waiting": {}}
 
 
 class FakeEffects:
@@ -39,9 +39,12 @@ class FakeEffects:
         self.clock = clock
         self.states: dict[str, ProcessState] = {m: STOPPED for m in models}
         self.swaps: list[tuple[str, frozenset[str]]] = []
+        self.swap_ids: list[int] = []  # parallel to swaps
         self.grants: list[tuple[Request, str]] = []
         self.errors: list[tuple[Request, RouteError]] = []
         self.stops: list[list[str]] = []
+        self.pending_stops: list[tuple[int, list[str]]] = []  # asked for, not yet reported
+        self.busy: list[tuple[str, bool]] = []
         self.departed: set[Request] = set()  # callers whose grant_serve returns False
         self.wakeups: list[float] = []  # deadlines asked for and not yet delivered
         self.holds: list[tuple[str, float, frozenset[str]]] = []  # (model, waited, held)
@@ -53,8 +56,9 @@ class FakeEffects:
         gone = (ProcessState.STOPPED, ProcessState.SHUTDOWN)
         return {m: s for m, s in self.states.items() if s not in gone}
 
-    def start_swap(self, model: str, evict: frozenset[str]) -> None:
+    def start_swap(self, swap_id: int, model: str, evict: frozenset[str]) -> None:
         self.swaps.append((model, evict))
+        self.swap_ids.append(swap_id)
 
     def grant_serve(self, req: Request, model: str) -> bool:
         self.grants.append((req, model))
@@ -63,10 +67,12 @@ class FakeEffects:
     def grant_error(self, req: Request, error: RouteError) -> None:
         self.errors.append((req, error))
 
-    def stop_processes(self, models: Sequence[str]) -> None:
+    def stop_processes(self, stop_id: int, models: Sequence[str]) -> None:
         self.stops.append(list(models))
-        for m in models:
-            self.states[m] = STOPPED
+        self.pending_stops.append((stop_id, list(models)))
+
+    def model_busy(self, model: str, busy: bool) -> None:
+        self.busy.append((model, busy))
 
     def wake_after(self, delay: float) -> None:
         assert delay > 0, "a wake-up for a moment already past would spin"
@@ -118,12 +124,21 @@ class Harness:
 
     def complete(self, model: str, error: RouteError | None = None) -> None:
         """The swap goroutine for ``model`` finished: apply its effect, report it."""
-        evict = next(e for t, e in reversed(self.fx.swaps) if t == model)
+        index = max(i for i, (t, _) in enumerate(self.fx.swaps) if t == model)
+        evict = self.fx.swaps[index][1]
         if error is None:
             for m in evict:
                 self.fx.states[m] = STOPPED
             self.fx.states[model] = READY
-        self.sched.on_swap_done(model, error)
+        self.sched.on_swap_done(self.fx.swap_ids[index], error)
+
+    def stopped(self) -> None:
+        """Every stop an unload asked for is done: the models are down, the scheduler hears it."""
+        pending, self.fx.pending_stops = self.fx.pending_stops, []
+        for stop_id, models in pending:
+            for m in models:
+                self.fx.states[m] = STOPPED
+            self.sched.on_stopped(stop_id)
 
     def advance(self, seconds: float) -> None:
         """Time passes; every wake-up now due is delivered, earliest first."""
@@ -166,8 +181,9 @@ class Harness:
         for _ in range(100):
             snap = self.sched.snapshot()
             open_grants = [r for r in self.taken() if r not in self.served]
-            if not open_grants and not snap["swaps"]:
+            if not open_grants and not snap["swaps"] and not self.fx.pending_stops:
                 break
+            self.stopped()
             for req in open_grants:
                 self.finish(req)
             for target in list(self.sched.snapshot()["swaps"]):
@@ -441,6 +457,83 @@ def test_unload_errors_waiters_and_queued_and_stops(h: Harness):
     h.settle()
 
 
+def test_late_result_of_an_unloaded_swap_does_not_settle_a_newer_swap_of_its_target():
+    h = Harness("AX", groups=[Group("g", ("A", "X"), swap=True, exclusive=True, persistent=False)])
+    h.ready("A")
+    (first,) = h.ask("X")  # swap 1: X in, evicting A (A is slow to stop)
+    h.sched.on_unload(["X"])
+    assert isinstance(h.error_of(first), Unloaded)
+    h.stopped()  # X was not running: its stop is done at once
+    (second,) = h.ask("X")  # swap 2 of the same target
+    assert [t for t, _ in h.fx.swaps] == ["X", "X"]
+
+    h.sched.on_swap_done(h.fx.swap_ids[0], Unloaded("swap 1 saw its target unloaded"))
+    assert second not in [r for r, _ in h.fx.errors], "swap 1's late result failed swap 2's waiter"
+    h.complete("X")  # swap 2 (the newest of X)
+    assert (second, "X") in h.fx.grants
+    h.settle()
+
+
+def test_a_model_being_unloaded_is_queued_for_until_its_stop_is_done(h: Harness):
+    h.ready("A")
+    h.sched.on_unload(["A"])
+    (again,) = h.ask("A")  # its process may still say ready: it must not be granted
+    assert h.fx.grants == [] and h.fx.swaps == []
+    assert h.sched.queue_position(again) == 1
+    h.stopped()
+    assert h.fx.swaps == [("A", frozenset())], "once stopped, it is started afresh"
+    h.complete("A")
+    assert (again, "A") in h.fx.grants
+    h.settle()
+
+
+def test_other_models_are_served_while_an_unload_stops_one():
+    h = Harness(groups=[Group("g", ("A", "B"), swap=False, exclusive=True, persistent=True)])
+    h.ready("A", "B")
+    h.sched.on_unload(["A"])  # A may take its unloadTimeout to die
+    (b,) = h.ask("B")
+    assert (b, "B") in h.fx.grants, "B waited for A's stop"
+    (c,) = h.ask("C")  # C's group is not A's: no need to wait either
+    assert h.fx.swaps == [("C", frozenset())]
+    h.settle()
+
+
+def test_a_swap_that_would_evict_a_model_being_unloaded_waits_for_the_stop():
+    h = Harness(groups=[Group("g", ("A", "B"), swap=True, exclusive=True, persistent=False)])
+    h.ready("A")
+    h.sched.on_unload(["A"])
+    (b,) = h.ask("B")
+    assert h.fx.swaps == [] and h.sched.queue_position(b) == 1
+    h.stopped()
+    assert h.fx.swaps == [("B", frozenset())]
+    h.settle()
+
+
+def test_the_world_hears_when_a_model_turns_busy_and_idle(h: Harness):
+    h.ready("A")
+    first, second = h.ask("A", "A")
+    assert h.fx.busy == [("A", True)], "told once, as the count leaves zero"
+    h.finish(first)
+    assert h.fx.busy == [("A", True)]
+    h.finish(second)
+    assert h.fx.busy == [("A", True), ("A", False)]
+    h.settle()
+
+
+def test_a_fault_answers_every_waiter_and_the_scheduler_works_on(h: Harness):
+    joined = h.ask("B", "B")
+    queued = h.ask("C")
+    assert h.sched.queue_position(queued[0]) == 1
+    fault = RouteError("a bug")
+    h.sched.on_fault(fault)
+    assert all(h.error_of(r) is fault for r in joined + queued)
+    h.complete("B")  # the swap still reports; nobody is left to grant
+    assert h.fx.grants == []
+    (later,) = h.ask("B")
+    assert (later, "B") in h.fx.grants
+    h.settle()
+
+
 def test_unload_leaves_in_flight_requests_to_report_themselves(h: Harness):
     h.ready("A")
     (a,) = h.ask("A")
@@ -448,6 +541,7 @@ def test_unload_leaves_in_flight_requests_to_report_themselves(h: Harness):
     assert h.fx.stops == [["A"]]
     assert h.sched.snapshot()["in_flight"] == {"A": 1}
     h.finish(a)
+    h.stopped()
     assert h.sched.snapshot() == IDLE
     h.settle()
 
@@ -474,7 +568,6 @@ def test_concurrency_limit_counts_waiting_and_in_flight():
     h = Harness(limits={"A": 2})
     r1, r2, r3 = h.ask("A", "A", "A")
     assert isinstance(h.error_of(r3), ConcurrencyLimited)
-    assert h.error_of(r3).status == 429
 
     h.complete("A")
     (r4,) = h.ask("A")
@@ -524,11 +617,11 @@ def test_priority_orders_queue_fifo_within_priority():
     h.settle()
 
 
-def test_unknown_model_is_404(h: Harness):
+def test_unknown_model_is_not_found(h: Harness):
     (req,) = h.ask("nope")
     error = h.error_of(req)
     assert isinstance(error, ModelNotFound)
-    assert error.status == 404 and "nope" in error.message
+    assert "nope" in error.message
     assert h.fx.swaps == []
     h.settle()
 

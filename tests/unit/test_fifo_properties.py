@@ -4,13 +4,15 @@ Hypothesis draws a small world (2-4 models, a random ``groups:`` config for
 the real ``GroupSwapper``, priorities, a concurrency limit, ``maxWait``) and a
 sequence of events: requests, swap completions (success or failure),
 serve-dones, clients hanging up (the cancel event arriving later, as through
-the router's mailbox), unloads, and the clock moving on with the wake-ups due
+the router's mailbox), unloads and their stops completing later, and the clock moving on with the wake-ups due
 delivered as ticks. After every event the world checks the scheduler's
 promises:
 
 - no request is answered twice, or at all once its cancel was handled;
 - in-flight and waiting counts match the world's own count of them;
-- no grant goes to a model that a swap in flight is evicting;
+- no grant goes to a model that a swap in flight is evicting, or that an
+  unload is stopping;
+- the world is told a model is busy exactly while it has grants in flight;
 - an overdue queued request: nothing decided for a younger request is granted
   to, joins or loads a model it must evict, or starts a swap that evicts its
   target or what it must evict (its drain and load are the events that
@@ -23,7 +25,8 @@ At the end it lets everything finish and checks that the scheduler is idle
 and every request left exactly once.
 
 The fake world moves process states only when a swap completes (evicted
-models stopped, the target ready on success) or on unload, like the
+models stopped, the target ready on success) or when an unload's stop is
+reported, like the
 ``Harness`` in ``test_fifo.py``. A swap dropped by an unload still completes
 in this world, as it does in the router; "in flight" above means the swaps
 the scheduler still tracks.
@@ -44,7 +47,7 @@ from scheduler.swappers import Group, GroupSwapper
 
 READY = ProcessState.READY
 STOPPED = ProcessState.STOPPED
-IDLE = {"queued": [], "swaps": {}, "in_flight": {}, "waiting": {}}
+IDLE = {"queued": [], "swaps": {}, "stopping": [], "in_flight": {}, "waiting": {}}
 NAMES = "ABCD"
 
 # Derandomized so CI sees the same examples every run; the budget keeps the
@@ -91,7 +94,9 @@ class World:
             max_wait=config.max_wait, now=lambda: self.now,
         )
         self.tracked: list[Tracked] = []
-        self.pending_swaps: list[tuple[str, frozenset[str]]] = []
+        self.pending_swaps: list[tuple[int, str, frozenset[str]]] = []
+        self.pending_stops: list[tuple[int, list[str]]] = []
+        self.busy: set[str] = set()
         self.wakeups: list[float] = []
         self.pending_cancels: list[Tracked] = []
         self.reported: list[Request] = []
@@ -108,8 +113,8 @@ class World:
     def running_models(self) -> Mapping[str, ProcessState]:
         return {m: s for m, s in self.states.items() if s is not STOPPED}
 
-    def start_swap(self, model: str, evict: frozenset[str]) -> None:
-        self.pending_swaps.append((model, evict))
+    def start_swap(self, swap_id: int, model: str, evict: frozenset[str]) -> None:
+        self.pending_swaps.append((swap_id, model, evict))
         self.event_swaps.append((model, evict))
         self.log.append(("swap", model, evict))
 
@@ -119,6 +124,8 @@ class World:
         assert model == req.model
         evicting = [s for s, info in self.sched.snapshot()["swaps"].items() if model in info["evict"]]
         assert not evicting, f"{model} granted while the swap to {evicting} is stopping it"
+        assert not any(model in stopping for stopping in self.sched.snapshot()["stopping"]), (
+            f"{model} granted while an unload is stopping it")
         t.answers.append(f"grant:{model}")
         self.event_grants.append((t, model))
         self.log.append(("grant", t.index, model))
@@ -130,9 +137,12 @@ class World:
         t.answers.append("error")
         self.log.append(("error", t.index, type(error).__name__))
 
-    def stop_processes(self, models: Sequence[str]) -> None:
-        for m in models:
-            self.states[m] = STOPPED
+    def stop_processes(self, stop_id: int, models: Sequence[str]) -> None:
+        self.pending_stops.append((stop_id, list(models)))
+
+    def model_busy(self, model: str, busy: bool) -> None:
+        assert (model in self.busy) != busy, f"{model} told busy={busy} twice"
+        (self.busy.add if busy else self.busy.discard)(model)
 
     def wake_after(self, delay: float) -> None:
         assert self.config.max_wait > 0, "maxWait 0 needs no clock"
@@ -177,12 +187,21 @@ class World:
     def complete(self, which: int, ok: bool) -> None:
         if not self.pending_swaps:
             return
-        model, evict = self.pending_swaps.pop(which % len(self.pending_swaps))
+        swap_id, model, evict = self.pending_swaps.pop(which % len(self.pending_swaps))
         for m in evict:
             self.states[m] = STOPPED
         self.states[model] = READY if ok else STOPPED
         error = None if ok else StartFailed(f"{model} failed")
-        self.event(lambda: self.sched.on_swap_done(model, error))
+        self.event(lambda: self.sched.on_swap_done(swap_id, error))
+
+    def stopped(self, which: int) -> None:
+        """One stop an unload asked for is done."""
+        if not self.pending_stops:
+            return
+        stop_id, models = self.pending_stops.pop(which % len(self.pending_stops))
+        for m in models:
+            self.states[m] = STOPPED
+        self.event(lambda: self.sched.on_stopped(stop_id))
 
     def serve_done(self, which: int) -> None:
         grants = self.open_grants()
@@ -290,10 +309,11 @@ class World:
         for t in self.outstanding():
             waiting[t.req.model] = waiting.get(t.req.model, 0) + 1
         assert snap["waiting"] == waiting
+        assert self.busy == set(in_flight), "busy/idle told out of step with the grants in flight"
         for t in self.tracked:
             assert len(t.answers) <= 1, f"request {t.index} answered {t.answers}"
         scheduler_swaps = set(snap["swaps"])
-        assert scheduler_swaps <= {m for m, _ in self.pending_swaps}, "a swap nobody is running"
+        assert scheduler_swaps <= {m for _, m, _ in self.pending_swaps}, "a swap nobody is running"
 
     def check_wakeups(self) -> None:
         """Every queued request is either overdue and reported, or has a wake-up coming."""
@@ -315,13 +335,15 @@ class World:
                 self.deliver_cancel(0)
             elif self.pending_swaps:
                 self.complete(0, ok=True)
+            elif self.pending_stops:
+                self.stopped(0)
             elif self.open_grants():
                 self.serve_done(0)
             elif self.wakeups:
                 self.advance(max(self.wakeups) - self.now)
             else:
                 break
-        assert not self.pending_swaps and not self.open_grants()
+        assert not self.pending_swaps and not self.pending_stops and not self.open_grants()
         assert self.sched.snapshot() == IDLE, "the scheduler is stuck with work nobody will wake"
         for t in self.tracked:
             left = len(t.answers) + (t.cancel_delivered and not t.answers)
@@ -359,6 +381,7 @@ EVENTS = _weighted(
     (1, st.tuples(st.just("hang_up"), st.integers(0, 7))),
     (2, st.tuples(st.just("deliver_cancel"), st.integers(0, 7))),
     (1, st.tuples(st.just("unload"), st.sampled_from([1, 2, 4, 8, 15]))),
+    (2, st.tuples(st.just("stopped"), st.integers(0, 3))),
     (4, st.tuples(st.just("advance"), st.sampled_from([0.25, 0.5, 1.0, 2.0]))),
     (1, st.tuples(st.just("spurious_tick"))),
     (2, st.tuples(st.just("traffic"), st.integers(0, 3), st.integers(1, 12))),

@@ -1,10 +1,10 @@
-"""Request-body filters (``app.filters``): what the upstream gets for each model setting."""
+"""Request-body filters (``app.relay.filters``): what the upstream gets for each model setting."""
 
 from __future__ import annotations
 
 from app.config.frozen import freeze
 from app.config.model import ModelFilters
-from app.filters import delete_path, rewrite, set_path, split_path
+from app.relay.filters import delete_path, rewrite, set_path, split_path
 
 NO_FILTERS = ModelFilters()
 

@@ -14,7 +14,9 @@ import pytest
 from flask import Response
 
 from app.config.model import ModelConfig
-from app.loading import (
+from app.observe.exchange import Exchange, Observers, Outcome
+from app.relay.grants import GrantWait
+from app.relay.loading import (
     DONE_EVENT, RULE, ChunkWriter, LoadingStream, Progress, closing_lines, describe_wait, error_event,
     opening_lines, serve, upstream_error_message, wants_loading_state,
 )
@@ -177,7 +179,7 @@ UPSTREAM_SSE = b'data: {"choices":[{"index":0,"delta":{"content":"tok"}}]}\n\n' 
 
 
 def upstream_sender(lease_seen: list, status: int = 200, body: bytes = UPSTREAM_SSE):
-    """Stands in for ``app.proxy.forward``: the response owns the lease and releases it on close."""
+    """Stands in for ``app.relay.forward.forward``: the response owns the lease and releases it on close."""
 
     def send(lease: FakeLease) -> Response:
         lease_seen.append(lease)
@@ -188,11 +190,15 @@ def upstream_sender(lease_seen: list, status: int = 200, body: bytes = UPSTREAM_
     return send
 
 
+def exchange() -> Exchange:
+    return Observers().open("qwen", "POST", "/v1/chat/completions", began=0.0)
+
+
 def make_stream(actions=None, *, send=None, **router_args) -> tuple[LoadingStream, ScriptedRouter, list]:
     ticket = Ticket(model="qwen")
     router = ScriptedRouter(ticket, actions, **router_args)
     seen: list = []
-    stream = LoadingStream(router, ticket, "qwen", {}, send or upstream_sender(seen), began=0.0, tick=0)
+    stream = LoadingStream(GrantWait(router, "qwen", {}), exchange(), send or upstream_sender(seen), tick=0)
     return stream, router, seen
 
 
@@ -216,6 +222,7 @@ def test_a_failed_load_ends_the_stream_with_an_error_event_and_done():
     assert "Unable to load model qwen after" in reasoning(raw) and "upstream exited with 1" in reasoning(raw)
     assert error["error"]["message"] == "upstream exited with 1" and error["error"]["type"] == "server_error"
     assert done == "[DONE]" and seen == []
+    assert (stream._exchange.outcome, stream._exchange.status) == (Outcome.REFUSED, 502)
 
 
 def test_an_upstream_error_after_the_headers_becomes_an_error_event_and_frees_the_lease():
@@ -241,6 +248,7 @@ def test_a_client_gone_while_waiting_cancels_the_ticket_once():
     assert router.cancels == 1
     with pytest.raises(ClientGone):  # the ticket left the queue
         router.ticket.wait(0)
+    assert (stream._exchange.outcome, stream._exchange.status) == (Outcome.REFUSED, 499)
 
 
 def test_a_body_never_iterated_still_leaves_the_queue():
@@ -284,7 +292,7 @@ def test_a_client_gone_while_the_upstream_streams_closes_it_once():
 def test_the_wsgi_servers_close_reaches_the_stream_and_cancels_the_ticket():
     ticket = Ticket(model="qwen")
     router = ScriptedRouter(ticket)
-    response = serve(router, "qwen", {}, upstream_sender([]))
+    response = serve(router, "qwen", {}, exchange(), upstream_sender([]))
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
     assert response.headers["X-Accel-Buffering"] == "no"
     body = response.get_app_iter({"REQUEST_METHOD": "POST"})  # what gunicorn iterates, then closes
@@ -300,11 +308,11 @@ def test_a_refusal_at_once_is_raised_as_the_plain_error_it_is():
     ticket = Ticket(model="qwen")
     ticket.fail(ConcurrencyLimited("model 'qwen' is at its concurrency limit of 1"))
     with pytest.raises(ConcurrencyLimited):
-        serve(ScriptedRouter(ticket), "qwen", {}, upstream_sender([]))
+        serve(ScriptedRouter(ticket), "qwen", {}, exchange(), upstream_sender([]))
 
 
 def test_a_grant_at_once_is_sent_without_loading_state():
     ticket, lease, seen = Ticket(model="qwen"), FakeLease(), []
     ticket.grant(lease)
-    response = serve(ScriptedRouter(ticket), "qwen", {}, upstream_sender(seen))
+    response = serve(ScriptedRouter(ticket), "qwen", {}, exchange(), upstream_sender(seen))
     assert seen == [lease] and b"".join(response.response) == UPSTREAM_SSE

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.config import expand_sets, load_config
-from app.wiring import build_swapper
+from app.runtime.build import build_swapper
 from scheduler.swappers import GroupSwapper, MatrixSwapper, ModelSet
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "llama-swap"

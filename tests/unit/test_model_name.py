@@ -1,4 +1,4 @@
-"""Finding the model in a multipart upload read chunk by chunk (``app.model_name``)."""
+"""Finding the model in a multipart upload read chunk by chunk (``app.relay.body``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 
 from app.errors import BadRequest
-from app.model_name import MultipartUpload, SizedBody, is_model_field, model_from_json, model_from_query
+from app.relay.body import MultipartUpload, SizedBody, is_model_field, model_from_json, model_from_query
 
 BOUNDARY = "XyZ-boundary"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"

@@ -8,8 +8,8 @@ import pytest
 
 from app.config import load_config_text
 from app.config.model import SelectorConfig
-from app.names import Local, resolve
-from app.selectors import Candidate, Warmth, choose
+from app.naming.resolve import Local, resolve
+from app.naming.selectors import Candidate, Warmth, choose
 from scheduler.errors import ModelNotFound
 
 CONFIG = load_config_text(textwrap.dedent("""

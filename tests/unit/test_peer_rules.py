@@ -1,4 +1,4 @@
-"""Peers, the pure rules: which names reach a peer, and what the peer is sent (``app.peers``)."""
+"""Peers, the pure rules: which names reach a peer, and what the peer is sent (``app.naming.peers``, ``app.relay.peer``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import textwrap
 import pytest
 
 from app.config import load_config_text
-from app.inference import Incoming
-from app.listing import model_records
-from app.model_name import MultipartUpload
-from app.peers import PeerTraffic, lookup, peer_body, peer_headers, with_query_model
+from app.naming.listing import model_records
+from app.naming.peers import lookup
+from app.relay.body import Incoming, MultipartUpload
+from app.relay.grants import PeerTraffic
+from app.relay.peer import outgoing_to_peer, peer_headers, peer_url, with_query_model
 from scheduler.errors import ModelNotFound
 
 CONFIG = load_config_text(textwrap.dedent("""
@@ -107,6 +108,10 @@ def test_without_a_peer_key_no_credentials_are_sent_at_all() -> None:
     assert {name.lower() for name in headers} == {"x-trace", "content-type"}
 
 
+def peer_body(incoming: Incoming, target):
+    return outgoing_to_peer(target, incoming, {}, "POST", "/v1/chat/completions").body
+
+
 def json_incoming(payload: dict) -> Incoming:
     raw = json.dumps(payload).encode()
     return Incoming(payload["model"], payload=payload, raw=raw)
@@ -162,7 +167,7 @@ def test_peer_models_are_listed_qualified_with_their_peer() -> None:
 def test_requests_in_flight_are_counted_per_peer_model_and_released_once() -> None:
     traffic = PeerTraffic()
     target = lookup(CONFIG, "box/shared")
-    first, second = traffic.begin(target), traffic.begin(target)
+    first, second = (traffic.begin(target.peer_id, target.model, peer_url(target.peer.proxy)) for _ in "12")
     assert (first.proxy_url, first.model) == ("http://127.0.0.1:9/api", "box/shared")
     assert traffic.load("box", "shared") == 2 and traffic.load("other", "shared") == 0
     first.release()

@@ -1,7 +1,11 @@
-"""Where a request names its model: a JSON body, a multipart form field, or the query.
+"""A request's body: where it names its model, its size limits, and the body sent upstream.
 
-Each reader returns the name exactly as the client sent it (alias resolution is
-the caller's job) and what to send upstream.
+Readers return the model name exactly as the client sent it (a JSON body's
+``model``, a multipart form field, the query; resolving it is
+``app.naming``'s job). ``Incoming`` holds that name with what was read, and
+builds the body a model's (or a peer's) upstream receives: the ``model``
+rewritten and the filters applied (``app.relay.filters``), re-serialised
+only when something changed.
 
 Multipart uploads are never held in memory whole. ``MultipartUpload.read``
 reads the request stream only until the ``model`` field has been seen, keeping
@@ -24,18 +28,15 @@ from typing import IO, Any, Iterable, Iterator, Mapping
 
 from flask import Request
 
-from app.errors import BadRequest
-from scheduler.errors import RouteError
+from app.config.model import ModelConfig, ModelFilters
+from app.errors import BadRequest, RequestTooLarge
+from app.relay import filters
 
 CHUNK = 64 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024  # bytes of a buffered multipart prefix kept in RAM
 MAX_BUFFERED = 250 * 1024 * 1024  # Go's MaxRequestBodySize
 MAX_PART_HEADERS = 16 * 1024
 MAX_MODEL_FIELD = 4 * 1024
-
-
-class RequestTooLarge(RouteError):
-    status = 413
 
 
 # --------------------------------------------------------------------------- JSON and query
@@ -294,3 +295,42 @@ def read_chunks(source: IO[bytes], limit: int | None) -> Iterator[bytes]:
         if left is not None:
             left -= len(chunk)
         yield chunk
+
+
+# --------------------------------------------------------------------------- what was read
+
+
+@dataclass
+class Incoming:
+    """A request's model name as the client wrote it, and how to build the body to send."""
+
+    name: str
+    payload: dict[str, Any] | None = None  # a JSON body, parsed
+    raw: bytes | None = None  # the JSON body as received
+    upload: MultipartUpload | None = None  # a multipart body, read up to its model field
+    unread: bytes | Iterable[bytes] | None = None  # any other body, streamed through as sent
+
+    def upstream_body(self, model: ModelConfig, name: str) -> bytes | Iterable[bytes] | None:
+        """The body for a local model's upstream.
+
+        ``name`` is what the request resolved to (``app.naming``): when a pin
+        or a selector replaced the client's name, the upstream sees the
+        replacement, as if the client had asked for it (``useModelName``
+        still wins).
+        """
+        sent_name = model.use_model_name or (name if name != self.name else "")
+        return self.body(sent_name, name, model.filters)
+
+    def body(self, sent_name: str, name: str, model_filters: ModelFilters) -> bytes | Iterable[bytes] | None:
+        """The body to send, re-serialised only if a rewrite changed it.
+
+        ``sent_name`` replaces the ``model`` value ("" leaves it; in an upload
+        only the ``model`` field changes), ``model_filters`` apply to a JSON
+        body, with the ``setParamsByID`` entry of ``name``.
+        """
+        if self.upload is not None:
+            return self.upload.body(sent_name or None)
+        if self.payload is None:
+            return self.unread
+        rewritten = filters.rewrite(self.payload, name, sent_name, model_filters)
+        return self.raw if rewritten is None else encode_json(rewritten)

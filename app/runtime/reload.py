@@ -17,7 +17,7 @@ import gevent
 from flask import Flask
 
 from app.config import Config, ConfigError, load_config
-from app.server import Server
+from app.runtime.server import EXTENSION, Server
 
 log = logging.getLogger("llama-swap")
 
@@ -48,8 +48,8 @@ def watch_config(app: Flask, path: str, build: Callable[[Config], Server],
                 log.error("config %s changed but is invalid, keeping the running config: %s", path, exc)
                 continue
             log.info("config %s changed: stopping all models and reloading", path)
-            app.extensions["llama_swap"].close()
-            app.extensions["llama_swap"] = build(config)
+            app.extensions[EXTENSION].close()
+            app.extensions[EXTENSION] = build(config)
             log.info("config reloaded: %d models", len(config.models))
 
     return gevent.spawn(loop)

@@ -18,10 +18,14 @@ fails, or an upstream that answers non-200, ends the stream with an
 OpenAI-style ``data: {"error": {...}}`` event and ``data: [DONE]`` (the
 ``openai`` SDK raises ``APIError`` on it).
 
+The wait itself is ``app.relay.grants.GrantWait``'s (the one wait for a
+grant), in ticks of ``TICK`` seconds.
+
 Invariants: the router's ticket is cancelled if the client leaves while it
-waits, and a lease taken is released exactly once, on every path (normal
-end, failure, a hang-up noticed by the socket watch, by a failed write, or a
-body that is never iterated): ``LoadingStream.close`` is the one place.
+waits, a lease taken is released exactly once, and the request's exchange
+ends exactly once, on every path (normal end, failure, a hang-up noticed by
+the socket watch, by a failed write, or a body that is never iterated):
+``LoadingStream.close`` is the one place.
 """
 
 from __future__ import annotations
@@ -30,15 +34,16 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Callable, Generator, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping
 
 from flask import Response
 
 from app.config.model import ModelConfig
-from app.errors import error_response
-from app.hangup import HangupWatch
-from scheduler.errors import ClientGone, RouteError
-from scheduler.router import Lease, Ticket
+from app.errors import Refusal, error_body, status_and_code
+from app.observe.exchange import Exchange
+from app.relay.grants import GrantWait, Grant
+from scheduler.errors import ClientGone
+from scheduler.router import Router
 from scheduler.state import ProcessState
 
 log = logging.getLogger("llama-swap.loading")
@@ -47,7 +52,6 @@ CHAT_PATHS = frozenset({"/v1/chat/completions", "/v/chat/completions"})
 RULE = "━━━━━"  # Go's banner delimiter; clients match it to strip the banner
 TICK = 0.75  # seconds between dots
 REMIND_EVERY = 10.0  # seconds: an unchanged status is repeated so the elapsed time shows
-IMMEDIATE_ANSWER = 0.02  # seconds: an answer this quick (a grant, a 429) is given as a plain response
 UPSTREAM_ERROR_BYTES = 64 * 1024  # read at most this much of an upstream's error body
 DONE_EVENT = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -138,7 +142,7 @@ def sse_event(data: Mapping[str, Any]) -> bytes:
 
 def error_event(status: int, message: str, code: str | None = None) -> bytes:
     """The error a stream ends with: the same object ``app.errors`` answers as a body."""
-    return sse_event(json.loads(error_response(status, message, code).get_data()))
+    return sse_event(error_body(status, message, code))
 
 
 def upstream_error_message(status: int, body: bytes) -> str:
@@ -160,21 +164,11 @@ def upstream_error_message(status: int, body: bytes) -> str:
 # --------------------------------------------------------------------------- the stream
 
 
-class Router(Protocol):
-    """What the stream needs of ``scheduler.router.Router``."""
-
-    def cancel(self, ticket: Ticket) -> None: ...
-
-    def queue_position(self, ticket: Ticket) -> int | None: ...
-
-    def model_state(self, model: str) -> ProcessState | None: ...
-
-
-Send = Callable[[Lease], Response]  # app.proxy.forward with everything but the lease bound
+Send = Callable[[Grant], Response]  # app.relay.forward.forward with everything but the grant bound
 
 
 class LoadingStream:
-    """One response's body: progress while the ticket waits, then the upstream's stream.
+    """One response's body: progress while the grant is awaited, then the upstream's stream.
 
     It is the WSGI response iterable itself (passed through as is), so the
     server's ``close()`` reaches ``close`` here, which frees whatever is
@@ -182,17 +176,15 @@ class LoadingStream:
     or never started.
     """
 
-    def __init__(self, router: Router, ticket: Ticket, model: str, environ: dict, send: Send, *,
-                 began: float, tick: float = TICK, remind_every: float = REMIND_EVERY):
-        self._router = router
-        self._ticket = ticket
-        self._model = model
-        self._environ = environ
+    def __init__(self, wait: GrantWait, exchange: Exchange, send: Send, *,
+                 tick: float = TICK, remind_every: float = REMIND_EVERY):
+        self._wait = wait
+        self._exchange = exchange
+        self._model = wait.model
         self._send = send
-        self._began = began
         self._tick = tick
-        self._progress = Progress(model, remind_every)
-        self._chunks = ChunkWriter(model)
+        self._progress = Progress(self._model, remind_every)
+        self._chunks = ChunkWriter(self._model)
         self._upstream: Response | None = None
         self._closed = False
         self._body = self._events()
@@ -203,22 +195,32 @@ class LoadingStream:
     def _events(self) -> Iterator[bytes]:
         for line in opening_lines(self._model):
             yield self._chunks.reasoning(line)
+        ticks = self._wait.until_granted(self._tick)
         try:
-            lease = yield from self._wait_for_grant()
-        except ClientGone:
+            for _ in ticks:
+                text = self._progress.tick(self._elapsed(), self._wait.state(), self._wait.queue_position())
+                yield self._chunks.reasoning(text)
+        except ClientGone as exc:
             log.info("%s: client went away while the loading state was streamed", self._model)
+            self._exchange.refuse(status_and_code(exc)[0], exc.message)
             return
-        except RouteError as exc:
+        except Refusal as exc:
+            status, code = status_and_code(exc)
             log.warning("%s: load failed after %.2fs; error sent in the loading stream: %s",
                         self._model, self._elapsed(), exc.message)
-            yield from self._fail(exc.status, exc.message, exc.code, lines=True)
+            self._exchange.refuse(status, exc.message)
+            yield from self._fail(status, exc.message, code, lines=True)
             return
+        finally:
+            ticks.close()  # stops the hang-up watch at once, even when the body is closed mid-wait
+        lease = self._wait.lease
         for line in closing_lines(self._elapsed()):
             yield self._chunks.reasoning(line)
         try:
-            self._upstream = self._send(lease)  # owns the lease from here (releases it once)
-        except RouteError as exc:  # unreachable / timed out: forward released the lease
-            yield from self._fail(exc.status, exc.message, exc.code)
+            self._upstream = self._send(lease)  # owns the lease and the exchange from here
+        except Refusal as exc:  # unreachable / timed out: forward released the lease
+            status, code = status_and_code(exc)
+            yield from self._fail(status, exc.message, code)
             return
         if self._upstream.status_code != 200:
             body = self._read_error_body(self._upstream)
@@ -228,20 +230,6 @@ class LoadingStream:
             yield from self._fail(self._upstream.status_code, message)
             return
         yield from self._upstream.response  # type: ignore[misc]
-
-    def _wait_for_grant(self) -> Generator[bytes, None, Lease]:
-        """Yields progress events; returns the lease (raises the RouteError, ClientGone on hang-up)."""
-        watch = HangupWatch(self._environ, lambda: self._router.cancel(self._ticket))
-        try:
-            while True:
-                lease = self._ticket.wait(self._tick)
-                if lease is not None:
-                    return lease
-                text = self._progress.tick(self._elapsed(), self._router.model_state(self._model),
-                                           self._router.queue_position(self._ticket))
-                yield self._chunks.reasoning(text)
-        finally:
-            watch.stop()
 
     def _fail(self, status: int, message: str, code: str | None = None, *, lines: bool = False) -> Iterator[bytes]:
         if lines:
@@ -260,7 +248,7 @@ class LoadingStream:
         return body[:UPSTREAM_ERROR_BYTES]
 
     def _elapsed(self) -> float:
-        return time.monotonic() - self._began
+        return time.monotonic() - self._exchange.began
 
     def close(self) -> None:
         """Leave the queue if still in it; release a lease granted but never sent; close the upstream."""
@@ -269,29 +257,23 @@ class LoadingStream:
         self._closed = True
         self._body.close()  # runs its pending finally (the hang-up watch)
         if self._upstream is not None:
-            self._upstream.close()  # releases its lease (idempotent)
+            self._upstream.close()  # releases its lease and ends the exchange (idempotent)
             return
-        self._router.cancel(self._ticket)  # no-op once answered
-        try:
-            lease = self._ticket.wait(0)
-        except RouteError:
-            return
-        if lease is not None:
-            lease.release()
+        self._wait.abandon()
+        self._exchange.refuse(499, "client went away while the loading state was streamed")
 
 
-def serve(router: Any, model: str, environ: dict, send: Send) -> Response:
+def serve(router: Router, model: str, environ: dict, exchange: Exchange, send: Send) -> Response:
     """Answer a chat completion for a model that is not ready: loading state, then the upstream.
 
-    ``router`` is the ``scheduler.router.Router``. A quick answer (granted at
-    once, or refused at once: 429, shutting down) is given as it would be
-    without loading state, so an error keeps its HTTP status.
+    A quick answer (granted at once, or refused at once: 429, shutting down)
+    is given as it would be without loading state, so an error keeps its
+    HTTP status.
     """
-    began = time.monotonic()
-    ticket = router.submit(model)
-    lease = ticket.wait(IMMEDIATE_ANSWER)  # raises a quick refusal as the plain error it is
+    wait = GrantWait(router, model, environ)
+    lease = wait.at_once()  # raises a quick refusal as the plain error it is
     if lease is not None:
         return send(lease)
-    stream = LoadingStream(router, ticket, model, environ, send, began=began)
+    stream = LoadingStream(wait, exchange, send)
     return Response(stream, status=200, mimetype="text/event-stream", headers=SSE_HEADERS,
                     direct_passthrough=True)

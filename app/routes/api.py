@@ -1,4 +1,8 @@
-"""``/api/profiles``: list the configured profiles and switch the active one at runtime.
+"""``/api/*``: unloading models, and the profiles (list them, switch the active one at runtime).
+
+``POST /api/models/unload`` stops every running model (``{"msg": "ok"}``
+once they are down); ``POST /api/models/unload/<model>`` one model or alias
+(``OK``; 404 for an unknown name).
 
 ``GET /api/profiles`` answers ``{"active": <name or null>, "profiles": [{"name",
 "description", "pins": {name: target or null}, "active"}]}`` in config order.
@@ -17,12 +21,28 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.errors import BadRequest
-from app.filters import thaw
-from app.server import Server, current
-from scheduler.errors import RouteError
+from app.config import thaw
+from app.errors import BadRequest, NotFound
+from app.runtime.server import Server, current
+from scheduler.errors import ModelNotFound
 
-bp = Blueprint("profiles", __name__)
+bp = Blueprint("api", __name__)
+
+
+@bp.post("/api/models/unload")
+def unload_all() -> Response:
+    current().router.unload()
+    return jsonify({"msg": "ok"})
+
+
+@bp.post("/api/models/unload/<path:name>")
+def unload_one(name: str) -> Response:
+    server = current()
+    model = server.config.resolve(name)
+    if model is None:
+        raise ModelNotFound(f"model not found: {name}")
+    server.router.unload([model])
+    return Response("OK", mimetype="text/plain")
 
 
 def profiles_document(server: Server) -> dict[str, Any]:
@@ -50,6 +70,6 @@ def activate_profile() -> Response:
     name = name or None
     if name is not None and name not in server.config.profiles:
         known = ", ".join(server.config.profiles) or "none configured"
-        raise RouteError(f"profile {name} not found (profiles: {known})", status=404)
+        raise NotFound(f"profile {name} not found (profiles: {known})")
     server.activate_profile(name)
     return jsonify(profiles_document(server))

@@ -4,18 +4,19 @@ Every model-dispatched endpoint (OpenAI, Anthropic, llama-server, sd.cpp's
 SDAPI, audio.cpp, ComfyUI) is a row of ``ROUTES``: its path, methods, where
 the model name comes from, what prefix is cut before the path goes upstream,
 and the shape its errors take. ``serve`` does the same for all of them: read
-the name, resolve it (``app.names``: the active profile's pins, aliases,
-selectors, peers), rewrite the body for the model (useModelName,
-filters: JSON bodies only; the ``model`` field of a multipart form), wait for
-the router's grant while watching for the client hanging up, then hand the
-lease to ``app.proxy.forward``, which streams both ways and releases it once.
-A name that resolves to a peer's model is relayed to that peer instead
-(``app.peers``), through the same ``forward``.
+the name (``app.relay.body``), resolve it (``app.naming``: the active
+profile's pins, aliases, selectors, peers), open the request's exchange,
+build the body for the model (useModelName, filters: JSON bodies only; the
+``model`` field of a multipart form), wait for the router's grant while
+watching for the client hanging up (``app.relay.grants``), then hand the
+grant to ``app.relay.forward``, which streams both ways and releases it
+once. A name that resolves to a peer's model is relayed to that peer instead
+(``app.relay.peer``), through the same ``forward``.
 
-Errors are OpenAI-shaped by the app's handler (``app.errors``). The Anthropic
-routes (``/v1/messages``, ``/v1/messages/count_tokens``) answer their own
-errors Anthropic-shaped here, at the one place their routes are known:
-``app.errors`` stays the single OpenAI shaper and needs no knowledge of paths.
+Errors are OpenAI-shaped by the app's handler; the Anthropic routes
+(``/v1/messages``, ``/v1/messages/count_tokens``) answer Anthropic-shaped
+ones (both shapes are ``app.errors``'). A refusal also ends the exchange,
+with its status.
 
 A multipart upload waits for its model with the rest of the file still
 unread on the client's socket; the hang-up watch takes pending bytes as proof
@@ -24,8 +25,7 @@ noticed only when the upload is relayed (it then fails and frees the lease).
 
 A streamed chat completion that must wait for its model to load may get
 progress lines in ``reasoning_content`` first (``sendLoadingState``,
-``app.loading``). ``/v1/models`` and ``/models`` list the models
-(``app.listing``).
+``app.relay.loading``).
 """
 
 from __future__ import annotations
@@ -34,29 +34,30 @@ import enum
 import logging
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterable
+from typing import Iterable
 
-from flask import Blueprint, Response, json, jsonify, redirect, request
+from flask import Blueprint, Response, redirect, request
 
-from app import filters, loading, names, peers
-from app.config.model import ModelConfig, ModelFilters
-from app.hangup import HangupWatch
-from app.listing import model_records
-from app.model_name import (
-    MAX_BUFFERED, MultipartUpload, RequestTooLarge, encode_json, model_from_json, model_from_query,
-    request_body,
+from app.errors import ApiError, Refusal, RequestTooLarge, refusal_response
+from app.naming import resolve
+from app.naming.peers import PeerTarget
+from app.relay import loading
+from app.relay.body import (
+    MAX_BUFFERED, Incoming, MultipartUpload, model_from_json, model_from_query, request_body,
 )
-from app.proxy import forward
-from app.server import Server, current
-from scheduler.errors import ModelNotFound, RouteError
-from scheduler.router import Lease
+from app.relay.forward import Outgoing, forward, upstream_headers
+from app.relay.grants import acquire
+from app.relay.peer import outgoing_to_peer, relay_to_peer
+from app.routes.common import open_exchange, raw_path, refusals_end
+from app.runtime.live import ServerLive
+from app.runtime.server import Server, current
+from scheduler.errors import ModelNotFound
 from scheduler.state import ProcessState
 
 log = logging.getLogger("llama-swap.proxy")
 
 bp = Blueprint("inference", __name__)
 
-IMMEDIATE_GRANT = 0.02  # seconds a request may wait before its client's socket is watched
 COMFYUI_MODEL = "comfyui_auto"  # llama-swap's reserved model id behind /comfyui/
 COMFYUI_WEBSOCKET = "/ws"  # the ComfyUI page's status socket: must not start the model
 
@@ -129,42 +130,6 @@ ROUTES: tuple[Route, ...] = (
 # --------------------------------------------------------------------------- reading the request
 
 
-@dataclass
-class Incoming:
-    """A request's model name as the client wrote it, and how to build the body to send."""
-
-    name: str
-    payload: dict[str, Any] | None = None  # a JSON body, parsed
-    raw: bytes | None = None  # the JSON body as received
-    upload: MultipartUpload | None = None  # a multipart body, read up to its model field
-    unread: bytes | Iterable[bytes] | None = None  # any other body, streamed through as sent
-
-    def upstream_body(self, model: ModelConfig, name: str) -> bytes | Iterable[bytes] | None:
-        """The body for a local model's upstream.
-
-        ``name`` is what the request resolved to (``app.names``): when a pin
-        or a selector replaced the client's name, the upstream sees the
-        replacement, as if the client had asked for it (``useModelName``
-        still wins).
-        """
-        sent_name = model.use_model_name or (name if name != self.name else "")
-        return self.body(sent_name, name, model.filters)
-
-    def body(self, sent_name: str, name: str, model_filters: ModelFilters) -> bytes | Iterable[bytes] | None:
-        """The body to send, re-serialised only if a rewrite changed it.
-
-        ``sent_name`` replaces the ``model`` value ("" leaves it; in an upload
-        only the ``model`` field changes), ``model_filters`` apply to a JSON
-        body, with the ``setParamsByID`` entry of ``name``.
-        """
-        if self.upload is not None:
-            return self.upload.body(sent_name or None)
-        if self.payload is None:
-            return self.unread
-        rewritten = filters.rewrite(self.payload, name, sent_name, model_filters)
-        return self.raw if rewritten is None else encode_json(rewritten)
-
-
 def read_incoming(route: Route) -> Incoming:
     if route.source is Source.JSON:
         if (request.content_length or 0) > MAX_BUFFERED:
@@ -185,26 +150,6 @@ def read_incoming(route: Route) -> Incoming:
 # --------------------------------------------------------------------------- the view
 
 
-def acquire(server: Server, model: str, environ: dict) -> Lease:
-    """Wait for the router's grant; a client that hangs up meanwhile leaves the queue."""
-    ticket = server.router.submit(model)
-    # Most requests are granted on the router's next turn: watch the client
-    # socket only for those that really wait (a swap, a queue).
-    lease = ticket.wait(IMMEDIATE_GRANT)
-    if lease is not None:
-        return lease
-    watch = HangupWatch(environ, lambda: server.router.cancel(ticket))
-    try:
-        return ticket.wait()
-    finally:
-        watch.stop()
-
-
-def raw_path(environ: dict) -> str:
-    """The path and query as the client sent them (percent-encoding preserved)."""
-    return environ.get("RAW_URI") or request.full_path.rstrip("?")
-
-
 def upstream_path(route: Route, environ: dict) -> str:
     path = raw_path(environ)
     if route.strip_prefix and path.startswith(route.strip_prefix):
@@ -215,9 +160,9 @@ def upstream_path(route: Route, environ: dict) -> str:
 def serve(route: Route, **_: str) -> Response:
     try:
         return proxy_request(route)
-    except RouteError as exc:
+    except Refusal as exc:
         if route.anthropic_errors:
-            return anthropic_error_response(exc.status, exc.message)
+            return refusal_response(exc, anthropic=True)
         raise
 
 
@@ -226,23 +171,31 @@ def proxy_request(route: Route) -> Response:
     if route.source is Source.COMFYUI:
         check_comfyui(server, route)
     incoming = read_incoming(route)
-    resolved = names.resolve(server.config, incoming.name, server.active_profile,
-                             names.ServerLive(server.router, server.peer_traffic))
+    resolved = resolve.resolve(server.config, incoming.name, server.active_profile,
+                               ServerLive(server.router, server.peer_traffic))
     if resolved.steps:
         log.info("%s %s: %s", request.method, request.path, resolved.describe())
     destination = resolved.destination
-    if isinstance(destination, peers.PeerTarget):
-        return peers.forward(destination, incoming, traffic=server.peer_traffic, sessions=server.sessions,
-                             environ=request.environ, method=request.method, path=raw_path(request.environ))
+    if isinstance(destination, PeerTarget):
+        outgoing = outgoing_to_peer(destination, incoming, request.environ, request.method,
+                                    raw_path(request.environ))
+        exchange = open_exchange(server, destination.qualified, outgoing.path, peer=destination.peer_id)
+        with refusals_end(exchange):
+            return relay_to_peer(destination, outgoing, exchange, server.peer_traffic, server.transport,
+                                 request.environ)
     model_id = destination.model
     model = server.config.models[model_id]
-    body = incoming.upstream_body(model, destination.name)
-    send = partial(forward, sessions=server.sessions, environ=request.environ, method=request.method,
-                   path=upstream_path(route, request.environ), body=body, timeouts=model.timeouts)
-    if loading.wants_loading_state(route.path, incoming.payload, model, server.config.send_loading_state,
-                                   server.router.model_state(model_id)):
-        return loading.serve(server.router, model_id, request.environ, send)
-    return send(acquire(server, model_id, request.environ))
+    path = upstream_path(route, request.environ)
+    exchange = open_exchange(server, model_id, path)
+    with refusals_end(exchange):
+        outgoing = Outgoing(request.method, path, incoming.upstream_body(model, destination.name),
+                            upstream_headers(request.environ), model.timeouts)
+        send = partial(forward, outgoing=outgoing, exchange=exchange, transport=server.transport,
+                       environ=request.environ)
+        if loading.wants_loading_state(route.path, incoming.payload, model, server.config.send_loading_state,
+                                       server.router.model_state(model_id)):
+            return loading.serve(server.router, model_id, request.environ, exchange, send)
+        return send(acquire(server.router, model_id, request.environ))
 
 
 def require_comfyui(server: Server) -> None:
@@ -259,8 +212,8 @@ def check_comfyui(server: Server, route: Route) -> None:
     if request.method == "GET" and is_socket and \
             server.router.model_state(COMFYUI_MODEL) is not ProcessState.READY:
         # An open ComfyUI tab retries its socket forever: it must not reload an unloaded model.
-        raise RouteError(f"model {COMFYUI_MODEL} is not loaded; {COMFYUI_WEBSOCKET} does not start it",
-                         status=409)
+        raise ApiError(f"model {COMFYUI_MODEL} is not loaded; {COMFYUI_WEBSOCKET} does not start it",
+                       status=409)
 
 
 def _register(routes: Iterable[Route]) -> None:
@@ -278,37 +231,3 @@ def comfyui_redirect() -> Response:
     """``/comfyui`` → ``/comfyui/`` (301 for GET/HEAD, 308 keeps other methods' bodies)."""
     location = "/comfyui/" + ("?" + request.query_string.decode() if request.query_string else "")
     return redirect(location, code=301 if request.method in ("GET", "HEAD") else 308)
-
-
-# --------------------------------------------------------------------------- listing
-
-
-@bp.get("/v1/models")
-@bp.get("/models")
-def list_models() -> Response:
-    server = current()
-    records = model_records(server.config, int(server.started_at), server.active_profile)
-    return jsonify({"object": "list", "data": records})
-
-
-# --------------------------------------------------------------------------- Anthropic errors
-
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-
-def anthropic_error_response(status: int, message: str) -> Response:
-    """``{"type": "error", "error": {"type", "message"}}``, as Anthropic's API answers."""
-    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    body = {"type": "error", "error": {"type": kind, "message": message}}
-    response = Response(json.dumps(body), status=status, mimetype="application/json")
-    if status == 429:
-        response.headers["Retry-After"] = "1"
-    return response

@@ -21,6 +21,7 @@ log = logging.getLogger("llama-swap")
 
 
 def preload(router: Router, models: Sequence[str]) -> gevent.Greenlet | None:
+    """Load ``models`` one after the other in a background greenlet (None when there are none)."""
     if not models:
         return None
 

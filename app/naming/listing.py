@@ -31,10 +31,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app import names
-from app.config import Config
+from app.config import Config, thaw
 from app.config.model import ModelConfig, ProfileConfig, SelectorConfig
-from app.filters import thaw
+from app.naming import resolve
 from scheduler.errors import ModelNotFound
 
 
@@ -76,10 +75,10 @@ def target_record(config: Config, target: str, created: int) -> dict[str, Any]:
     if target in config.selectors:
         return selector_record(config.selectors[target], created)
     try:
-        destination = names.concrete(config, target)
+        destination = resolve.concrete(config, target)
     except ModelNotFound:  # listed by two peers: nothing to copy
         destination = None
-    if isinstance(destination, names.Local):
+    if isinstance(destination, resolve.Local):
         return model_record(target, config.models[destination.model], created)
     if destination is not None:
         return peer_model_record(destination.peer_id, destination.model, created)

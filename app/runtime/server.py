@@ -1,7 +1,13 @@
-"""The running server's state: config, router and upstream sessions, built once per worker.
+"""The running server's state: one config's router, transport and profile, and the app-wide observers.
 
-Views reach it through ``current()``; nothing else holds these objects, and
-``close()`` is the one teardown path (stop every upstream, close pools).
+A ``Server`` is built from one config (``app.runtime.build``) and replaced
+whole on a reload; views reach the current one through ``current()`` and
+nothing else holds it. ``close()`` is its one teardown path: stop every
+upstream (graceful, then forced), then drop the connection pools.
+
+``Observatory`` is what outlives a reload: the event bus and the exchange
+observers, built once per app, so a subscriber or an observer keeps seeing
+events across config changes.
 """
 
 from __future__ import annotations
@@ -13,23 +19,40 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from app.config import Config, ProfileConfig
-from app.peers import PeerTraffic
-from app.proxy import UpstreamSessions
+from app.observe.bus import EventBus
+from app.observe.exchange import Observers
+from app.relay.grants import PeerTraffic
+from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
 
 log = logging.getLogger("llama-swap")
+
+EXTENSION = "llama_swap"
+
+
+@dataclass
+class Observatory:
+    """The app-wide watchers: built once, shared by every Server the app runs."""
+
+    bus: EventBus = field(default_factory=EventBus)
+    observers: Observers = field(default_factory=Observers)
 
 
 @dataclass
 class Server:
     config: Config
     router: Router
-    sessions: UpstreamSessions
+    transport: UpstreamTransport
+    observatory: Observatory
     started_at: float = field(default_factory=time.time)
     # The profile whose pins apply now; none at start and after a reload.
     active_profile: ProfileConfig | None = None
     peer_traffic: PeerTraffic = field(default_factory=PeerTraffic)  # requests in flight to peers
     _closed: bool = False
+
+    @property
+    def observers(self) -> Observers:
+        return self.observatory.observers
 
     def close(self) -> None:
         """Stop every upstream (graceful, then forced) and drop the pools; idempotent."""
@@ -38,9 +61,8 @@ class Server:
         self._closed = True
         began = time.monotonic()
         self.router.shutdown()
-        self.sessions.close()
+        self.transport.close()
         log.info("all upstreams stopped in %.2fs", time.monotonic() - began)
-
 
     def activate_profile(self, name: str | None) -> ProfileConfig | None:
         """Make ``name`` the active profile (None: no profile); KeyError if there is no such profile."""
@@ -53,4 +75,4 @@ class Server:
 
 
 def current() -> Server:
-    return current_app.extensions["llama_swap"]
+    return current_app.extensions[EXTENSION]

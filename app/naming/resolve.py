@@ -6,7 +6,7 @@ One function, ``resolve``, walks llama-swap's order:
    pin to nothing, YAML ``~`` or ``""``, makes the name a 404 while the
    profile is active);
 2. local model ids and aliases (``setParamsByID`` keys are aliases too);
-3. selectors: the strategy (``app.selectors``) picks one target from what is
+3. selectors: the strategy (``app.naming.selectors``) picks one target from what is
    live now, and that target is resolved by 2 or 4 (never another selector);
 4. peers: ``peer/model``, or an unqualified name exactly one peer lists.
 
@@ -16,8 +16,8 @@ entry follow it, as if the client had written the pin's or selector's
 target itself.
 
 Resolution reads the live state only through ``Live`` (warmth and load of a
-destination), so it stays pure and testable; ``ServerLive`` answers from the
-router and the peer traffic counts.
+destination), so it stays pure and testable; ``app.runtime.live.ServerLive``
+answers from the router and the peer traffic counts.
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Union
 
-from app import peers
 from app.config import Config, ProfileConfig
-from app.selectors import Candidate, Warmth, choose
+from app.naming import peers
+from app.naming.selectors import Candidate, Warmth, choose
 from scheduler.errors import ModelNotFound
-from scheduler.router import Router
-from scheduler.state import ProcessState
 
 
 @dataclass(frozen=True)
@@ -94,24 +92,3 @@ def concrete(config: Config, name: str) -> Destination | None:
     if model is not None:
         return Local(model, name)
     return peers.lookup(config, name)
-
-
-class ServerLive:
-    """``Live`` answered from the router (local models) and the peer traffic counts."""
-
-    def __init__(self, router: Router, peer_traffic: peers.PeerTraffic):
-        self._router = router
-        self._peer_traffic = peer_traffic
-
-    def warmth(self, destination: Destination) -> Warmth:
-        if not isinstance(destination, Local):
-            return Warmth.READY  # a peer needs nothing loaded here
-        state = self._router.model_state(destination.model)
-        if state is ProcessState.READY:
-            return Warmth.READY
-        return Warmth.STARTING if state is ProcessState.STARTING else Warmth.COLD
-
-    def load(self, destination: Destination) -> int:
-        if isinstance(destination, Local):
-            return self._router.load(destination.model)
-        return self._peer_traffic.load(destination.peer_id, destination.model)

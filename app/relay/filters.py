@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from app.config.frozen import thaw
 from app.config.model import ModelFilters
 
 PROTECTED = frozenset({"model"})
@@ -104,15 +105,6 @@ def same_json(a: Any, b: Any) -> bool:
     if a is _MISSING or b is _MISSING:
         return a is b
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def thaw(value: Any) -> Any:
-    """A mutable, JSON-ready copy of a frozen config value (FrozenDict, tuples)."""
-    if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [thaw(v) for v in value]
-    return value
 
 
 def _walk(body: Any, parts: list[str]) -> Any:

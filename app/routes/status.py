@@ -1,11 +1,10 @@
-"""Operational endpoints: /health, /running, unloading, and the root redirect."""
+"""Operational endpoints llama-swap has outside ``/api``: /health, /running, /unload, and the root redirect."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, redirect
 
-from app.server import current
-from scheduler.errors import ModelNotFound
+from app.runtime.server import current
 from scheduler.state import ProcessState
 
 bp = Blueprint("status", __name__)
@@ -37,18 +36,7 @@ def running() -> Response:
     return jsonify({"running": records})
 
 
-@bp.post("/api/models/unload")
 @bp.get("/unload")
 def unload_all() -> Response:
     current().router.unload()
     return jsonify({"msg": "ok"})
-
-
-@bp.post("/api/models/unload/<path:name>")
-def unload_one(name: str) -> Response:
-    server = current()
-    model = server.config.resolve(name)
-    if model is None:
-        raise ModelNotFound(f"model not found: {name}")
-    server.router.unload([model])
-    return Response("OK", mimetype="text/plain")

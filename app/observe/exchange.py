@@ -1,0 +1,154 @@
+"""The record of one proxied exchange, and the observers that watch it happen.
+
+A view opens an ``Exchange`` once it knows which model (or peer model) a
+request goes to, and the relay fills it in as the request moves: granted
+(how long it queued, how much of that the model spent loading), the
+upstream's response (status, headers), each chunk sent to the client, and
+the end with its outcome. Each step is told to the registered observers as
+it happens: ``on_start``, ``on_response``, ``on_chunk``, ``on_end``.
+
+An exchange ends exactly once (``end`` is idempotent, the first word
+stands): complete, the client gone, the upstream failing mid-way, or
+refused before it reached an upstream (with the status of that refusal).
+
+Chunks cost nothing when no observer wants them: only observers that set
+``wants_chunks`` are called per chunk, and they get the very bytes object
+being sent (never a copy); otherwise a chunk only adds to
+``response_bytes``. An observer that raises is logged and skipped: watching
+never breaks serving.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+log = logging.getLogger("llama-swap.observe")
+
+
+class Outcome(str, enum.Enum):
+    COMPLETE = "complete"  # the whole answer reached the client
+    CLIENT_GONE = "client_gone"  # the client hung up (or a write to it failed) first
+    UPSTREAM_ERROR = "upstream_error"  # the upstream broke off, or could not be reached
+    REFUSED = "refused"  # answered by the proxy itself: unknown model, limit, failed start, ...
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ExchangeObserver:
+    """Override what you need; the defaults do nothing."""
+
+    wants_chunks = False  # True: ``on_chunk`` is called with every chunk sent
+
+    def on_start(self, exchange: "Exchange") -> None: ...
+
+    def on_response(self, exchange: "Exchange") -> None: ...
+
+    def on_chunk(self, exchange: "Exchange", chunk: bytes) -> None: ...
+
+    def on_end(self, exchange: "Exchange") -> None: ...
+
+
+@dataclass(eq=False)
+class Exchange:
+    """One request on its way through the proxy; times are seconds since ``began`` (monotonic)."""
+
+    id: int
+    model: str  # the model id, or ``peer/model`` for a peer's
+    method: str
+    path: str  # as sent upstream
+    began: float  # time.monotonic() when the request arrived
+    started_at: float  # time.time() of the same moment, for timestamps
+    peer: str | None = None
+    remote_addr: str = ""
+    request_bytes: int | None = None  # Content-Length, when the client sent one
+    queued: float | None = None  # waiting for the router's grant
+    loading: float | None = None  # of that wait, the model starting
+    status: int | None = None
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_bytes: int = 0
+    first_byte: float | None = None  # the first body byte handed to the server
+    total: float | None = None
+    outcome: Outcome | None = None
+    error: str | None = None
+    _observers: Sequence[ExchangeObserver] = field(default=(), repr=False)
+    _chunk_observers: Sequence[ExchangeObserver] = field(default=(), repr=False)
+
+    @property
+    def ended(self) -> bool:
+        return self.outcome is not None
+
+    def granted(self, queued: float, loading: float) -> None:
+        self.queued, self.loading = queued, loading
+
+    def responded(self, status: int, headers: list[tuple[str, str]]) -> None:
+        self.status, self.response_headers = status, headers
+        self._tell("on_response")
+
+    def sent(self, chunk: bytes) -> None:
+        """``chunk`` is on its way to the client."""
+        if self.first_byte is None and chunk:
+            self.first_byte = time.monotonic() - self.began
+        self.response_bytes += len(chunk)
+        for observer in self._chunk_observers:
+            try:
+                observer.on_chunk(self, chunk)
+            except Exception:
+                log.exception("exchange observer %s failed on a chunk", type(observer).__name__)
+
+    def end(self, outcome: Outcome, *, status: int | None = None, error: str | None = None) -> None:
+        """The exchange is over; only the first call counts."""
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        if status is not None:
+            self.status = status
+        if error is not None:
+            self.error = error
+        self.total = time.monotonic() - self.began
+        self._tell("on_end")
+
+    def refuse(self, status: int, message: str) -> None:
+        """Answered by the proxy with an error before any upstream answer."""
+        self.end(Outcome.REFUSED, status=status, error=message)
+
+    def _tell(self, step: str) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, step)(self)
+            except Exception:
+                log.exception("exchange observer %s failed in %s", type(observer).__name__, step)
+
+
+class Observers:
+    """The registry of exchange observers, and where exchanges are opened. Lives as long as the app."""
+
+    def __init__(self) -> None:
+        self._all: tuple[ExchangeObserver, ...] = ()
+        self._chunks: tuple[ExchangeObserver, ...] = ()
+        self._ids = itertools.count(1)
+
+    def add(self, observer: ExchangeObserver) -> None:
+        self._all = (*self._all, observer)
+        if observer.wants_chunks:
+            self._chunks = (*self._chunks, observer)
+
+    def remove(self, observer: ExchangeObserver) -> None:
+        self._all = tuple(o for o in self._all if o is not observer)
+        self._chunks = tuple(o for o in self._chunks if o is not observer)
+
+    def open(self, model: str, method: str, path: str, *, began: float | None = None, peer: str | None = None,
+             remote_addr: str = "", request_bytes: int | None = None) -> Exchange:
+        """A new exchange, told to every observer (``on_start``) before it is returned."""
+        now = time.monotonic()
+        began = now if began is None else began
+        exchange = Exchange(next(self._ids), model, method, path, began, time.time() - (now - began),
+                            peer=peer, remote_addr=remote_addr, request_bytes=request_bytes,
+                            _observers=self._all, _chunk_observers=self._chunks)
+        exchange._tell("on_start")
+        return exchange

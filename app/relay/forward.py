@@ -1,0 +1,188 @@
+"""Sends one granted request to its upstream and streams the answer back, telling its exchange as it goes.
+
+Bodies flow chunk by chunk both ways and are never buffered: the request
+body as the client sends it (a stream, when it was not read), the answer as
+the upstream sends it (``batching``: what already arrived goes out in one
+write). A streamed answer (no Content-Length: SSE, chunked) has its headers
+sent the moment the upstream's arrive, before its first event, so a client
+sees the response start while the model is still thinking, and each event
+the moment it comes. The grant is released exactly once, when the body is
+done, the upstream breaks, or the client hangs up, whichever comes first:
+that is what lets a model be evicted again. The exchange
+(``app.observe.exchange``) hears the response, each chunk, and the end with
+its outcome, on every one of those paths.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+import requests
+from flask import Response
+
+from app.config.model import Timeouts
+from app.errors import UpstreamUnreachable
+from app.observe.exchange import Exchange, Outcome
+from app.relay.batching import batched_chunks
+from app.relay.grants import Grant
+from app.relay.hangup import HangupWatch
+from app.relay.transport import UpstreamTransport, lift_read_timeout
+
+log = logging.getLogger("llama-swap.proxy")
+
+# Never forwarded either way: they describe one connection, not the message.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade"})
+# Also not forwarded upstream: requests sets Host and Content-Length itself, and
+# asking for identity encoding keeps the body byte-for-byte what the upstream sent.
+# "Expect: 100-continue" was answered by gunicorn already; requests sends the body
+# without waiting, so passing it on would only earn an interim 100 from the upstream.
+NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "expect"}
+
+CONNECT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What goes upstream: ``path`` (with its query) is appended to the grant's ``proxy_url``."""
+
+    method: str
+    path: str
+    body: bytes | Iterable[bytes] | None
+    headers: Mapping[str, str]
+    timeouts: Timeouts | None = None
+
+
+def upstream_headers(environ: dict) -> dict[str, str]:
+    """The client's headers, as they may go upstream."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").title()
+        elif key == "CONTENT_TYPE":
+            name = "Content-Type"
+        else:
+            continue
+        if name.lower() not in NOT_FORWARDED_UP and value:
+            headers[name] = value
+    return headers
+
+
+def request_timeouts(timeouts: Timeouts | None) -> tuple[float | None, float | None]:
+    """A model's ``timeouts`` as requests' ``(connect, read)``; 0 means none.
+
+    Go's ``responseHeader`` bounds only the wait for the response headers,
+    while requests' read timeout bounds every wait between bytes. So it is
+    given to requests for the headers and lifted (``lift_read_timeout``)
+    once they have arrived: a model that thinks for minutes between tokens
+    is not cut off, exactly as in Go.
+    """
+    if timeouts is None:
+        return CONNECT_TIMEOUT, None
+    return timeouts.connect or None, timeouts.response_header or None
+
+
+def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: UpstreamTransport,
+            environ: dict) -> Response:
+    """Proxy to the granted upstream; the returned response owns the grant and ends the exchange."""
+    exchange.granted(grant.queued, grant.loading)
+    connect, header = request_timeouts(outgoing.timeouts)
+    try:
+        upstream = transport.session(grant.proxy_url).request(
+            outgoing.method, grant.proxy_url + outgoing.path, data=outgoing.body, headers=outgoing.headers,
+            stream=True, timeout=(connect, header), allow_redirects=False)
+    except requests.RequestException as exc:
+        grant.release()
+        what = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
+        log.warning("%s: upstream %s %s: %s", grant.model, grant.proxy_url, what, exc)
+        error = UpstreamUnreachable(f"upstream for model {grant.model} {what}: {exc}")
+        exchange.end(Outcome.UPSTREAM_ERROR, status=error.status, error=error.message)
+        raise error from exc
+    except BaseException as exc:
+        grant.release()  # e.g. the client went away while its upload was being relayed
+        exchange.end(Outcome.CLIENT_GONE, error=f"{type(exc).__name__}: {exc}")
+        raise
+    if header is not None:
+        lift_read_timeout(upstream)
+
+    headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
+    if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+        # set, not added: an upstream that is itself a proxy (a peer) sent one already
+        headers = [(k, v) for k, v in headers if k.lower() != "x-accel-buffering"]
+        headers.append(("X-Accel-Buffering", "no"))
+    exchange.responded(upstream.status_code, headers)
+    streamed = "content-length" not in upstream.headers
+    return Response(_Relay(upstream, grant, exchange, environ, streamed), status=upstream.status_code,
+                    headers=headers, direct_passthrough=True)
+
+
+class _Relay:
+    """The answer's body, as the WSGI server iterates it; ``close`` ends everything, once.
+
+    werkzeug hands a direct_passthrough body to the server as it is, so the
+    body itself must finish on ``close()``: whether it ran to its end,
+    stopped at a failed write, or never started (a HEAD answer, a loading
+    stream that gives up before relaying it).
+    """
+
+    __slots__ = ("_upstream", "_grant", "_exchange", "_watch", "_streamed", "_body", "_client_gone",
+                 "_error", "_complete", "_finished")
+
+    def __init__(self, upstream: requests.Response, grant: Grant, exchange: Exchange, environ: dict,
+                 streamed: bool):
+        self._upstream = upstream
+        self._grant = grant
+        self._exchange = exchange
+        self._streamed = streamed
+        self._client_gone = self._complete = self._finished = False
+        self._error: str | None = None
+        # A body of unknown length is a stream: watch for the client hanging up so
+        # the upstream is closed (and the model freed) at once, not at the next chunk.
+        self._watch = HangupWatch(environ, self._hung_up) if streamed else None
+        self._body = self._chunks()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._body
+
+    def close(self) -> None:
+        self._body.close()  # runs its finally, if it started
+        self._finish()
+
+    def _hung_up(self) -> None:
+        self._client_gone = True
+        self._upstream.close()
+
+    def _chunks(self) -> Iterator[bytes]:
+        exchange = self._exchange
+        try:
+            if self._streamed:
+                yield b""  # the headers go out now (gunicorn sends them on the first write)
+            for chunk in batched_chunks(self._upstream):
+                exchange.sent(chunk)
+                yield chunk
+            self._complete = True
+        except Exception as exc:  # upstream died, or was closed by a hang-up
+            if not self._client_gone:
+                self._error = f"stream from upstream ended early: {exc}"
+                log.info("%s: stream from upstream ended early: %s", self._grant.model, exc)
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._watch is not None:
+            self._watch.stop()
+        self._upstream.close()
+        self._grant.release()
+        if self._complete:
+            outcome = Outcome.COMPLETE
+        elif self._error is not None:
+            outcome = Outcome.UPSTREAM_ERROR
+        else:
+            outcome = Outcome.CLIENT_GONE  # a hang-up seen by the watch, or a write to the client that failed
+        self._exchange.end(outcome, error=self._error)

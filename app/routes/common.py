@@ -1,0 +1,77 @@
+"""What every route needs: when the request arrived, its raw path, and opening (and ending) its exchange.
+
+``stamp_arrival`` runs first on every request (a ``before_request`` hook): it
+notes the arrival time, which an exchange's timings count from, and sets
+TCP_NODELAY on the client socket (gunicorn writes headers and body in
+separate sends: without it a delayed-ACK client would stall the body
+~40 ms).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import contextmanager
+from typing import Iterator
+from urllib.parse import quote, urlsplit
+
+from flask import request
+
+from app.errors import Refusal, status_and_code
+from app.observe.exchange import Exchange
+from app.runtime.server import Server
+
+ARRIVED_KEY = "llama_swap.arrived"  # environ: time.monotonic() when the request arrived
+
+
+def stamp_arrival() -> None:
+    request.environ[ARRIVED_KEY] = time.monotonic()
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def open_exchange(server: Server, model: str, path: str, *, peer: str | None = None) -> Exchange:
+    """The exchange of the current request to ``model`` (``path`` as it goes upstream)."""
+    environ = request.environ
+    return server.observers.open(model, request.method, path, began=environ.get(ARRIVED_KEY), peer=peer,
+                                 remote_addr=request.remote_addr or "", request_bytes=request.content_length)
+
+
+def raw_path(environ: dict) -> str:
+    """The path and query as the client sent them (percent-encoding preserved)."""
+    return environ.get("RAW_URI") or request.full_path.rstrip("?")
+
+
+def raw_target(environ: dict, prefix: str) -> tuple[str, str]:
+    """The request's path (which starts with ``prefix``) and query exactly as the client wrote them."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    if raw and not raw.startswith("/"):  # absolute form: "http://host/upstream/..."
+        parts = urlsplit(raw)
+        raw = parts.path + ("?" + parts.query if parts.query else "")
+    path, _, query = raw.partition("?")
+    if not path.startswith(prefix):
+        # No raw URI from the server, or one whose prefix itself was
+        # percent-encoded: rebuild it from the decoded path.
+        path, query = quote(environ.get("PATH_INFO", "")), environ.get("QUERY_STRING", "")
+    return path, query
+
+
+@contextmanager
+def refusals_end(exchange: Exchange) -> Iterator[None]:
+    """Whatever is raised before the relay answered ends ``exchange`` with the status it is answered with.
+
+    Once ``forward`` has the exchange it ends it itself; ``end`` is
+    idempotent, so the first word stands.
+    """
+    try:
+        yield
+    except Refusal as exc:
+        exchange.refuse(status_and_code(exc)[0], exc.message)
+        raise
+    except BaseException as exc:
+        exchange.refuse(500, f"{type(exc).__name__}: {exc}")
+        raise

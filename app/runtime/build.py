@@ -1,0 +1,84 @@
+"""Turns a loaded Config into the running objects: process specs and owners, the swapper, the router, a Server.
+
+This is the one place that knows both sides of the ``app`` → ``scheduler``
+arrow: the scheduler never sees a ModelConfig. It also wires the core's
+outside world: the real launcher, the HTTP health probe and the transport's
+``drop_idle`` (``app.relay.transport``), the event bus the router and the
+processes publish to, and the sink for the upstreams' output.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from app.config import Config, ModelConfig
+from app.relay.transport import HealthProbe, UpstreamTransport
+from app.runtime.log_setup import setup_logging, upstream_output_sink
+from app.runtime.preload import preload
+from app.runtime.server import Observatory, Server
+from scheduler.clock import GeventClock
+from scheduler.launcher import PosixLauncher
+from scheduler.process import ProcessServices, ProcessSpec, UpstreamProcess
+from scheduler.router import Router
+from scheduler.swappers import Group, GroupSwapper, MatrixSwapper, ModelSet, Swapper
+
+log = logging.getLogger("llama-swap")
+
+
+def process_spec(model: ModelConfig, config: Config) -> ProcessSpec:
+    check_url = None
+    if model.check_endpoint is not None:
+        check_url = model.proxy.rstrip("/") + "/" + model.check_endpoint.lstrip("/")
+    return ProcessSpec(
+        model_id=model.id,
+        argv=model.cmd,
+        proxy_url=model.proxy.rstrip("/"),
+        check_url=check_url,
+        stop_argv=model.cmd_stop,
+        env=dict(model.env),
+        health_timeout=config.health_check_timeout,
+        unload_timeout=model.unload_timeout,
+        ttl=model.ttl,
+    )
+
+
+def build_router(config: Config, transport: UpstreamTransport, observatory: Observatory,
+                 on_output: Callable[[str, str], None]) -> Router:
+    clock = GeventClock()
+    specs = {m.id: process_spec(m, config) for m in config.models.values()}
+
+    def release_connections(model: str) -> None:
+        transport.drop_idle(specs[model].proxy_url)
+
+    services = ProcessServices(launcher=PosixLauncher(), probe=HealthProbe(), clock=clock,
+                               publish=observatory.bus.publish, on_output=on_output,
+                               release_connections=release_connections)
+    processes = {model: UpstreamProcess(spec, services) for model, spec in specs.items()}
+    limits = {m.id: m.concurrency_limit for m in config.models.values()}
+    return Router(processes, build_swapper(config), limits=limits, priority=dict(config.fifo_priority),
+                  max_wait=config.fifo_max_wait, clock=clock, publish=observatory.bus.publish)
+
+
+def build_swapper(config: Config) -> Swapper:
+    """The eviction policy ``routing.router.use`` names: the matrix, else groups."""
+    if config.router_use == "matrix":
+        # The config loader never yields use "matrix" without a matrix.
+        assert config.matrix is not None
+        sets = [ModelSet(s.name, s.members, s.expression) for s in config.matrix.sets]
+        return MatrixSwapper(sets, config.matrix.evict_costs)
+    groups = [Group(g.name, tuple(g.members), g.swap, g.exclusive, g.persistent)
+              for g in config.groups]
+    return GroupSwapper(groups, config.models.keys())
+
+
+def build_server(config: Config, observatory: Observatory) -> Server:
+    """A running Server for ``config``: logging set up, processes owned, preload begun."""
+    setup_logging(config)
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    transport = UpstreamTransport()
+    router = build_router(config, transport, observatory, upstream_output_sink())
+    server = Server(config=config, router=router, transport=transport, observatory=observatory)
+    preload(router, config.preload)
+    return server

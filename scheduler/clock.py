@@ -1,0 +1,58 @@
+"""Time, as the owners see it: the one place the core reads the clock, sleeps or sets a timer.
+
+The router and the process owners take a ``Clock`` instead of calling
+``time.monotonic`` and ``gevent.sleep`` themselves, so their tests drive time
+by hand (``tests/helpers/fakes.FakeClock``): a TTL, a health-poll backoff, an
+unload timeout or a ``maxWait`` hold happens when the test advances the
+clock, never after a real sleep.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Protocol
+
+import gevent
+
+
+class Timer(Protocol):
+    def cancel(self) -> None:
+        """Make sure the callback does not run (a no-op once it has)."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic scale."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling greenlet for ``seconds``."""
+        ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run ``callback`` in its own greenlet ``delay`` seconds from now."""
+        ...
+
+
+class _GreenletTimer:
+    __slots__ = ("_greenlet",)
+
+    def __init__(self, greenlet: gevent.Greenlet):
+        self._greenlet = greenlet
+
+    def cancel(self) -> None:
+        self._greenlet.kill(block=False)
+
+
+class GeventClock:
+    """The real clock: ``time.monotonic`` and gevent's hub."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        gevent.sleep(seconds)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return _GreenletTimer(gevent.spawn_later(max(0.0, delay), callback))

@@ -1,0 +1,115 @@
+"""Starting, signalling and reaping upstream children: the operating system's side of a process owner.
+
+``UpstreamProcess`` decides *when*; this module knows *how*. Behind the
+small ``Launcher`` / ``Child`` protocols, so the owner's tests use a fake
+child whose output, exit and signals the test controls.
+
+``PosixLauncher``, the real one:
+- each child runs in its own session, so one ``killpg`` reaches everything
+  it spawned (a ``bash -c`` wrapper, a script, ``docker run``);
+- each child asks the kernel to SIGKILL it when we die
+  (``PR_SET_PDEATHSIG``), so even a SIGKILLed proxy leaves no orphan holding
+  a GPU (the owner SIGKILLs the rest of the group when the child exits);
+- stdout and stderr are one pipe, read line by line.
+
+It expects gevent's monkey patching (gunicorn's gevent worker does it), so
+waiting on a child or reading its output blocks only the calling greenlet.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+from typing import Callable, Iterator, Mapping, Protocol, Sequence
+
+import gevent.subprocess
+
+PR_SET_PDEATHSIG = 1
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class Child(Protocol):
+    """One running upstream child."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def lines(self) -> Iterator[str]:
+        """Its output (stdout and stderr), a line at a time, without line ends, until EOF."""
+        ...
+
+    def wait(self) -> int:
+        """Block until it exits; its exit code (negative: killed by that signal)."""
+        ...
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to its whole process group; nothing if the group is gone."""
+        ...
+
+
+class Launcher(Protocol):
+    def launch(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> Child:
+        """Start ``argv``; raises (OSError, ValueError, ...) when it cannot be started."""
+        ...
+
+    def run(self, argv: Sequence[str], timeout: float) -> None:
+        """Run a helper command (``cmdStop``) to its end; raises if it cannot, or overruns ``timeout``."""
+        ...
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn asking the kernel to SIGKILL the child when we die."""
+
+    def preexec() -> None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # parent already died before prctl
+            os._exit(1)
+
+    return preexec
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class PosixChild:
+    __slots__ = ("_popen",)
+
+    def __init__(self, popen: gevent.subprocess.Popen):
+        self._popen = popen
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def lines(self) -> Iterator[str]:
+        for raw in self._popen.stdout:
+            yield raw.decode("utf-8", "replace").rstrip("\r\n")
+
+    def wait(self) -> int:
+        return self._popen.wait()
+
+    def signal_group(self, sig: int) -> None:
+        kill_group(self._popen.pid, sig)  # its own session: pgid == pid
+
+
+class PosixLauncher:
+    """Children in their own session, dying with us, their output on one pipe."""
+
+    def launch(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> Child:
+        popen = gevent.subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, **env}, cwd=cwd, close_fds=True, start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()))
+        return PosixChild(popen)
+
+    def run(self, argv: Sequence[str], timeout: float) -> None:
+        gevent.subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=timeout, check=False)

@@ -1,0 +1,273 @@
+"""One upstream's owner, driven with a fake child, a fake health probe and a fake clock.
+
+No process is started (but for the NUL-byte case, which the real launcher
+refuses before forking), no socket opened, no real time waited: health
+polls, the unload timeout and the TTL happen when the test advances the
+clock. Callers' blocking asks (``ensure_ready``, ``stop``) run in greenlets
+the test waits on with ``wait_until``.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import gevent
+import pytest
+
+from scheduler.errors import InternalError, RouteError, ShuttingDown, StartFailed
+from scheduler.events import ModelStateChanged
+from scheduler.launcher import PosixLauncher
+from scheduler.process import ProcessServices, ProcessSpec, UpstreamProcess
+from scheduler.state import ProcessState as S
+from tests.helpers.fakes import FakeClock, FakeLauncher, FakeProbe, settle, wait_until
+
+CHECK = "http://127.0.0.1:5800/health"
+
+
+class Harness:
+    def __init__(self, ttl: float = 0.0, unload_timeout: float = 5.0, health_timeout: float = 30.0,
+                 stop_argv: tuple[str, ...] = (), check_url: str | None = CHECK, launcher=None,
+                 publish=None) -> None:
+        self.clock = FakeClock()
+        self.launcher = launcher or FakeLauncher()
+        self.probe = FakeProbe(self.clock)
+        self.events: list[ModelStateChanged] = []
+        self.output: list[str] = []
+        self.released: list[tuple[str, list[int]]] = []  # (model, signals the child had seen by then)
+        spec = ProcessSpec("m", ("llama-server", "--port", "5800"), "http://127.0.0.1:5800", check_url=check_url,
+                           stop_argv=stop_argv, ttl=ttl, unload_timeout=unload_timeout,
+                           health_timeout=health_timeout)
+        services = ProcessServices(
+            launcher=self.launcher, probe=self.probe, clock=self.clock,
+            publish=publish or self.events.append,
+            on_output=lambda model, line: self.output.append(line),
+            release_connections=lambda model: self.released.append((model, list(self.child.signals))))
+        self.process = UpstreamProcess(spec, services)
+
+    @property
+    def child(self):
+        return self.launcher.child
+
+    def states(self) -> list[S]:
+        return [e.state for e in self.events]
+
+    def start(self) -> gevent.Greenlet:
+        asking = gevent.spawn(self.process.ensure_ready)
+        wait_until(lambda: self.launcher.children, "a child to be launched")
+        return asking
+
+    def become_ready(self) -> None:
+        asking = self.start()
+        self.probe.healthy.add(CHECK)
+        self.clock.advance(0.01)
+        wait_until(asking.ready, "ensure_ready to return")
+        asking.get()
+
+    def stop(self) -> gevent.Greenlet:
+        return gevent.spawn(self.process.stop)
+
+
+def outcome(job: gevent.Greenlet):
+    wait_until(job.ready, "the ask to be answered")
+    return job.exception if job.exception is not None else job.value
+
+
+# --------------------------------------------------------------------------- starting
+
+
+def test_start_polls_health_until_it_answers_and_publishes_each_state():
+    h = Harness()
+    asking = h.start()
+    h.clock.advance(0.25)
+    assert not asking.ready()
+    h.probe.healthy.add(CHECK)
+    h.clock.advance(0.01)
+    assert outcome(asking) is None
+    assert h.process.state is S.READY
+    assert h.states() == [S.STARTING, S.READY]
+    assert h.events[-1].pid == h.child.pid
+    began, ready = h.process.last_start
+    assert ready - began == pytest.approx(0.26, abs=0.011)
+    assert h.probe.open_checks == 0, "the health check's connection is closed once healthy"
+
+
+def test_health_is_polled_every_10_ms_for_a_second_then_every_20_ms():
+    h = Harness()
+    h.start()
+    h.clock.advance(3.0)
+    polls = h.probe.checks
+    gaps = [b - a for a, b in zip(polls, polls[1:])]
+    started = polls[0]
+    early = [g for t, g in zip(polls[1:], gaps) if t - started <= 1.0]
+    late = [g for t, g in zip(polls[1:], gaps) if t - started > 1.2]
+    assert polls[0] == pytest.approx(h.process.last_start[0]), "the first poll is right after spawn"
+    assert max(early) == pytest.approx(0.010)
+    assert late and max(late) == pytest.approx(0.020), "a model loading for long is still seen within 20 ms"
+
+
+def test_a_model_that_never_gets_healthy_fails_its_waiters_and_is_stopped():
+    h = Harness(health_timeout=2.0)
+    asking = h.start()
+    h.child.print("llama_model_load: error loading model")
+    h.clock.advance(1.99)
+    assert not asking.ready()
+    h.clock.advance(0.03)  # the first poll past the deadline
+    error = outcome(asking)
+    assert isinstance(error, StartFailed) and "timed out after 2s" in error.message
+    assert "error loading model" in error.message, "the last output lines are quoted"
+    assert signal.SIGTERM in h.child.signals
+    wait_until(lambda: h.process.state is S.STOPPED, "the stop to finish")
+
+
+def test_a_child_that_exits_while_starting_fails_its_waiters_with_its_exit_code_and_output():
+    h = Harness()
+    asking = h.start()
+    h.child.print("error: unknown argument: --bogus")
+    h.child.exit(1)
+    error = outcome(asking)
+    assert isinstance(error, StartFailed)
+    assert "exited prematurely with code 1" in error.message and "--bogus" in error.message
+    assert h.states() == [S.STARTING, S.STOPPED]
+    assert h.output == ["error: unknown argument: --bogus"]
+
+
+def test_a_nul_byte_in_the_command_fails_the_start_instead_of_hanging_it():
+    # Popen raises ValueError("embedded null byte") before forking: a real launcher, no child.
+    h = Harness(launcher=PosixLauncher())
+    h.process.spec = ProcessSpec("m", ("llama-server", "--alias", "a\0b"), "http://127.0.0.1:5800", check_url=CHECK)
+    asking = gevent.spawn(h.process.ensure_ready)
+    error = outcome(asking)
+    assert isinstance(error, StartFailed) and "null byte" in error.message
+    assert h.process.state is S.STOPPED
+    assert h.states() == []
+
+
+def test_a_model_with_no_check_endpoint_is_ready_once_spawned():
+    h = Harness(check_url=None)
+    assert outcome(h.start()) is None
+    assert h.probe.checks == []
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def test_stop_drops_idle_connections_before_it_signals_the_group():
+    h = Harness()
+    h.become_ready()
+    stopping = h.stop()
+    assert outcome(stopping) is None
+    assert h.released == [("m", [])], "connections dropped before any signal reached the child"
+    assert h.child.signals[0] == signal.SIGTERM
+    assert h.states() == [S.STARTING, S.READY, S.STOPPING, S.STOPPED]
+
+
+def test_a_child_ignoring_sigterm_is_killed_after_unload_timeout():
+    h = Harness(unload_timeout=5.0)
+    h.launcher.ignores_sigterm = True
+    h.become_ready()
+    stopping = h.stop()
+    h.clock.advance(4.9)
+    assert not stopping.ready() and h.process.state is S.STOPPING
+    h.clock.advance(0.1)
+    assert outcome(stopping) is None
+    assert h.child.signals == [signal.SIGTERM, signal.SIGKILL, signal.SIGKILL]  # the last: the group's leftovers
+
+
+def test_cmd_stop_runs_with_the_pid_in_place_of_the_macro():
+    h = Harness(stop_argv=("docker", "stop", "--pid", "${PID}"))
+    h.become_ready()
+    h.launcher.on_run = lambda argv: h.child.exit(0)
+    assert outcome(h.stop()) is None
+    assert h.launcher.ran == [["docker", "stop", "--pid", str(h.child.pid)]]
+    assert signal.SIGTERM not in h.child.signals
+
+
+def test_a_stop_while_starting_fails_the_start():
+    h = Harness()
+    asking = h.start()
+    stopping = h.stop()
+    assert isinstance(outcome(asking), StartFailed)
+    assert outcome(stopping) is None
+
+
+def test_a_request_during_a_stop_waits_for_it_then_gets_a_fresh_child():
+    h = Harness(unload_timeout=5.0)
+    h.launcher.ignores_sigterm = True
+    h.become_ready()
+    first = h.child
+    stopping = h.stop()
+    asking = gevent.spawn(h.process.ensure_ready)
+    settle()
+    assert not asking.ready() and len(h.launcher.children) == 1
+    h.clock.advance(5.0)  # SIGKILL: the old child dies
+    assert outcome(stopping) is None
+    wait_until(lambda: len(h.launcher.children) == 2, "a fresh child")
+    h.probe.healthy.add(CHECK)
+    h.clock.advance(0.01)
+    assert outcome(asking) is None
+    assert first.returncode == -signal.SIGKILL and h.child is not first
+
+
+def test_an_unexpected_exit_when_ready_is_reported_and_the_next_ask_starts_again():
+    h = Harness()
+    h.become_ready()
+    h.child.exit(139)
+    wait_until(lambda: h.process.state is S.STOPPED, "the exit to be noticed")
+    asking = h.start()
+    wait_until(lambda: len(h.launcher.children) == 2, "a restart")
+    h.clock.advance(0.01)
+    assert outcome(asking) is None
+
+
+def test_shutdown_stops_the_child_and_refuses_later_starts():
+    h = Harness()
+    h.become_ready()
+    assert outcome(gevent.spawn(h.process.shutdown)) is None
+    assert h.process.state is S.SHUTDOWN
+    error = outcome(gevent.spawn(h.process.ensure_ready))
+    assert isinstance(error, ShuttingDown)
+
+
+# --------------------------------------------------------------------------- TTL
+
+
+def test_ttl_unloads_an_idle_model_after_ttl_seconds():
+    h = Harness(ttl=60.0)
+    h.become_ready()
+    h.clock.advance(59.9)
+    assert h.process.state is S.READY
+    h.clock.advance(0.1)
+    wait_until(lambda: h.process.state is S.STOPPED, "the TTL unload")
+
+
+def test_ttl_never_unloads_a_busy_model_and_counts_from_its_last_request():
+    h = Harness(ttl=60.0)
+    h.become_ready()
+    h.process.set_busy(True)
+    h.clock.advance(120.0)
+    assert h.process.state is S.READY, "busy for two TTLs and still loaded"
+    h.process.set_busy(False)
+    h.clock.advance(59.0)
+    assert h.process.state is S.READY
+    h.clock.advance(1.0)
+    wait_until(lambda: h.process.state is S.STOPPED, "the TTL unload, 60 s after it went idle")
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_a_bug_while_handling_a_message_answers_every_waiter():
+    def publish(event):
+        if event.state is S.READY:
+            raise RuntimeError("a broken subscriber")
+
+    h = Harness(publish=publish)
+    first, second = h.start(), gevent.spawn(h.process.ensure_ready)
+    settle()  # both asks are waiting for the start
+    h.probe.healthy.add(CHECK)
+    h.clock.advance(0.01)
+    for asking in (first, second):
+        error = outcome(asking)
+        assert isinstance(error, InternalError) and "broken subscriber" in error.message
+    # The owner lives on: a stop still works.
+    assert outcome(h.stop()) is None

@@ -1,0 +1,277 @@
+"""The router loop, driven with fake processes and a fake clock: no sockets, no sleeps.
+
+Each test builds a ``Router`` over ``FakeProcess``es whose starts and stops
+complete when the test says, and waits on what a caller would see (a ticket
+answered, an unload returned) with ``wait_until``, which yields to the loop
+and fails after a real-time deadline: a router that hangs fails the test
+instead of stalling the suite. ``on_processed`` counts the events the loop
+has handled, for the tests that must show something did *not* happen.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import gevent
+import pytest
+
+from scheduler.errors import InternalError, RouteError, ShuttingDown, StartFailed, Unloaded
+from scheduler.events import SwapBegan, SwapEnded
+from scheduler.router import Router, Ticket
+from scheduler.state import ProcessState
+from scheduler.swappers import Group, GroupSwapper
+from tests.helpers.fakes import FakeClock, FakeProcess, settle, wait_until
+
+READY = ProcessState.READY
+
+
+class Harness:
+    def __init__(self, models: str = "AB", groups=(), swapper=None, **kwargs) -> None:
+        self.clock = FakeClock()
+        self.processes = {m: FakeProcess(m, self.clock) for m in models}
+        self.events: list[object] = []
+        self.handled: list[str] = []
+        self.swapper = swapper or GroupSwapper(list(groups), list(models))
+        options = dict(clock=self.clock, publish=self.events.append, on_processed=self.handled.append, **kwargs)
+        accepted = inspect.signature(Router).parameters
+        self.router = Router(self.processes, self.swapper,
+                             **{k: v for k, v in options.items() if k in accepted})
+
+    def ready(self, *models: str) -> None:
+        for m in models:
+            self.processes[m].state = READY
+
+    def ask(self, model: str) -> Ticket:
+        return self.router.submit(model)
+
+    def answer(self, ticket: Ticket):
+        """What the caller gets: the lease, or the RouteError it raises."""
+        wait_until(lambda: ticket._reply.ready(), f"an answer for {ticket.model}")
+        try:
+            return ticket.wait(0)
+        except RouteError as exc:
+            return exc
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            process.finish_start()
+            process.finish_stop()
+        self.router.shutdown()
+
+
+@pytest.fixture
+def h():
+    harness = Harness()
+    yield harness
+    harness.close()
+
+
+def exclusive(*members: str) -> Group:
+    return Group("g", members, swap=True, exclusive=True, persistent=False)
+
+
+def side_by_side(*members: str) -> Group:
+    """Members run together and nothing outside the group stops them."""
+    return Group("pair", members, swap=False, exclusive=True, persistent=True)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def test_a_ready_model_is_granted_at_once_with_no_queue_or_load_time(h: Harness):
+    h.ready("A")
+    lease = h.answer(h.ask("A"))
+    assert lease.model == "A" and lease.proxy_url == h.processes["A"].spec.proxy_url
+    assert lease.queued == 0.0 and lease.loading == 0.0
+    assert h.processes["A"].busy, "the process hears the model turned busy"
+    lease.release()
+    wait_until(lambda: not h.processes["A"].busy, "A turning idle")
+
+
+def test_a_cold_model_is_started_and_the_lease_says_how_long_it_loaded(h: Harness):
+    h.processes["A"].hold_starts = True
+    ticket = h.ask("A")
+    wait_until(lambda: h.processes["A"].calls == ["ensure_ready"], "the swap to start A")
+    h.clock.advance(2.5)
+    h.processes["A"].finish_start()
+    lease = h.answer(ticket)
+    assert lease.queued == pytest.approx(2.5) and lease.loading == pytest.approx(2.5)
+    began, ended = (e for e in h.events if isinstance(e, (SwapBegan, SwapEnded)))
+    assert (began.model, began.evict) == ("A", frozenset())
+    assert (ended.swap_id, ended.error, ended.seconds) == (began.swap_id, None, pytest.approx(2.5))
+    lease.release()
+
+
+def test_a_failed_start_fails_every_waiter_with_the_reason(h: Harness):
+    h.processes["A"].start_error = StartFailed("upstream command exited prematurely with code 1")
+    first, second = h.ask("A"), h.ask("A")
+    for ticket in (first, second):
+        error = h.answer(ticket)
+        assert isinstance(error, StartFailed) and "exited prematurely" in error.message
+    assert h.processes["A"].calls == ["ensure_ready"], "one start for both"
+
+
+def test_a_client_that_leaves_while_queued_is_dropped_and_its_slot_freed(h: Harness):
+    h.processes["A"].hold_starts = True
+    ticket = h.ask("A")
+    wait_until(lambda: "ensure_ready" in h.processes["A"].calls, "A starting")
+    h.router.cancel(ticket)
+    wait_until(lambda: "cancel" in h.handled, "the cancel to be handled")
+    assert h.router.load("A") == 0
+    h.processes["A"].finish_start()
+    wait_until(lambda: h.router.load("A") == 0 and "swap_done" in h.handled, "the swap to end")
+    assert not h.processes["A"].busy, "a grant nobody took is not counted"
+
+
+# --------------------------------------------------------------------------- the four bugs
+
+
+def test_a_late_result_of_an_unloaded_swap_does_not_fail_a_newer_swap_of_the_same_model():
+    h = Harness("AX", groups=[exclusive("A", "X")])
+    try:
+        h.ready("A")
+        h.processes["A"].hold_stops = True  # A is slow to stop: X's swap is stuck evicting it
+        first = h.ask("X")
+        wait_until(lambda: h.processes["A"].state is ProcessState.STOPPING, "the swap to stop A")
+        unloading = gevent.spawn(h.router.unload, ["X"])
+        assert isinstance(h.answer(first), Unloaded)
+        wait_until(unloading.ready, "the unload of X (never started) to return")
+        second = h.ask("X")  # a new swap of X, while the first is still stopping A
+        wait_until(lambda: h.processes["A"].calls.count("stop") == 2, "the second swap to stop A too")
+        h.processes["A"].finish_stop()  # both swaps go on: the first finds X unloaded and reports so
+        lease = h.answer(second)
+        assert not isinstance(lease, RouteError), f"the second request failed: {lease}"
+        assert lease.model == "X" and h.processes["X"].state is READY
+        lease.release()
+    finally:
+        h.close()
+
+
+def test_unload_after_shutdown_returns_at_once(h: Harness):
+    h.ready("A")
+    h.router.shutdown()
+    outcome = gevent.with_timeout(2.0, h.router.unload, timeout_value="blocked")
+    assert outcome == []
+    assert isinstance(h.answer(h.ask("A")), ShuttingDown)
+
+
+def test_an_unload_in_progress_at_shutdown_still_returns(h: Harness):
+    h.ready("A")
+    h.processes["A"].hold_stops = True
+    unloading = gevent.spawn(h.router.unload, ["A"])
+    wait_until(lambda: "stop" in h.processes["A"].calls, "A stopping")
+    h.router.shutdown()  # shuts A down, which ends its stop
+    assert wait_until(unloading.ready, "the unload to return") and unloading.value == ["A"]
+
+
+def test_a_bug_in_the_loop_answers_every_waiter_and_the_next_request_works():
+    class FaultySwapper(GroupSwapper):
+        broken = True
+
+        def eviction_for(self, target, running):
+            if self.broken and target == "B":
+                raise KeyError("a bug in the swapper")
+            return super().eviction_for(target, running)
+
+    swapper = FaultySwapper([], ["A", "B", "C"])
+    h = Harness("ABC", swapper=swapper)
+    try:
+        h.ready("A")
+        held = h.ask("A")
+        lease = h.answer(held)
+        queued = h.ask("C")  # waits for A (busy) to drain
+        wait_until(lambda: h.router.queue_position(queued) == 1, "C to queue")
+        faulty = h.ask("B")
+        error = h.answer(faulty)
+        assert isinstance(error, InternalError) and "KeyError" in error.message
+        assert isinstance(h.answer(queued), InternalError), "a waiter the fault stranded was answered"
+        swapper.broken = False
+        lease.release()
+        after = h.answer(h.ask("B"))
+        assert not isinstance(after, RouteError) and after.model == "B"
+        after.release()
+    finally:
+        h.close()
+
+
+def test_unloading_a_model_slow_to_die_does_not_hold_up_requests_for_others():
+    h = Harness("AB", groups=[side_by_side("A", "B")])
+    try:
+        h.ready("A", "B")
+        h.processes["A"].hold_stops = True  # A ignores SIGTERM: its stop takes unloadTimeout
+        unloading = gevent.spawn(h.router.unload, ["A"])
+        wait_until(lambda: "stop" in h.processes["A"].calls, "A's stop to begin")
+        lease = h.answer(h.ask("B"))
+        assert not isinstance(lease, RouteError) and lease.model == "B"
+        assert not unloading.ready(), "B was answered only once A had died"
+        lease.release()
+        h.processes["A"].finish_stop()
+        assert wait_until(unloading.ready, "the unload to return") and unloading.value == ["A"]
+    finally:
+        h.close()
+
+
+# --------------------------------------------------------------------------- unloads
+
+
+def test_a_request_for_a_model_being_unloaded_waits_and_gets_a_fresh_start(h: Harness):
+    h.ready("A")
+    h.processes["A"].hold_stops = True
+    unloading = gevent.spawn(h.router.unload, ["A"])
+    wait_until(lambda: "stop" in h.processes["A"].calls, "A stopping")
+    ticket = h.ask("A")
+    wait_until(lambda: h.router.queue_position(ticket) == 1, "the request to queue behind the stop")
+    h.processes["A"].finish_stop()
+    lease = h.answer(ticket)
+    assert lease.model == "A" and h.processes["A"].calls == ["stop", "ensure_ready"]
+    assert unloading.value == ["A"]
+    lease.release()
+
+
+def test_unload_of_everything_covers_a_model_a_swap_is_starting(h: Harness):
+    h.processes["A"].hold_starts = True
+    ticket = h.ask("A")
+    wait_until(lambda: "ensure_ready" in h.processes["A"].calls, "A starting")
+    assert h.router.unload() == ["A"]
+    assert isinstance(h.answer(ticket), Unloaded)
+
+
+def test_unload_of_nothing_running_returns_an_empty_list(h: Harness):
+    assert h.router.unload() == []
+    assert h.router.unload(["no-such-model"]) == []
+
+
+# --------------------------------------------------------------------------- time
+
+
+def test_max_wait_wakes_the_loop_when_a_queued_request_turns_overdue():
+    h = Harness("AB", max_wait=2.0)
+    try:
+        h.ready("A")
+        busy = h.answer(h.ask("A"))
+        queued = h.ask("B")
+        wait_until(lambda: h.router.queue_position(queued) == 1, "B to queue behind busy A")
+        assert h.clock.pending() == [pytest.approx(h.clock.now() + 2.0)], "one wake-up at B's deadline"
+        ticks = h.handled.count("tick")
+        h.clock.advance(2.0)
+        wait_until(lambda: h.handled.count("tick") == ticks + 1, "the tick")
+        # B is overdue: a new request for A now queues behind it instead of being granted.
+        late = h.ask("A")
+        wait_until(lambda: h.router.queue_position(late) is not None, "the late A to queue")
+        busy.release()
+        lease = h.answer(queued)
+        assert lease.model == "B"
+        lease.release()
+    finally:
+        h.close()
+
+
+def test_shutdown_fails_waiters_and_shuts_every_process_down(h: Harness):
+    h.processes["A"].hold_starts = True
+    ticket = h.ask("A")
+    wait_until(lambda: "ensure_ready" in h.processes["A"].calls, "A starting")
+    h.router.shutdown()
+    assert isinstance(h.answer(ticket), ShuttingDown)
+    assert all("shutdown" in p.calls for p in h.processes.values())
+    settle()
+    assert isinstance(h.answer(h.ask("B")), ShuttingDown)
