@@ -101,6 +101,23 @@ def test_stream_arrives_chunk_by_chunk_with_the_same_text_as_direct(llama_swap, 
     assert sse_contents(raw) == sse_contents(direct_raw) == [f"tok{i} " for i in range(20)]
 
 
+def test_a_streamed_answer_starts_when_the_upstream_answers_not_at_its_first_token(llama_swap, tmp_path):
+    # The model thinks 0.6 s before each token: the response (status, headers)
+    # must reach the client at once, as it does direct, not with the first token.
+    server = llama_swap(models_config(tmp_path, {"A": "--tokens 2 --token-delay 0.6"}))
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("A", max_tokens=1),
+                         timeout=15).status_code == 200  # loaded
+    began = time.monotonic()
+    with requests.post(server.url("/v1/chat/completions"), json=chat("A", stream=True, max_tokens=2),
+                       stream=True, timeout=15) as r:
+        headers_after = time.monotonic() - began
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        first = next(r.iter_content(None))
+        first_after = time.monotonic() - began
+    assert first.startswith(b"data: ")
+    assert headers_after < 0.3 <= 0.55 <= first_after, (headers_after, first_after)
+
+
 def test_request_arriving_during_ttl_unload_succeeds_every_time(llama_swap, tmp_path):
     # SIGTERM ignored and a 0.2 s unloadTimeout: every TTL unload spends 0.2 s
     # in "stopping", a window we aim each request at.
@@ -234,6 +251,12 @@ def test_client_hanging_up_mid_stream_frees_its_model_at_once(llama_swap, tmp_pa
     assert r.status_code == 200
     assert time.monotonic() - began < 3
     assert server.state_of("A") is None
+    # The access log tells each story: A's answer cut short by the client, B's loaded for it.
+    lines = server.log().splitlines()
+    assert any(line.startswith("[INFO] A: POST /v1/chat/completions 200, ") and line.endswith("; client gone")
+               for line in lines), server.log()
+    assert any(line.startswith("[INFO] B: POST /v1/chat/completions 200, ") and "loading " in line
+               for line in lines), server.log()
 
 
 def test_sigkill_of_the_server_leaves_no_upstream_behind(llama_swap, tmp_path):
