@@ -15,6 +15,7 @@ import argparse
 import cProfile
 import os
 import sys
+import time
 from typing import Any, Callable, Iterable
 
 from app.__main__ import LlamaSwapApplication, parse_listen
@@ -39,7 +40,7 @@ class ProfileSwitch:
         if command is None:
             return self.app(environ, start_response)
         if command == "start":
-            self.profiler = cProfile.Profile()
+            self.profiler = cProfile.Profile(time.process_time) if os.environ.get("BENCH_PROFILE_CPU") else cProfile.Profile()
             self.profiler.enable()
         elif command == "stop":
             self.profiler.disable()

@@ -13,8 +13,11 @@ What it emulates, as seen through a proxy:
 * OpenAI-style ``/v1/chat/completions``, ``/v1/completions`` and
   ``/v1/embeddings``, the native ``/completion`` and ``/infill``, ``/v1/models``
   and ``/props``, non-streamed and streamed (SSE over chunked transfer
-  encoding, one chunk and one ``sendall`` per event); with ``--echo-request``
-  completion answers carry the parsed request as ``received``;
+  encoding, one chunk and one ``sendall`` per event), with
+  ``--prompt-delay`` seconds of "prompt processing" before the first token
+  (a stream's headers go out first, as llama-server's do) and
+  ``--token-delay`` before each token; with ``--echo-request`` completion
+  answers carry the parsed request as ``received``;
 * everything else a proxy routes by model (``simulator.apis``): Anthropic
   ``/v1/messages`` (JSON and SSE) and ``count_tokens``, ``/v1/responses``,
   audio speech/transcriptions/voices, image generations/edits, the rerank
@@ -73,6 +76,7 @@ class Options:
     starts_file: str | None
     exit_after_start: float
     echo_request: bool = False
+    prompt_delay: float = 0.0
 
 
 class State:
@@ -256,6 +260,8 @@ def stream_events(state: State, c: Completion) -> Iterator[bytes]:
     """The SSE payloads (``data: ...\\n\\n``) of a streamed answer, sleeping between tokens."""
     delay = state.options.token_delay
     render = _token_renderer(state, c)
+    if state.options.prompt_delay > 0:
+        time.sleep(state.options.prompt_delay)  # prompt processing: the headers are already out
     for i in range(c.n_tokens):
         if delay > 0:
             time.sleep(delay)
@@ -480,8 +486,9 @@ class Handler(BaseHTTPRequestHandler):
             if not self._send_stream(stream_events(state, c)):
                 return
         else:
-            if state.options.token_delay > 0 and c.n_tokens:
-                time.sleep(state.options.token_delay * c.n_tokens)
+            thinking = state.options.prompt_delay + state.options.token_delay * c.n_tokens
+            if thinking > 0:
+                time.sleep(thinking)
             answer = full_response(state, c)
             if state.options.echo_request:
                 answer["received"] = json.loads(raw)
@@ -580,6 +587,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--load-time", type=float, default=0.0, help="seconds of 503 after listening")
     p.add_argument("--tokens", type=int, default=16, help="tokens per completion unless the request says")
     p.add_argument("--token-delay", type=float, default=0.0, help="seconds per generated token")
+    p.add_argument("--prompt-delay", type=float, default=0.0,
+                   help="seconds of prompt processing before the first token (a stream's headers go out first)")
     p.add_argument("--crash-after", type=int, default=0, help="exit(1) after the Nth completion (0: never)")
     p.add_argument("--never-healthy", action="store_true", help="answer 503 forever")
     p.add_argument("--ignore-sigterm", action="store_true", help="ignore SIGTERM (SIGKILL only)")
@@ -590,7 +599,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     a = p.parse_args(argv)
     return Options(a.host, a.port, a.model, a.load_time, a.tokens, a.token_delay, a.crash_after,
                    a.never_healthy, a.ignore_sigterm, a.split_writes, a.starts_file, a.exit_after_start,
-                   a.echo_request)
+                   a.echo_request, a.prompt_delay)
 
 
 def record_start(path: str) -> None:

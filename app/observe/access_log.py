@@ -41,7 +41,6 @@ class AccessLog(ExchangeObserver):
     def on_end(self, exchange: Exchange) -> None:
         failed = exchange.outcome is Outcome.UPSTREAM_ERROR or (
             exchange.outcome is Outcome.REFUSED and (exchange.status or 500) >= 500)
-        if failed:
-            log.warning("%s", access_line(exchange))
-        else:
-            log.info("%s", access_line(exchange))
+        level = logging.WARNING if failed else logging.INFO
+        if log.isEnabledFor(level):  # the line is built only when it is written
+            log.log(level, "%s", access_line(exchange))

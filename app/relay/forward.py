@@ -4,9 +4,9 @@ Bodies flow chunk by chunk both ways and are never buffered: the request
 body as the client sends it (a stream, when it was not read), the answer as
 the upstream sends it (``batching``: what already arrived goes out in one
 write). A streamed answer (no Content-Length: SSE, chunked) has its headers
-sent the moment the upstream's arrive, before its first event, so a client
-sees the response start while the model is still thinking, and each event
-the moment it comes. The grant is released exactly once, when the body is
+sent the moment the upstream's arrive (with its first event when that came
+with them), so a client sees the response start while the model is still
+thinking, and each event the moment it comes. The grant is released exactly once, when the body is
 done, the upstream breaks, or the client hangs up, whichever comes first:
 that is what lets a model be evicted again. The exchange
 (``app.observe.exchange``) hears the response, each chunk, and the end with
@@ -28,7 +28,7 @@ from app.observe.exchange import Exchange, Outcome
 from app.relay.batching import batched_chunks
 from app.relay.grants import Grant
 from app.relay.hangup import HangupWatch
-from app.relay.transport import UpstreamTransport, lift_read_timeout
+from app.relay.transport import UpstreamTransport, chunk_waiting, lift_read_timeout
 
 log = logging.getLogger("llama-swap.proxy")
 
@@ -43,6 +43,7 @@ HOP_BY_HOP = frozenset({
 NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "expect"}
 
 CONNECT_TIMEOUT = 30.0
+WATCH_AFTER = 0.02  # seconds into a stream before its client's socket is watched for a hang-up
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,8 @@ def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: Ups
     exchange.granted(grant.queued, grant.loading)
     connect, header = request_timeouts(outgoing.timeouts)
     try:
-        upstream = transport.session(grant.proxy_url).request(
-            outgoing.method, grant.proxy_url + outgoing.path, data=outgoing.body, headers=outgoing.headers,
-            stream=True, timeout=(connect, header), allow_redirects=False)
+        upstream = transport.send(outgoing.method, grant.proxy_url, outgoing.path, outgoing.headers,
+                                  outgoing.body, (connect, header))
     except requests.RequestException as exc:
         grant.release()
         what = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
@@ -140,8 +140,9 @@ class _Relay:
         self._client_gone = self._complete = self._finished = False
         self._error: str | None = None
         # A body of unknown length is a stream: watch for the client hanging up so
-        # the upstream is closed (and the model freed) at once, not at the next chunk.
-        self._watch = HangupWatch(environ, self._hung_up) if streamed else None
+        # the upstream is closed (and the model freed) at once, not at the next
+        # chunk; from WATCH_AFTER on, so that a short stream costs no watch.
+        self._watch = HangupWatch(environ, self._hung_up, after=WATCH_AFTER) if streamed else None
         self._body = self._chunks()
 
     def __iter__(self) -> Iterator[bytes]:
@@ -151,6 +152,10 @@ class _Relay:
         self._body.close()  # runs its finally, if it started
         self._finish()
 
+    def _first_chunk_here(self) -> bool:
+        more_waiting = chunk_waiting(self._upstream)
+        return more_waiting is not None and more_waiting()
+
     def _hung_up(self) -> None:
         self._client_gone = True
         self._upstream.close()
@@ -158,8 +163,10 @@ class _Relay:
     def _chunks(self) -> Iterator[bytes]:
         exchange = self._exchange
         try:
-            if self._streamed:
-                yield b""  # the headers go out now (gunicorn sends them on the first write)
+            if self._streamed and not self._first_chunk_here():
+                # The model is still thinking: the headers go out now (gunicorn
+                # sends them on the first write), not with the first event.
+                yield b""
             for chunk in batched_chunks(self._upstream):
                 exchange.sent(chunk)
                 yield chunk

@@ -25,13 +25,24 @@ def _watch(sock: Any, on_hangup: Callable[[], None]) -> None:
 
 
 class HangupWatch:
-    """Calls ``on_hangup`` once if the client goes away before ``stop()``."""
+    """Calls ``on_hangup`` once if the client goes away before ``stop()``.
+
+    ``after``: start watching only that many seconds from now. A short
+    answer then never pays for a watch (a greenlet that never ran is
+    dropped for nothing); a client that leaves meanwhile is still noticed,
+    that much later, or at the next write to it.
+    """
 
     __slots__ = ("_greenlet",)
 
-    def __init__(self, environ: dict, on_hangup: Callable[[], None]):
+    def __init__(self, environ: dict, on_hangup: Callable[[], None], after: float = 0.0):
         sock = environ.get("gunicorn.socket")
-        self._greenlet = gevent.spawn(_watch, sock, on_hangup) if sock is not None else None
+        if sock is None:
+            self._greenlet = None
+        elif after > 0:
+            self._greenlet = gevent.spawn_later(after, _watch, sock, on_hangup)
+        else:
+            self._greenlet = gevent.spawn(_watch, sock, on_hangup)
 
     def stop(self) -> None:
         if self._greenlet is not None:

@@ -1,9 +1,14 @@
 """The upstream transport: pooled HTTP to the model servers, and the only code that knows urllib3's insides.
 
-``UpstreamTransport`` keeps one keep-alive ``requests.Session`` per upstream
-base URL (a model's ``proxy``, a peer's), with no environment lookups, no
-default headers of its own and no retries. What the rest of the relay needs
-beyond requests' public API lives here and nowhere else:
+``UpstreamTransport`` keeps one keep-alive connection pool (a requests
+adapter) per upstream base URL (a model's ``proxy``, a peer's), with no
+environment lookups, no default headers of its own, no cookies and no
+retries. ``send`` prepares the request with requests' own steps (URL, headers,
+body: a stream is sent chunked, or with its length when it has one) and hands
+it to the adapter, skipping what a ``Session`` would merge in (settings,
+cookies, hooks, auth) that a proxy never uses: that machinery cost ~0.35 ms of
+CPU per request, a quarter of the proxy's whole overhead. What the rest of the
+relay needs beyond requests' public API lives here and nowhere else:
 
 - ``TCP_QUICKACK`` before reading each response. An upstream that writes
   its headers and its body in two sends (with Nagle on its side) waits for
@@ -29,10 +34,13 @@ from __future__ import annotations
 import io
 import logging
 import socket
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -70,22 +78,57 @@ class _QuickAckHTTPSPool(HTTPSConnectionPool):
 
 
 class _UpstreamAdapter(HTTPAdapter):
-    """A requests adapter whose connections ACK every response at once."""
+    """The pool of one upstream: connections that ACK every response at once, no proxies, no cookies."""
+
+    _pool: HTTPConnectionPool | None = None
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _QuickAckHTTPPool, "https": _QuickAckHTTPSPool}
 
+    def get_connection_with_tls_context(self, request: PreparedRequest, verify: Any, proxies: Any = None,
+                                        cert: Any = None) -> HTTPConnectionPool:
+        # One adapter per upstream base URL, never a proxy: the pool is looked up once, not per request.
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = super().get_connection_with_tls_context(request, verify, None, cert)
+        return pool
 
-def upstream_session(pool_size: int = 64) -> requests.Session:
-    """A keep-alive session that forwards exactly the headers it is given."""
-    session = requests.Session()
-    session.trust_env = False  # no proxy/netrc lookups per request
-    session.headers.clear()  # requests' defaults would override the client's
-    adapter = _UpstreamAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    def request_url(self, request: PreparedRequest, proxies: Any) -> str:
+        return request.path_url
+
+    def close(self) -> None:
+        self._pool = None
+        super().close()
+
+    def build_response(self, req: PreparedRequest, resp: Any) -> requests.Response:
+        # HTTPAdapter's, less the cookie jar (Set-Cookie still reaches the client as a header).
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(resp.headers)
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url  # type: ignore[assignment]
+        response.request = req
+        response.connection = self
+        return response
+
+
+def _adapter(pool_size: int) -> _UpstreamAdapter:
+    return _UpstreamAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+
+
+def _prepared(method: str, url: str, headers: Mapping[str, str], body: Any) -> PreparedRequest:
+    request = PreparedRequest()
+    request.prepare_method(method)
+    request.prepare_url(url, None)
+    request.prepare_headers(headers)
+    request.prepare_body(body, None)
+    return request
+
+
+Timeout = tuple[float | None, float | None]  # (connect, read), as requests takes it
 
 
 class UpstreamTransport:
@@ -93,24 +136,29 @@ class UpstreamTransport:
 
     def __init__(self, pool_size: int = 64):
         self._pool_size = pool_size
-        self._sessions: dict[str, requests.Session] = {}
+        self._adapters: dict[str, _UpstreamAdapter] = {}
 
-    def session(self, base_url: str) -> requests.Session:
-        session = self._sessions.get(base_url)
-        if session is None:
-            session = self._sessions[base_url] = upstream_session(self._pool_size)
-        return session
+    def send(self, method: str, base_url: str, path: str, headers: Mapping[str, str], body: Any,
+             timeout: Timeout) -> requests.Response:
+        """Send one request to ``base_url + path``; the response is streamed (read it with ``iter_content``).
+
+        Raises what requests raises (``requests.RequestException``).
+        """
+        adapter = self._adapters.get(base_url)
+        if adapter is None:
+            adapter = self._adapters[base_url] = _adapter(self._pool_size)
+        return adapter.send(_prepared(method, base_url + path, headers, body), stream=True, timeout=timeout)
 
     def drop_idle(self, base_url: str) -> None:
         """Close the idle connections to ``base_url``; answers still streaming keep theirs until they end."""
-        session = self._sessions.pop(base_url, None)
-        if session is not None:
-            session.close()
+        adapter = self._adapters.pop(base_url, None)
+        if adapter is not None:
+            adapter.close()
 
     def close(self) -> None:
-        for session in self._sessions.values():
-            session.close()
-        self._sessions.clear()
+        for adapter in self._adapters.values():
+            adapter.close()
+        self._adapters.clear()
 
 
 # --------------------------------------------------------------------------- a response's insides
@@ -151,20 +199,21 @@ def _more_waiting(fp: io.BufferedReader, sock: socket.socket) -> bool:
 
 
 class _HealthCheck:
-    __slots__ = ("_url", "_session")
+    __slots__ = ("_url", "_adapter")
 
     def __init__(self, url: str):
         self._url = url
-        self._session = upstream_session(pool_size=1)
+        self._adapter = _adapter(pool_size=1)
 
     def check(self, timeout: float) -> bool:
         try:
-            return self._session.get(self._url, timeout=(1.0, timeout)).status_code == 200
+            response = self._adapter.send(_prepared("GET", self._url, {}, None), timeout=(1.0, timeout))
+            return response.status_code == 200
         except requests.RequestException:
             return False
 
     def close(self) -> None:
-        self._session.close()
+        self._adapter.close()
 
 
 class HealthProbe:

@@ -26,7 +26,9 @@ def setup_logging(config: Config) -> None:
     for handler in list(proxy.handlers):
         proxy.removeHandler(handler)
     upstream_log.propagate = False
-    upstream_log.setLevel(logging.INFO)
+    # Shown or not, every upstream line passes through here: when nobody shows
+    # them, the level check alone turns them away (no record is built).
+    upstream_log.setLevel(logging.INFO if config.log_to_stdout in ("upstream", "both") else logging.CRITICAL + 1)
     for handler in list(upstream_log.handlers):
         upstream_log.removeHandler(handler)
 

@@ -33,3 +33,15 @@ def test_tokens_that_trickle_in_are_each_sent_at_once():
     # upstream right after the last token, may share its write.
     assert [p.count(b'"content":"tok') for p in pieces if b'"content":"tok' in p] == [1] * 10
     assert all(p.count(b"data: ") == 1 for p in pieces[:9])
+
+
+def test_the_first_event_goes_alone_even_with_a_backlog_behind_it():
+    # A fast stream's first event must not wait while what follows it is read:
+    # it is handed over alone, before the backlog is batched.
+    with running_fake_upstream("--model", "m", "--prompt-delay", "0.05") as up:
+        with stream(up, 3000) as response:
+            pieces = batched_chunks(response)
+            first = next(pieces)
+            rest = list(pieces)
+    assert first.count(b"data: ") == 1 and b'"role":"assistant"' in first
+    assert len(rest) < 3002, "the backlog behind it is still batched"
