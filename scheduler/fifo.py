@@ -184,9 +184,12 @@ class FifoScheduler:
         if self._closed is not None:
             self._effects.grant_error(req, self._closed)
             return
+        # The steps are numbered as docs/ROUTING.md numbers them.
+        # (1) Unknown model.
         if self._effects.model_state(req.model) is None:
             self._effects.grant_error(req, _not_found(req.model))
             return
+        # (2) Over its concurrency limit, in flight or waiting.
         if not self._has_room(req.model):
             limit = self._limit(req.model)
             self._effects.grant_error(
@@ -342,6 +345,7 @@ class FifoScheduler:
         if state is None:
             self._fail(req, _not_found(model))
             return True
+        # (3) A swap to it is in flight: join it.
         swap = self._active.get(model)
         if swap is not None:
             if self._in_the_way(overdue, model, frozenset()):
@@ -350,15 +354,20 @@ class FifoScheduler:
             return True
         running = self._running_set(exclude=model)
         evict = self._swapper.eviction_for(model, running)
+        # (4) Fast path: ready, nothing to evict, nobody evicting or stopping it.
         if state is ProcessState.READY and not evict and not self._being_evicted(model):
             if self._in_the_way(overdue, model, frozenset()):
                 return False
             self._grant(req, model)
             return True
+        # (5) It would collide with a swap in flight or an unload's stop; (6) or
+        # evict a model still serving.
         if self._collides(model, evict) or self._any_busy(evict):
             return False
+        # maxWait: nothing for it that stands in an overdue request's way.
         if self._in_the_way(overdue, model, evict):
             return False
+        # (7) Start a swap.
         self._start_swap(req, evict, running)
         return True
 
