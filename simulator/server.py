@@ -25,7 +25,9 @@ What it emulates, as seen through a proxy:
   naming the model it received;
 * process-level faults: crashing after N completions, ignoring SIGTERM, never
   becoming healthy, dying while starting, and Nagle-afflicted writes
-  (``--split-writes``).
+  (``--split-writes``); and llama-server's slow exit while a client
+  connection is open (``--linger``). On SIGTERM it logs how many client
+  connections were open.
 
 Generated text is deterministic: token ``i`` is ``f"tok{i} "``.
 """
@@ -77,6 +79,7 @@ class Options:
     exit_after_start: float
     echo_request: bool = False
     prompt_delay: float = 0.0
+    linger: float = 0.0
 
 
 class State:
@@ -320,6 +323,18 @@ def _chunk(state: State, c: Completion, choices: list[Any], **extra: Any) -> dic
 # --------------------------------------------------------------------------- HTTP
 
 
+class Connections:
+    """How many client connections are open (llama-server's exit waits for them)."""
+
+    _lock = threading.Lock()
+    count = 0
+
+    @classmethod
+    def change(cls, delta: int) -> None:
+        with cls._lock:
+            cls.count += delta
+
+
 class Handler(BaseHTTPRequestHandler):
     """One connection; dispatches requests by (method, path)."""
 
@@ -329,6 +344,16 @@ class Handler(BaseHTTPRequestHandler):
     server: "FakeServer"
 
     # ---- plumbing
+
+    def setup(self) -> None:
+        Connections.change(+1)
+        super().setup()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            Connections.change(-1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silence BaseHTTPRequestHandler's stderr access log; see ``_log_request``."""
@@ -587,6 +612,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--load-time", type=float, default=0.0, help="seconds of 503 after listening")
     p.add_argument("--tokens", type=int, default=16, help="tokens per completion unless the request says")
     p.add_argument("--token-delay", type=float, default=0.0, help="seconds per generated token")
+    p.add_argument("--linger", type=float, default=0.0,
+                   help="on SIGTERM, wait this long before exiting if a client connection is open "
+                        "(llama-server takes ~110 ms to exit while an idle keep-alive connection is open)")
     p.add_argument("--prompt-delay", type=float, default=0.0,
                    help="seconds of prompt processing before the first token (a stream's headers go out first)")
     p.add_argument("--crash-after", type=int, default=0, help="exit(1) after the Nth completion (0: never)")
@@ -599,7 +627,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     a = p.parse_args(argv)
     return Options(a.host, a.port, a.model, a.load_time, a.tokens, a.token_delay, a.crash_after,
                    a.never_healthy, a.ignore_sigterm, a.split_writes, a.starts_file, a.exit_after_start,
-                   a.echo_request, a.prompt_delay)
+                   a.echo_request, a.prompt_delay, a.linger)
 
 
 def record_start(path: str) -> None:
@@ -608,10 +636,13 @@ def record_start(path: str) -> None:
         fh.flush()
 
 
-def install_signal_handlers(ignore_sigterm: bool) -> None:
+def install_signal_handlers(ignore_sigterm: bool, linger: float = 0.0) -> None:
     def on_term(signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
-        log(f"srv    operator(): received {name}, shutting down")
+        open_now = Connections.count
+        log(f"srv    operator(): received {name} with {open_now} client connection(s) open, shutting down")
+        if open_now and linger > 0:
+            time.sleep(linger)  # llama-server's exit waits on its open keep-alive connections
         os._exit(0)
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN if ignore_sigterm else on_term)
@@ -639,7 +670,7 @@ def announce_loading(state: State) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
-    install_signal_handlers(opts.ignore_sigterm)
+    install_signal_handlers(opts.ignore_sigterm, opts.linger)
     if opts.starts_file:
         record_start(opts.starts_file)
     if opts.exit_after_start > 0:

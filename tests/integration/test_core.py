@@ -212,6 +212,21 @@ models:
     assert server.state_of("A") is None and server.state_of("B") == "ready"
 
 
+def test_idle_connections_to_a_model_are_closed_before_it_is_asked_to_stop(llama_swap, tmp_path):
+    # Like llama-server, this upstream's exit waits (here 3 s) while a client
+    # connection is open; the proxy's pooled keep-alive connection must be
+    # gone by the time the upstream gets SIGTERM.
+    server = llama_swap(models_config(tmp_path, {"A": "--linger 3 --tokens 2"}, extra="logToStdout: both"))
+    session = requests.Session()
+    for _ in range(3):  # a pooled keep-alive connection to A
+        assert session.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15).status_code == 200
+    began = time.monotonic()
+    assert requests.post(server.url("/api/models/unload"), timeout=15).status_code == 200
+    took = time.monotonic() - began
+    assert "received SIGTERM with 0 client connection(s) open" in server.log(), server.log()
+    assert took < 1.5, f"unload took {took:.2f}s: the upstream waited on an open connection"
+
+
 def test_client_hanging_up_while_queued_leaves_the_queue(llama_swap, tmp_path):
     server = llama_swap(models_config(tmp_path, {"A": "--tokens 30 --token-delay 0.05", "B": ""}))
     with requests.post(server.url("/v1/chat/completions"), json=chat("A", stream=True),
