@@ -20,7 +20,10 @@ requests); the router tells the owner when that turns (``set_busy``), and the
 TTL counts idle time from the last turn to idle.
 
 A bug while handling a message never leaves a caller waiting: the loop
-catches it and answers every waiter (``InternalError``).
+catches it and answers every waiter (``InternalError``). Once shut down (its
+child dead, every waiter answered) the owner's loop ends, answering whatever
+is still in its mailbox, and later asks are refused at once (the ``done``
+guard): a config reload leaves no owner greenlet behind.
 
 Everything the owner needs from outside comes in ``ProcessServices``: the
 launcher (``scheduler.launcher``), the health probe, the clock, where to
@@ -115,6 +118,7 @@ class UpstreamProcess:
         self._last_lines: collections.deque[str] = collections.deque(maxlen=LAST_LINES_KEPT)
         self._busy = False
         self._idle_since = self._clock.now()
+        self._done = False  # the loop has ended (shut down): asks are refused at once
         self._owner = gevent.spawn(self._run)
 
     # ------------------------------------------------------------------ asking
@@ -158,10 +162,14 @@ class UpstreamProcess:
         self._busy = busy
         if not busy:
             self._idle_since = self._clock.now()
-            if self.spec.ttl > 0:
+            if self.spec.ttl > 0 and not self._done:
                 self._mailbox.put(("idle",))
 
     def _ask(self, verb: str) -> None:
+        if self._done:
+            if verb == "ensure_ready":
+                raise ShuttingDown(f"model {self.model_id} is shut down")
+            return  # stopped for good already
         reply = AsyncResult()
         self._mailbox.put((verb, reply))
         reply.get()  # raises the RouteError the owner set
@@ -176,6 +184,23 @@ class UpstreamProcess:
                 log.exception("%s: error handling %s", self.model_id, message[0])
                 self._answer_everyone(message, InternalError(
                     f"model {self.model_id}: internal error while handling {message[0]}: {exc!r}"))
+            if self._state is ProcessState.SHUTDOWN and not self._stop_waiters:
+                self._end()
+                return
+
+    def _end(self) -> None:
+        """Shut down for good: refuse later asks at once, answer what is still in the mailbox."""
+        self._done = True
+        self._cancel_timers()
+        self._fail_ready_waiters(ShuttingDown(f"model {self.model_id} is shut down"))
+        while not self._mailbox.empty():
+            message = self._mailbox.get()
+            for reply in message[1:]:
+                if isinstance(reply, AsyncResult) and not reply.ready():
+                    if message[0] == "ensure_ready":
+                        reply.set_exception(ShuttingDown(f"model {self.model_id} is shut down"))
+                    else:
+                        reply.set(None)
 
     def _answer_everyone(self, message: tuple, error: RouteError) -> None:
         replies = [m for m in message[1:] if isinstance(m, AsyncResult)]
@@ -207,7 +232,9 @@ class UpstreamProcess:
 
     def _on_ensure_ready(self, reply: AsyncResult) -> None:
         state = self._state
-        if state == ProcessState.READY:
+        if self._shutdown_after_stop:
+            reply.set_exception(ShuttingDown(f"model {self.model_id} is shutting down"))
+        elif state == ProcessState.READY:
             reply.set(None)
         elif state in (ProcessState.STARTING, ProcessState.STOPPING):
             # While stopping (a TTL unload, say) the caller waits for the child

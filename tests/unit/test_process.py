@@ -271,3 +271,25 @@ def test_a_bug_while_handling_a_message_answers_every_waiter():
         assert isinstance(error, InternalError) and "broken subscriber" in error.message
     # The owner lives on: a stop still works.
     assert outcome(h.stop()) is None
+
+
+def test_a_shut_down_owner_ends_its_loop_and_answers_later_asks_at_once():
+    h = Harness()
+    h.become_ready()
+    assert outcome(gevent.spawn(h.process.shutdown)) is None
+    wait_until(lambda: h.process._owner.dead, "the owner greenlet to end (nothing left behind on a reload)")
+    assert isinstance(outcome(gevent.spawn(h.process.ensure_ready)), ShuttingDown)
+    assert outcome(h.stop()) is None and outcome(gevent.spawn(h.process.shutdown)) is None
+    h.process.set_busy(False)  # a late serve_done of a request cut off by the shutdown: harmless
+
+
+def test_an_ask_to_start_while_shutting_down_is_refused_not_left_waiting():
+    h = Harness(unload_timeout=5.0)
+    h.launcher.ignores_sigterm = True
+    h.become_ready()
+    shutting = gevent.spawn(h.process.shutdown)
+    wait_until(lambda: h.process.state is S.STOPPING, "the shutdown's stop to begin")
+    late = gevent.spawn(h.process.ensure_ready)
+    assert isinstance(outcome(late), ShuttingDown)
+    h.clock.advance(5.0)
+    assert outcome(shutting) is None and h.process.state is S.SHUTDOWN
