@@ -169,6 +169,8 @@ class FifoScheduler:
         self._now = now
         self._ids = itertools.count(1)  # swap and stop ids
         self._active: dict[str, _Swap] = {}
+        # Swaps an unload dropped that still run, by id -> what they are stopping, until they report.
+        self._dropped: dict[int, frozenset[str]] = {}
         self._stopping: dict[int, frozenset[str]] = {}  # stop id -> the models an unload is stopping
         self._queue: list[_Queued] = []
         self._in_flight: dict[str, int] = {}
@@ -216,6 +218,7 @@ class FifoScheduler:
 
     def on_swap_done(self, swap_id: int, error: RouteError | None) -> None:
         swap = next((s for s in self._active.values() if s.id == swap_id), None)
+        self._dropped.pop(swap_id, None)
         if swap is None:
             # Unloaded or shut down meanwhile; its waiters were answered then
             # (and a newer swap of the same target, if any, is not this one).
@@ -254,7 +257,9 @@ class FifoScheduler:
         for model in sorted(targets):
             swap = self._active.pop(model, None)
             if swap is not None:
-                # The swap itself keeps running; its later on_swap_done is ignored.
+                # The swap itself keeps running, still stopping its evict set:
+                # those stay off limits until it reports (its result is ignored).
+                self._dropped[swap.id] = swap.evict
                 for waiter in swap.waiters:
                     self._fail(waiter, _unloaded(model))
         kept: list[_Queued] = []
@@ -294,6 +299,9 @@ class FifoScheduler:
         self._queue = []
         for req in holders:
             self._fail(req, error)
+        # Nobody waits now; a request the bug caught between counting and
+        # placing must not hold its slot for good.
+        self._waiting = {}
 
     def on_shutdown(self, error: RouteError) -> None:
         self._closed = error
@@ -324,7 +332,8 @@ class FifoScheduler:
                 target: {"evict": sorted(swap.evict), "waiters": len(swap.waiters)}
                 for target, swap in self._active.items()
             },
-            "stopping": sorted(sorted(models) for models in self._stopping.values()),
+            "stopping": sorted(sorted(models) for models in [*self._stopping.values(), *self._dropped.values()]
+                               if models),
             "in_flight": dict(self._in_flight),
             "waiting": dict(self._waiting),
         }
@@ -379,7 +388,7 @@ class FifoScheduler:
 
     def _being_evicted(self, model: str) -> bool:
         return any(model in swap.evict for swap in self._active.values()) or \
-            any(model in stopping for stopping in self._stopping.values())
+            any(model in stopping for stopping in [*self._stopping.values(), *self._dropped.values()])
 
     def _collides(self, model: str, evict: frozenset[str]) -> bool:
         """Whether a swap to ``model`` evicting ``evict`` would fight an active swap or an unload's stop."""
@@ -388,7 +397,8 @@ class FifoScheduler:
                 continue
             if target in evict or model in swap.evict or evict & swap.evict:
                 return True
-        return any(model in stopping or evict & stopping for stopping in self._stopping.values())
+        off_limits = [*self._stopping.values(), *self._dropped.values()]
+        return any(model in stopping or evict & stopping for stopping in off_limits)
 
     def _any_busy(self, evict: frozenset[str]) -> bool:
         # Stopping a model mid-request would cut its callers off; wait for it to drain.

@@ -108,7 +108,6 @@ class UpstreamProcess:
         self._started_at: float | None = None
         self._ready_at: float | None = None
         self._stop_began = 0.0
-        self._pump: gevent.Greenlet | None = None  # reads the child's output until EOF
         self._health: gevent.Greenlet | None = None  # polls checkEndpoint while starting
         self._ttl_timer: Timer | None = None
         self._overdue_timer: Timer | None = None  # forces a stop after unloadTimeout
@@ -298,11 +297,8 @@ class UpstreamProcess:
         if generation != self._generation:
             return
         previous, child = self._state, self._child
-        child.signal_group(signal.SIGKILL)  # anything the child left in its group
         self._cancel_health()
         self._cancel_timers()
-        if self._pump is not None:
-            self._pump.join(timeout=PUMP_DRAIN_S)  # let the last lines in before quoting them
         self._become(ProcessState.SHUTDOWN if self._shutdown_after_stop else ProcessState.STOPPED)
         if previous == ProcessState.STARTING:
             log.warning("%s: pid %d exited with code %s while starting", self.model_id, child.pid, returncode)
@@ -337,8 +333,8 @@ class UpstreamProcess:
         self._become(ProcessState.STARTING)
         log.info("%s: starting pid %d: %s", self.model_id, child.pid, " ".join(spec.argv))
         generation = self._generation
-        self._pump = gevent.spawn(self._pump_output, child)
-        gevent.spawn(self._watch_exit, generation, child)
+        pump = gevent.spawn(self._pump_output, child)  # reads the child's output until EOF
+        gevent.spawn(self._watch_exit, generation, child, pump)
         if spec.check_url is None:
             self._mailbox.put(("healthy", generation))
         else:
@@ -349,8 +345,11 @@ class UpstreamProcess:
             self._last_lines.append(line)
             self._services.on_output(self.model_id, line)
 
-    def _watch_exit(self, generation: int, child: Child) -> None:
-        self._mailbox.put(("exited", generation, child.wait()))
+    def _watch_exit(self, generation: int, child: Child, pump: gevent.Greenlet) -> None:
+        returncode = child.wait()
+        child.signal_group(signal.SIGKILL)  # anything the child left in its group
+        pump.join(timeout=PUMP_DRAIN_S)  # let the last lines in before the owner quotes them
+        self._mailbox.put(("exited", generation, returncode))
 
     def _poll_health(self, generation: int, url: str, started_at: float) -> None:
         deadline = started_at + self.spec.health_timeout

@@ -2,7 +2,8 @@
 
 HTTP views talk to the router only through ``submit``/``cancel`` (a ticket
 they wait on), ``Lease.release`` (posts serve_done), ``unload`` and
-``shutdown``. Each of those posts an event to the mailbox; the loop hands it
+``shutdown``; ``model_state``, ``load``, ``queue_position`` and
+``processes`` are snapshots for reports and choices, never gates. Each of those posts an event to the mailbox; the loop hands it
 to the pure FIFO scheduler, which decides and acts back through the
 ``Effects`` methods implemented here. The loop never waits on anything slow:
 a swap and an unload's stop each run in their own greenlet and come back as
@@ -268,17 +269,20 @@ class Router:
         self._scheduler.on_tick()
 
     def _on_swap_done(self, swap_id: int, error: RouteError | None) -> None:
+        self._swap_runs.pop(swap_id, None)
         self._scheduler.on_swap_done(swap_id, error)
 
     def _on_serve_done(self, model: str) -> None:
         self._scheduler.on_serve_done(model)
 
     def _on_stopped(self, stop_id: int) -> None:
-        self._scheduler.on_stopped(stop_id)
         reply = self._unload_replies.pop(stop_id, None)
-        if reply is not None:
-            done, models = reply
-            done.set(models)
+        try:
+            self._scheduler.on_stopped(stop_id)
+        finally:  # the models are stopped whatever the re-walk does: the unload is answered
+            if reply is not None:
+                done, models = reply
+                done.set(models)
 
     def _on_unload(self, models: list[str] | None, done: AsyncResult) -> None:
         if models is None:
@@ -301,21 +305,23 @@ class Router:
         self._unload_replies[stop_id] = (done, models)
 
     def _on_shutdown(self, done: AsyncResult) -> bool:
-        for timer in self._timers.values():  # nobody reads the mailbox after this
-            timer.cancel()
-        self._scheduler.on_shutdown(ShuttingDown("server is shutting down"))
-        self._waiting.clear()
         processes = list(self._processes.values())
-
         unloads, self._unload_replies = list(self._unload_replies.values()), {}
 
         def stop_all() -> None:
             gevent.joinall([gevent.spawn(p.shutdown) for p in processes])
             for unload_done, models in unloads:  # their "stopped" would reach a loop that has ended
                 unload_done.set(models)
-            done.set(None)
+            if not done.ready():
+                done.set(None)
 
-        gevent.spawn(stop_all)
+        try:
+            for timer in self._timers.values():  # nobody reads the mailbox after this
+                timer.cancel()
+            self._scheduler.on_shutdown(ShuttingDown("server is shutting down"))
+        finally:  # even after a bug above, every upstream is stopped (a reload needs their ports)
+            self._waiting.clear()
+            gevent.spawn(stop_all)
         return False
 
     # ------------------------------------------------------------------ Effects
@@ -333,10 +339,14 @@ class Router:
         self._waiting.discard(ticket)
         process = self._processes[model]
         now = self._clock.now()
-        lease = Lease(model, process.spec.proxy_url, lambda: self._post(("serve_done", model)),
+        lease = Lease(model, process.spec.proxy_url, lambda: self._served(model),
                       queued=now - ticket.submitted_at,
                       loading=_overlap(process.last_start, ticket.submitted_at, now))
         return ticket.grant(lease)
+
+    def _served(self, model: str) -> None:
+        if not self._closed:  # after shutdown nobody reads the mailbox: nothing to count
+            self._post(("serve_done", model))
 
     def grant_error(self, req: Request, error: RouteError) -> None:
         ticket: Ticket = req  # type: ignore[assignment]
@@ -404,7 +414,6 @@ class Router:
             log.info("%s: swap done in %.2fs", model, took)
         else:
             log.warning("%s: swap failed after %.2fs: %s", model, took, error.message)
-        self._swap_runs.pop(run.swap_id, None)
         self._publish(SwapEnded(run.swap_id, model, None if error is None else error.message, took,
                                 self._clock.now()))
         self._post(("swap_done", run.swap_id, error))

@@ -101,9 +101,12 @@ def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: Ups
         error = UpstreamUnreachable(f"upstream for model {grant.model} {what}: {exc}")
         exchange.end(Outcome.UPSTREAM_ERROR, status=error.status, error=error.message)
         raise error from exc
-    except BaseException as exc:
-        grant.release()  # e.g. the client went away while its upload was being relayed
-        exchange.end(Outcome.CLIENT_GONE, error=f"{type(exc).__name__}: {exc}")
+    except OSError as exc:
+        grant.release()  # the client went away while its upload was being relayed
+        exchange.end(Outcome.CLIENT_GONE, error=str(exc))
+        raise
+    except BaseException:
+        grant.release()  # a bug, or the greenlet killed: the view's handler ends the exchange
         raise
     if header is not None:
         lift_read_timeout(upstream)

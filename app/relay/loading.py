@@ -40,7 +40,7 @@ from flask import Response
 
 from app.config.model import ModelConfig
 from app.errors import Refusal, error_body, status_and_code
-from app.observe.exchange import Exchange
+from app.observe.exchange import Exchange, Outcome
 from app.relay.grants import GrantWait, Grant
 from scheduler.errors import ClientGone
 from scheduler.router import Router
@@ -225,6 +225,9 @@ class LoadingStream:
         if self._upstream.status_code != 200:
             body = self._read_error_body(self._upstream)
             message = upstream_error_message(self._upstream.status_code, body)
+            # Its answer (an error) reached the client, as an event: told before
+            # the relay is closed part-read, which would read as a hang-up.
+            self._exchange.end(Outcome.COMPLETE, error=message)
             log.warning("%s: upstream answered %d after the loading state was sent; error sent in the stream: %s",
                         self._model, self._upstream.status_code, message)
             yield from self._fail(self._upstream.status_code, message)

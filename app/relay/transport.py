@@ -98,7 +98,13 @@ class _UpstreamAdapter(HTTPAdapter):
         return request.path_url
 
     def close(self) -> None:
-        self._pool = None
+        # The pool manager forgets its pools without closing them (urllib3 closes a
+        # pool's idle connections only when the pool is garbage-collected, and a
+        # response still referenced keeps it alive): close ours now. Connections
+        # still streaming are closed when they come back.
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         super().close()
 
     def build_response(self, req: PreparedRequest, resp: Any) -> requests.Response:
@@ -208,6 +214,8 @@ class _HealthCheck:
     def check(self, timeout: float) -> bool:
         try:
             response = self._adapter.send(_prepared("GET", self._url, {}, None), timeout=(1.0, timeout))
+            _ = response.content  # read to its end, so the connection goes back to the pool for the next poll
+            response.close()
             return response.status_code == 200
         except requests.RequestException:
             return False

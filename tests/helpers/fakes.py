@@ -90,7 +90,7 @@ class FakeClock:
         """Move time on; each timer due fires in deadline order, with other greenlets let run after it."""
         target = self._now + seconds
         while True:
-            settle(5)  # greenlets woken earlier may set new timers first
+            settle(20)  # greenlets woken earlier may set new timers first
             due = [t for t in self._timers if not t.cancelled and t.deadline <= target]
             if not due:
                 break
@@ -99,7 +99,7 @@ class FakeClock:
             self._now = max(self._now, timer.deadline)
             timer.callback()
         self._now = target
-        settle(5)
+        settle(20)
 
 
 # --------------------------------------------------------------------------- children

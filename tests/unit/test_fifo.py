@@ -457,21 +457,37 @@ def test_unload_errors_waiters_and_queued_and_stops(h: Harness):
     h.settle()
 
 
-def test_late_result_of_an_unloaded_swap_does_not_settle_a_newer_swap_of_its_target():
+def test_late_result_of_an_unloaded_swap_does_not_settle_a_newer_swap_of_its_target(h: Harness):
+    (first,) = h.ask("A")  # swap 1: A starting
+    h.sched.on_unload(["A"])  # its start is stopped: swap 1 will report a failure, late
+    assert isinstance(h.error_of(first), Unloaded)
+    h.stopped()
+    (second,) = h.ask("A")  # swap 2 of the same target, while swap 1 has not reported
+    assert [t for t, _ in h.fx.swaps] == ["A", "A"]
+
+    h.sched.on_swap_done(h.fx.swap_ids[0], StartFailed("model A was stopped while starting"))
+    assert second not in [r for r, _ in h.fx.errors], "swap 1's late result failed swap 2's waiter"
+    h.complete("A")  # swap 2 (the newest of A)
+    assert (second, "A") in h.fx.grants
+    h.settle()
+
+
+def test_what_an_unloaded_swap_is_still_stopping_stays_off_limits_until_it_reports():
     h = Harness("AX", groups=[Group("g", ("A", "X"), swap=True, exclusive=True, persistent=False)])
     h.ready("A")
     (first,) = h.ask("X")  # swap 1: X in, evicting A (A is slow to stop)
     h.sched.on_unload(["X"])
     assert isinstance(h.error_of(first), Unloaded)
     h.stopped()  # X was not running: its stop is done at once
-    (second,) = h.ask("X")  # swap 2 of the same target
-    assert [t for t, _ in h.fx.swaps] == ["X", "X"]
-
+    late_a, late_x = h.ask("A", "X")
+    # A may still say ready, but the dropped swap is stopping it: no grant,
+    # and no new swap of X that would stop it a second time.
+    assert h.fx.grants == [] and [t for t, _ in h.fx.swaps] == ["X"]
+    h.fx.states["A"] = STOPPED
     h.sched.on_swap_done(h.fx.swap_ids[0], Unloaded("swap 1 saw its target unloaded"))
-    assert second not in [r for r, _ in h.fx.errors], "swap 1's late result failed swap 2's waiter"
-    h.complete("X")  # swap 2 (the newest of X)
-    assert (second, "X") in h.fx.grants
+    assert [t for t, _ in h.fx.swaps] == ["X", "A"], "once it reports, the queue goes on in order"
     h.settle()
+    assert {(late_a, "A"), (late_x, "X")} <= set(h.fx.grants)
 
 
 def test_a_model_being_unloaded_is_queued_for_until_its_stop_is_done(h: Harness):
@@ -908,3 +924,21 @@ def test_max_wait_holds_a_swap_that_would_stop_the_overdue_request_s_own_model()
     assert h.fx.swaps[0] == ("B", frozenset({"A"}))
     h.settle()
 
+
+
+def test_an_overdue_request_waits_for_an_unload_stop_then_goes_first():
+    h = Harness(max_wait=2.0)
+    h.ready("A")
+    (busy,) = h.ask("A")
+    (b,) = h.ask("B")  # must evict A, which is busy
+    h.advance(2.0)  # B is overdue now
+    h.sched.on_unload(["A"])  # A is stopped under its running request
+    (late_a,) = h.ask("A")  # arrives after B: may not get in its way
+    assert h.fx.swaps == [] and h.sched.queue_position(b) is not None
+    h.stopped()
+    assert h.fx.swaps[0] == ("B", frozenset()), "once A is down, overdue B goes first"
+    h.finish(busy)
+    h.complete("B")
+    assert (b, "B") in h.fx.grants
+    h.settle()
+    assert (late_a, "A") in h.fx.grants

@@ -10,8 +10,8 @@ promises:
 
 - no request is answered twice, or at all once its cancel was handled;
 - in-flight and waiting counts match the world's own count of them;
-- no grant goes to a model that a swap in flight is evicting, or that an
-  unload is stopping;
+- no grant goes to a model that a swap still running is evicting (one an
+  unload dropped included), or that an unload is stopping;
 - the world is told a model is busy exactly while it has grants in flight;
 - an overdue queued request: nothing decided for a younger request is granted
   to, joins or loads a model it must evict, or starts a swap that evicts its
@@ -122,7 +122,8 @@ class World:
         t = self.find(req)
         assert t.cancel_delivered is False, "granted after its cancel was handled"
         assert model == req.model
-        evicting = [s for s, info in self.sched.snapshot()["swaps"].items() if model in info["evict"]]
+        # Every swap still running counts, the ones an unload dropped too: they still stop their evict set.
+        evicting = [target for _, target, evict in self.pending_swaps if model in evict]
         assert not evicting, f"{model} granted while the swap to {evicting} is stopping it"
         assert not any(model in stopping for stopping in self.sched.snapshot()["stopping"]), (
             f"{model} granted while an unload is stopping it")

@@ -293,3 +293,19 @@ def test_an_ask_to_start_while_shutting_down_is_refused_not_left_waiting():
     assert isinstance(outcome(late), ShuttingDown)
     h.clock.advance(5.0)
     assert outcome(shutting) is None and h.process.state is S.SHUTDOWN
+
+
+def test_ttl_counts_again_from_the_restart_after_a_crash():
+    h = Harness(ttl=60.0)
+    h.become_ready()
+    h.clock.advance(50.0)
+    h.child.exit(139)  # crashed 50 s into its TTL
+    wait_until(lambda: h.process.state is S.STOPPED, "the crash to be noticed")
+    asking = h.start()
+    wait_until(lambda: len(h.launcher.children) == 2, "a restart")
+    h.clock.advance(0.01)
+    assert outcome(asking) is None
+    h.clock.advance(59.0)
+    assert h.process.state is S.READY, "the old TTL timer must not unload the new child"
+    h.clock.advance(1.0)
+    wait_until(lambda: h.process.state is S.STOPPED, "the TTL unload, 60 s after the restart")

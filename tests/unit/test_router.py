@@ -136,9 +136,9 @@ def test_a_late_result_of_an_unloaded_swap_does_not_fail_a_newer_swap_of_the_sam
         unloading = gevent.spawn(h.router.unload, ["X"])
         assert isinstance(h.answer(first), Unloaded)
         wait_until(unloading.ready, "the unload of X (never started) to return")
-        second = h.ask("X")  # a new swap of X, while the first is still stopping A
-        wait_until(lambda: h.processes["A"].calls.count("stop") == 2, "the second swap to stop A too")
-        h.processes["A"].finish_stop()  # both swaps go on: the first finds X unloaded and reports so
+        second = h.ask("X")  # X again, while the first swap is still stopping A
+        wait_until(lambda: h.router.queue_position(second) == 1, "X to queue behind the dropped swap")
+        h.processes["A"].finish_stop()  # the first swap finds X unloaded and reports so; then X's turn
         lease = h.answer(second)
         assert not isinstance(lease, RouteError), f"the second request failed: {lease}"
         assert lease.model == "X" and h.processes["X"].state is READY
@@ -164,16 +164,22 @@ def test_an_unload_in_progress_at_shutdown_still_returns(h: Harness):
     assert wait_until(unloading.ready, "the unload to return") and unloading.value == ["A"]
 
 
+class FaultySwapper(GroupSwapper):
+    """Raises for ``broken`` targets: a bug in the swapper, anywhere the scheduler asks it."""
+
+    def __init__(self, models: str, **kwargs) -> None:
+        super().__init__([], list(models), **kwargs)
+        self.broken: set[str] = set()
+
+    def eviction_for(self, target, running):
+        if target in self.broken:
+            raise KeyError(f"a bug in the swapper for {target}")
+        return super().eviction_for(target, running)
+
+
 def test_a_bug_in_the_loop_answers_every_waiter_and_the_next_request_works():
-    class FaultySwapper(GroupSwapper):
-        broken = True
-
-        def eviction_for(self, target, running):
-            if self.broken and target == "B":
-                raise KeyError("a bug in the swapper")
-            return super().eviction_for(target, running)
-
-    swapper = FaultySwapper([], ["A", "B", "C"])
+    swapper = FaultySwapper("ABC")
+    swapper.broken.add("B")
     h = Harness("ABC", swapper=swapper)
     try:
         h.ready("A")
@@ -185,11 +191,45 @@ def test_a_bug_in_the_loop_answers_every_waiter_and_the_next_request_works():
         error = h.answer(faulty)
         assert isinstance(error, InternalError) and "KeyError" in error.message
         assert isinstance(h.answer(queued), InternalError), "a waiter the fault stranded was answered"
-        swapper.broken = False
+        swapper.broken.clear()
         lease.release()
         after = h.answer(h.ask("B"))
         assert not isinstance(after, RouteError) and after.model == "B"
         after.release()
+    finally:
+        h.close()
+
+
+def test_a_bug_while_an_unload_finishes_still_answers_the_unload():
+    swapper = FaultySwapper("AB")
+    h = Harness("AB", swapper=swapper)
+    try:
+        h.ready("A")
+        h.processes["A"].hold_stops = True
+        unloading = gevent.spawn(h.router.unload, ["A"])
+        wait_until(lambda: "stop" in h.processes["A"].calls, "A stopping")
+        queued = h.ask("B")  # B would evict A: it waits for the stop
+        wait_until(lambda: h.router.queue_position(queued) == 1, "B to queue behind the stop")
+        swapper.broken.add("B")  # the re-walk after the stop will raise
+        h.processes["A"].finish_stop()
+        assert wait_until(unloading.ready, "the unload to return") and unloading.value == ["A"]
+        assert isinstance(h.answer(queued), InternalError)
+    finally:
+        h.close()
+
+
+def test_after_faults_the_scheduler_holds_no_phantom_waiters():
+    swapper = FaultySwapper("AB")
+    h = Harness("AB", swapper=swapper, limits={"B": 2})
+    try:
+        swapper.broken.add("B")
+        for _ in range(3):  # more faults than B's concurrency limit
+            assert isinstance(h.answer(h.ask("B")), InternalError)
+        assert h.router.load("B") == 0
+        swapper.broken.clear()
+        lease = h.answer(h.ask("B"))
+        assert not isinstance(lease, RouteError), f"B refused after faults: {lease}"
+        lease.release()
     finally:
         h.close()
 
