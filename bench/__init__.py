@@ -7,5 +7,6 @@ runs one; ``--quick`` runs a shorter smoke-test version. Modules:
 * ``overhead``  - added latency of a small non-streamed completion (1 and 32
   clients, and against a Nagle-afflicted ``--split-writes`` upstream);
 * ``streaming`` - chunks per second of one long SSE stream;
+* ``first_event`` - time to the first SSE event of a stream (and to its headers);
 * ``swap``      - cold-start time to first byte minus the upstream's own start time.
 """

@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 from bench.harness import BenchResult, Check, format_table, machine_info, say, stop_everything
 from bench.churn import run_churn
+from bench.first_event import run_first_event
 from bench.overhead import run_overhead, run_split_writes
 from bench.streaming import run_streaming
 from bench.swap import run_swap
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     "overhead": run_overhead,
     "split-writes": run_split_writes,
     "streaming": run_streaming,
+    "first-event": run_first_event,
     "swap": run_swap,
     "churn": run_churn,
 }
