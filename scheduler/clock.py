@@ -13,6 +13,7 @@ import time
 from typing import Callable, Protocol
 
 import gevent
+from gevent.event import Event
 
 
 class Timer(Protocol):
@@ -32,6 +33,10 @@ class Clock(Protocol):
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback`` in its own greenlet ``delay`` seconds from now."""
+        ...
+
+    def wait(self, event: Event, timeout: float) -> bool:
+        """Block until ``event`` is set or ``timeout`` passes; whether it was set."""
         ...
 
 
@@ -56,3 +61,6 @@ class GeventClock:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return _GreenletTimer(gevent.spawn_later(max(0.0, delay), callback))
+
+    def wait(self, event: Event, timeout: float) -> bool:
+        return event.wait(timeout)

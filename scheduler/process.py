@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 from gevent.queue import Queue
 
 from scheduler.clock import Clock, Timer
 from scheduler.errors import InternalError, RouteError, ShuttingDown, StartFailed
 from scheduler.events import ModelStateChanged, Publish, publish_nothing
-from scheduler.health import HEALTH_FIRST_INTERVAL, HealthProbe, next_health_interval
+from scheduler.health import HEALTH_FIRST_INTERVAL, READY_HINT, HealthProbe, next_health_interval
 from scheduler.launcher import Child, Launcher
 from scheduler.state import ProcessState
 
@@ -109,6 +109,7 @@ class UpstreamProcess:
         self._ready_at: float | None = None
         self._stop_began = 0.0
         self._health: gevent.Greenlet | None = None  # polls checkEndpoint while starting
+        self._poll_now = Event()  # set by an output line that says the upstream is ready
         self._ttl_timer: Timer | None = None
         self._overdue_timer: Timer | None = None  # forces a stop after unloadTimeout
         self._ready_waiters: list[AsyncResult] = []
@@ -344,6 +345,8 @@ class UpstreamProcess:
         for line in child.lines():
             self._last_lines.append(line)
             self._services.on_output(self.model_id, line)
+            if self._health is not None and READY_HINT.search(line):
+                self._poll_now.set()  # the health poller checks at once
 
     def _watch_exit(self, generation: int, child: Child, pump: gevent.Greenlet) -> None:
         returncode = child.wait()
@@ -354,6 +357,8 @@ class UpstreamProcess:
     def _poll_health(self, generation: int, url: str, started_at: float) -> None:
         deadline = started_at + self.spec.health_timeout
         interval = HEALTH_FIRST_INTERVAL
+        poll_now = self._poll_now
+        poll_now.clear()
         check = self._services.probe.open(url)
         try:
             while True:
@@ -366,7 +371,8 @@ class UpstreamProcess:
                     self._mailbox.put(("healthy", generation))
                     return
                 interval = next_health_interval(now - started_at, interval)
-                self._clock.sleep(interval)
+                if self._clock.wait(poll_now, interval):
+                    poll_now.clear()
         finally:
             check.close()
 

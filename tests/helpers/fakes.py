@@ -82,6 +82,13 @@ class FakeClock:
         self.call_later(seconds, woken.set)
         woken.wait()
 
+    def wait(self, event: Event, timeout: float) -> bool:
+        timed_out = Event()
+        timer = self.call_later(timeout, timed_out.set)
+        gevent.wait([event, timed_out], count=1)
+        timer.cancel()
+        return event.is_set()
+
     def pending(self) -> list[float]:
         """Deadlines of the timers not yet fired nor cancelled."""
         return sorted(t.deadline for t in self._timers if not t.cancelled)

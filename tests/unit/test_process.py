@@ -309,3 +309,14 @@ def test_ttl_counts_again_from_the_restart_after_a_crash():
     assert h.process.state is S.READY, "the old TTL timer must not unload the new child"
     h.clock.advance(1.0)
     wait_until(lambda: h.process.state is S.STOPPED, "the TTL unload, 60 s after the restart")
+
+
+def test_an_output_line_saying_the_model_is_loaded_makes_the_health_check_happen_at_once():
+    h = Harness()
+    asking = h.start()
+    h.clock.advance(5.0)  # polled every 20 ms by now
+    checks = len(h.probe.checks)
+    h.probe.healthy.add(CHECK)
+    h.child.print("main: model loaded")  # llama-server's line, a few ms before the next poll
+    wait_until(asking.ready, "the start to finish without the clock moving")
+    assert outcome(asking) is None and len(h.probe.checks) == checks + 1
