@@ -15,6 +15,7 @@ its outcome, on every one of those paths.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
@@ -61,15 +62,18 @@ def upstream_headers(environ: dict) -> dict[str, str]:
     """The client's headers, as they may go upstream."""
     headers = {}
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").title()
-        elif key == "CONTENT_TYPE":
-            name = "Content-Type"
-        else:
-            continue
-        if name.lower() not in NOT_FORWARDED_UP and value:
-            headers[name] = value
+        if value and (key.startswith("HTTP_") or key == "CONTENT_TYPE"):
+            name = _header_name(key)
+            if name is not None:
+                headers[name] = value
     return headers
+
+
+@functools.lru_cache(maxsize=256)
+def _header_name(environ_key: str) -> str | None:
+    """``HTTP_X_API_KEY`` → ``X-Api-Key``; None for a header that is not forwarded upstream."""
+    name = "Content-Type" if environ_key == "CONTENT_TYPE" else environ_key[5:].replace("_", "-").title()
+    return None if name.lower() in NOT_FORWARDED_UP else name
 
 
 def request_timeouts(timeouts: Timeouts | None) -> tuple[float | None, float | None]:

@@ -37,8 +37,10 @@ def stamp_arrival() -> None:
 def open_exchange(server: Server, model: str, path: str, *, peer: str | None = None) -> Exchange:
     """The exchange of the current request to ``model`` (``path`` as it goes upstream)."""
     environ = request.environ
-    return server.observers.open(model, request.method, path, began=environ.get(ARRIVED_KEY), peer=peer,
-                                 remote_addr=request.remote_addr or "", request_bytes=request.content_length)
+    length = environ.get("CONTENT_LENGTH")
+    return server.observers.open(model, environ["REQUEST_METHOD"], path, began=environ.get(ARRIVED_KEY),
+                                 peer=peer, remote_addr=environ.get("REMOTE_ADDR", ""),
+                                 request_bytes=int(length) if length and length.isdigit() else None)
 
 
 def raw_path(environ: dict) -> str:

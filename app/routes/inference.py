@@ -176,26 +176,25 @@ def proxy_request(route: Route) -> Response:
     if resolved.steps:
         log.info("%s %s: %s", request.method, request.path, resolved.describe())
     destination = resolved.destination
+    environ, method = request.environ, request.method
     if isinstance(destination, PeerTarget):
-        outgoing = outgoing_to_peer(destination, incoming, request.environ, request.method,
-                                    raw_path(request.environ))
+        outgoing = outgoing_to_peer(destination, incoming, environ, method, raw_path(environ))
         exchange = open_exchange(server, destination.qualified, outgoing.path, peer=destination.peer_id)
         with refusals_end(exchange):
-            return relay_to_peer(destination, outgoing, exchange, server.peer_traffic, server.transport,
-                                 request.environ)
+            return relay_to_peer(destination, outgoing, exchange, server.peer_traffic, server.transport, environ)
     model_id = destination.model
     model = server.config.models[model_id]
-    path = upstream_path(route, request.environ)
+    path = upstream_path(route, environ)
     exchange = open_exchange(server, model_id, path)
     with refusals_end(exchange):
-        outgoing = Outgoing(request.method, path, incoming.upstream_body(model, destination.name),
-                            upstream_headers(request.environ), model.timeouts)
+        outgoing = Outgoing(method, path, incoming.upstream_body(model, destination.name),
+                            upstream_headers(environ), model.timeouts)
         send = partial(forward, outgoing=outgoing, exchange=exchange, transport=server.transport,
-                       environ=request.environ)
+                       environ=environ)
         if loading.wants_loading_state(route.path, incoming.payload, model, server.config.send_loading_state,
                                        server.router.model_state(model_id)):
-            return loading.serve(server.router, model_id, request.environ, exchange, send)
-        return send(acquire(server.router, model_id, request.environ))
+            return loading.serve(server.router, model_id, environ, exchange, send)
+        return send(acquire(server.router, model_id, environ))
 
 
 def require_comfyui(server: Server) -> None:
