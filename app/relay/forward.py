@@ -29,7 +29,7 @@ from app.observe.exchange import Exchange, Outcome
 from app.relay.batching import batched_chunks
 from app.relay.grants import Grant
 from app.relay.hangup import HangupWatch
-from app.relay.transport import UpstreamTransport, chunk_waiting, lift_read_timeout
+from app.relay.transport import UpstreamTransport, abort, chunk_waiting, lift_read_timeout
 
 log = logging.getLogger("llama-swap.proxy")
 
@@ -164,8 +164,10 @@ class _Relay:
         return more_waiting is not None and more_waiting()
 
     def _hung_up(self) -> None:
+        # Called from the watch's greenlet while this one may be blocked reading
+        # the upstream: cut the connection under the read, it ends at once.
         self._client_gone = True
-        self._upstream.close()
+        abort(self._upstream)
 
     def _chunks(self) -> Iterator[bytes]:
         exchange = self._exchange

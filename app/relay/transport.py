@@ -21,6 +21,8 @@ relay needs beyond requests' public API lives here and nowhere else:
   socket's timeout is lifted.
 - ``chunk_waiting``: whether more of a streamed body has already arrived (a
   non-blocking peek), so chunks that piled up go out in one write.
+- ``abort``: cut a response being read in another greenlet (a client that
+  hung up mid-stream frees its model at once, not at the next token);
 - ``drop_idle``: close the idle keep-alive connections to one upstream, as
   its process is about to be stopped: llama-server takes ~110 ms to exit on
   SIGTERM while one is open, 5 to 9 ms with none.
@@ -172,6 +174,22 @@ class UpstreamTransport:
 
 def _connection_socket(response: requests.Response) -> socket.socket | None:
     return getattr(getattr(response.raw, "_connection", None), "sock", None)
+
+
+def abort(response: requests.Response) -> None:
+    """Cut a streamed response's connection, from another greenlet than the one reading it.
+
+    A read blocked on it ends at once (end of file, so iterating the body
+    raises). Closing the response itself from another greenlet would close
+    its buffered reader in the middle of that read ("reentrant call"); the
+    socket's shutdown is what wakes the reader.
+    """
+    sock = _connection_socket(response)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def lift_read_timeout(response: requests.Response) -> None:

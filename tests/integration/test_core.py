@@ -274,6 +274,21 @@ def test_client_hanging_up_mid_stream_frees_its_model_at_once(llama_swap, tmp_pa
                for line in lines), server.log()
 
 
+def test_client_hanging_up_while_the_model_thinks_frees_it_at_once(llama_swap, tmp_path):
+    # A thinks 5 s before its first token; the client sees the headers, then
+    # hangs up. A must be freed now (B evicts it), not when its token comes.
+    server = llama_swap(models_config(tmp_path, {"A": "--tokens 3 --prompt-delay 5", "B": "--tokens 2"}))
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("B"), timeout=15).status_code == 200
+    r = requests.post(server.url("/v1/chat/completions"), json=chat("A", stream=True), stream=True, timeout=30)
+    assert r.status_code == 200  # the headers, while A thinks
+    r.close()
+    began = time.monotonic()
+    r = requests.post(server.url("/v1/chat/completions"), json=chat("B"), timeout=30)
+    assert r.status_code == 200
+    assert time.monotonic() - began < 2.5, "A stayed busy until its next token"
+    assert "reentrant call" not in server.log() and "Traceback" not in server.log(), server.log()
+
+
 def test_sigkill_of_the_server_leaves_no_upstream_behind(llama_swap, tmp_path):
     server = llama_swap(models_config(tmp_path, {"A": "--ignore-sigterm", "B": ""},
                                       extra="routing:\n  router:\n    settings:\n      groups:\n"
