@@ -198,7 +198,10 @@ def test_spillover_starts_the_next_target_once_the_first_is_full(fresh: LlamaSwa
         "messages": [{"role": "user", "content": "long"}]})
     try:
         assert held.status_code == 200
-        first = next(line for line in held.iter_lines() if line.startswith(b"data: "))
+        # Keep the line iterator: dropping it closes the connection, a hang-up
+        # the proxy notices (and frees s1 for).
+        lines = held.iter_lines()
+        first = next(line for line in lines if line.startswith(b"data: "))
         assert b'"model":"s1"' in first.replace(b" ", b"")
         assert served_by(fresh, "spill")[0] == "s2", "s1 holds its one reserved request"
     finally:

@@ -116,9 +116,10 @@ models:
     assert post(server, "A", max_tokens=1).status_code == 200
     streams = [requests.post(server.url("/v1/chat/completions"), json=chat("A", stream=True),
                              stream=True, timeout=30) for _ in range(2)]
+    readers = [stream.iter_content(None) for stream in streams]  # kept: dropping one hangs up
     try:
-        for stream in streams:
-            next(stream.iter_content(None))  # both in flight
+        for reader in readers:
+            next(reader)  # both in flight
         r = post(server, "A")
         assert r.status_code == 429
         assert r.headers["Retry-After"] == "1"
