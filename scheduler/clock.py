@@ -1,7 +1,7 @@
-"""Time, as the owners see it: the one place the core reads the clock, sleeps or sets a timer.
+"""Time, as the owners see it: the one place the core reads the clock, waits or sets a timer.
 
 The router and the process owners take a ``Clock`` instead of calling
-``time.monotonic`` and ``gevent.sleep`` themselves, so their tests drive time
+``time.monotonic`` and gevent's timers themselves, so their tests drive time
 by hand (``tests/helpers/fakes.FakeClock``): a TTL, a health-poll backoff, an
 unload timeout or a ``maxWait`` hold happens when the test advances the
 clock, never after a real sleep.
@@ -25,10 +25,6 @@ class Timer(Protocol):
 class Clock(Protocol):
     def now(self) -> float:
         """Seconds on a monotonic scale."""
-        ...
-
-    def sleep(self, seconds: float) -> None:
-        """Block the calling greenlet for ``seconds``."""
         ...
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
@@ -55,9 +51,6 @@ class GeventClock:
 
     def now(self) -> float:
         return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        gevent.sleep(seconds)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return _GreenletTimer(gevent.spawn_later(max(0.0, delay), callback))

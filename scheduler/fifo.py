@@ -332,8 +332,7 @@ class FifoScheduler:
                 target: {"evict": sorted(swap.evict), "waiters": len(swap.waiters)}
                 for target, swap in self._active.items()
             },
-            "stopping": sorted(sorted(models) for models in [*self._stopping.values(), *self._dropped.values()]
-                               if models),
+            "stopping": sorted(sorted(models) for models in self._stops_in_progress() if models),
             "in_flight": dict(self._in_flight),
             "waiting": dict(self._waiting),
         }
@@ -386,9 +385,13 @@ class FifoScheduler:
         targets = (t for t in self._active if t != exclude)
         return frozenset(self._effects.running_models()).union(targets)
 
+    def _stops_in_progress(self) -> list[frozenset[str]]:
+        """What unloads are stopping, and what swaps an unload dropped are still evicting."""
+        return [*self._stopping.values(), *self._dropped.values()]
+
     def _being_evicted(self, model: str) -> bool:
         return any(model in swap.evict for swap in self._active.values()) or \
-            any(model in stopping for stopping in [*self._stopping.values(), *self._dropped.values()])
+            any(model in stopping for stopping in self._stops_in_progress())
 
     def _collides(self, model: str, evict: frozenset[str]) -> bool:
         """Whether a swap to ``model`` evicting ``evict`` would fight an active swap or an unload's stop."""
@@ -397,8 +400,7 @@ class FifoScheduler:
                 continue
             if target in evict or model in swap.evict or evict & swap.evict:
                 return True
-        off_limits = [*self._stopping.values(), *self._dropped.values()]
-        return any(model in stopping or evict & stopping for stopping in off_limits)
+        return any(model in stopping or evict & stopping for stopping in self._stops_in_progress())
 
     def _any_busy(self, evict: frozenset[str]) -> bool:
         # Stopping a model mid-request would cut its callers off; wait for it to drain.

@@ -167,8 +167,9 @@ class UpstreamProcess:
 
     def _ask(self, verb: str) -> None:
         if self._done:
-            if verb == "ensure_ready":
-                raise ShuttingDown(f"model {self.model_id} is shut down")
+            refusal = self._answer_when_done(verb)
+            if refusal is not None:
+                raise refusal
             return  # stopped for good already
         reply = AsyncResult()
         self._mailbox.put((verb, reply))
@@ -197,10 +198,15 @@ class UpstreamProcess:
             message = self._mailbox.get()
             for reply in message[1:]:
                 if isinstance(reply, AsyncResult) and not reply.ready():
-                    if message[0] == "ensure_ready":
-                        reply.set_exception(ShuttingDown(f"model {self.model_id} is shut down"))
-                    else:
+                    refusal = self._answer_when_done(message[0])
+                    if refusal is None:
                         reply.set(None)
+                    else:
+                        reply.set_exception(refusal)
+
+    def _answer_when_done(self, verb: str) -> RouteError | None:
+        """Once shut down: a start is refused; a stop or shutdown is already done."""
+        return ShuttingDown(f"model {self.model_id} is shut down") if verb == "ensure_ready" else None
 
     def _answer_everyone(self, message: tuple, error: RouteError) -> None:
         replies = [m for m in message[1:] if isinstance(m, AsyncResult)]

@@ -1,9 +1,8 @@
 """The router: one greenlet, one mailbox, all scheduling state.
 
-HTTP views talk to the router only through ``submit``/``cancel`` (a ticket
+HTTP views act on the router only through ``submit``/``cancel`` (a ticket
 they wait on), ``Lease.release`` (posts serve_done), ``unload`` and
-``shutdown``; ``model_state``, ``load``, ``queue_position`` and
-``processes`` are snapshots for reports and choices, never gates. Each of those posts an event to the mailbox; the loop hands it
+``shutdown``. Each of those posts an event to the mailbox; the loop hands it
 to the pure FIFO scheduler, which decides and acts back through the
 ``Effects`` methods implemented here. The loop never waits on anything slow:
 a swap and an unload's stop each run in their own greenlet and come back as
@@ -12,6 +11,8 @@ them, so requests for other models keep flowing while a model that ignores
 SIGTERM takes its ``unloadTimeout`` to die. The scheduler cannot sleep: when
 it needs to look again at a moment of its choosing (a queued request reaching
 ``maxWait``), it asks for a wake-up and the clock posts a ``tick`` then.
+``model_state``, ``load``, ``queue_position`` and ``processes`` are
+snapshots for reports and choices, never gates.
 
 Invariants kept here (the scheduler keeps the rest):
 - a ticket is granted, failed or cancelled exactly once (``Ticket`` decides
@@ -105,10 +106,6 @@ class Ticket(Request):
         self._status = _CANCELLED
         self._reply.set_exception(ClientGone(f"client went away while waiting for model {self.model}"))
         return True
-
-    @property
-    def answered(self) -> bool:
-        return self._status != _WAITING
 
     def wait(self, timeout: float | None = None) -> "Lease | None":
         """The lease (raises the RouteError); None if ``timeout`` passed first."""

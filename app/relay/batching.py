@@ -19,7 +19,7 @@ chunks pass through one by one.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import requests
 
@@ -28,13 +28,18 @@ from app.relay.transport import chunk_waiting
 MAX_BATCH = 64 * 1024  # bytes: keeps a burst from being held back too long
 
 
-def batched_chunks(response: requests.Response) -> Iterator[bytes]:
-    """The body of a streamed response, each item all the chunks that had arrived by then."""
+def batched_chunks(response: requests.Response,
+                   more_waiting: Callable[[], bool] | None = None) -> Iterator[bytes]:
+    """The body of a streamed response, each item all the chunks that had arrived by then.
+
+    ``more_waiting``: the response's ``transport.chunk_waiting`` check, when
+    the caller has it already.
+    """
     chunks = response.iter_content(None)
     for first in chunks:
         yield first
         break
-    more_waiting = chunk_waiting(response)
+    more_waiting = more_waiting or chunk_waiting(response)
     if more_waiting is None:
         yield from chunks
         return

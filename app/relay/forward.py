@@ -159,10 +159,6 @@ class _Relay:
         self._body.close()  # runs its finally, if it started
         self._finish()
 
-    def _first_chunk_here(self) -> bool:
-        more_waiting = chunk_waiting(self._upstream)
-        return more_waiting is not None and more_waiting()
-
     def _hung_up(self) -> None:
         # Called from the watch's greenlet while this one may be blocked reading
         # the upstream: cut the connection under the read, it ends at once.
@@ -171,12 +167,13 @@ class _Relay:
 
     def _chunks(self) -> Iterator[bytes]:
         exchange = self._exchange
+        more_waiting = chunk_waiting(self._upstream)
         try:
-            if self._streamed and not self._first_chunk_here():
+            if self._streamed and not (more_waiting is not None and more_waiting()):
                 # The model is still thinking: the headers go out now (gunicorn
                 # sends them on the first write), not with the first event.
                 yield b""
-            for chunk in batched_chunks(self._upstream):
+            for chunk in batched_chunks(self._upstream, more_waiting):
                 exchange.sent(chunk)
                 yield chunk
             self._complete = True

@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Protocol
 
 from app.errors import NotLoaded
 from app.relay.hangup import HangupWatch
+from scheduler.errors import RouteError
 from scheduler.router import Lease, Router, Ticket
 from scheduler.state import ProcessState
 
@@ -95,7 +96,7 @@ class GrantWait:
         self._router.cancel(self.ticket)  # a no-op once answered
         try:
             lease = self.ticket.wait(0)
-        except Exception:  # refused: nothing is held
+        except RouteError:  # refused: nothing is held
             return
         if lease is not None:
             lease.release()

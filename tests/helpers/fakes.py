@@ -77,11 +77,6 @@ class FakeClock:
         self._timers.append(timer)
         return timer
 
-    def sleep(self, seconds: float) -> None:
-        woken = Event()
-        self.call_later(seconds, woken.set)
-        woken.wait()
-
     def wait(self, event: Event, timeout: float) -> bool:
         timed_out = Event()
         timer = self.call_later(timeout, timed_out.set)
@@ -262,13 +257,6 @@ class FakeProcess:
 
     def set_busy(self, busy: bool) -> None:
         self.busy = busy
-
-    # the router of earlier commits counted in-flight requests here
-    def request_started(self) -> None:
-        self.busy = True
-
-    def request_finished(self) -> None:
-        self.busy = False
 
     def finish_start(self) -> None:
         self._start_gate.set()

@@ -10,8 +10,6 @@ has handled, for the tests that must show something did *not* happen.
 
 from __future__ import annotations
 
-import inspect
-
 import gevent
 import pytest
 
@@ -32,10 +30,8 @@ class Harness:
         self.events: list[object] = []
         self.handled: list[str] = []
         self.swapper = swapper or GroupSwapper(list(groups), list(models))
-        options = dict(clock=self.clock, publish=self.events.append, on_processed=self.handled.append, **kwargs)
-        accepted = inspect.signature(Router).parameters
-        self.router = Router(self.processes, self.swapper,
-                             **{k: v for k, v in options.items() if k in accepted})
+        self.router = Router(self.processes, self.swapper, clock=self.clock, publish=self.events.append,
+                             on_processed=self.handled.append, **kwargs)
 
     def ready(self, *models: str) -> None:
         for m in models:
