@@ -8,8 +8,19 @@ the end with its outcome. Each step is told to the registered observers as
 it happens: ``on_start``, ``on_response``, ``on_chunk``, ``on_end``.
 
 An exchange ends exactly once (``end`` is idempotent, the first word
-stands): complete, the client gone, the upstream failing mid-way, or
-refused before it reached an upstream (with the status of that refusal).
+stands): complete, the client gone, the upstream failing mid-way, refused
+before it reached an upstream (with the status of that refusal), or
+cancelled by an operator (``cancel``, e.g. ``POST /api/inflight/<id>/cancel``).
+
+``cancel`` asks whoever holds the exchange now to end it: the relay
+registers what cancelling means at each stage (``set_canceller``: leave the
+router's queue while waiting for a grant, cut the upstream connection while
+relaying); a cancel asked between two stages is remembered
+(``cancel_requested``) and acted on by the next one.
+
+The exchange keeps the request's WSGI ``environ`` (its headers, for
+observers that want them) and, when the proxy buffered it, the request body
+as sent upstream (``request_body``): references, never copies.
 
 Chunks cost nothing when no observer wants them: only observers that set
 ``wants_chunks`` are called per chunk, and they get the very bytes object
@@ -25,7 +36,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 log = logging.getLogger("llama-swap.observe")
 
@@ -35,6 +46,7 @@ class Outcome(str, enum.Enum):
     CLIENT_GONE = "client_gone"  # the client hung up (or a write to it failed) first
     UPSTREAM_ERROR = "upstream_error"  # the upstream broke off, or could not be reached
     REFUSED = "refused"  # answered by the proxy itself: unknown model, limit, failed start, ...
+    CANCELLED = "cancelled"  # an operator cancelled it (queued: left the queue; relaying: upstream cut)
 
     def __str__(self) -> str:
         return self.value
@@ -76,6 +88,11 @@ class Exchange:
     total: float | None = None
     outcome: Outcome | None = None
     error: str | None = None
+    environ: Mapping[str, object] | None = field(default=None, repr=False)  # the request's, for its headers
+    request_body: bytes | None = field(default=None, repr=False)  # as sent upstream, when it was buffered
+    metadata: dict[str, str] = field(default_factory=dict)  # e.g. ``selector``, ``fifo_priority``
+    cancel_requested: bool = False
+    _canceller: Callable[[], None] | None = field(default=None, repr=False)
     _observers: Sequence[ExchangeObserver] = field(default=(), repr=False)
     _chunk_observers: Sequence[ExchangeObserver] = field(default=(), repr=False)
 
@@ -90,6 +107,16 @@ class Exchange:
         self.status, self.response_headers = status, headers
         self._tell("on_response")
 
+    def request_headers(self) -> list[tuple[str, str]]:
+        """The client's request headers (``Name-Like-This``, as sent), read from the environ."""
+        environ = self.environ or {}
+        headers = [(key[5:].replace("_", "-").title(), str(value)) for key, value in environ.items()
+                   if key.startswith("HTTP_")]
+        for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+            if environ.get(key):
+                headers.append((name, str(environ[key])))
+        return headers
+
     def sent(self, chunk: bytes) -> None:
         """``chunk`` is on its way to the client."""
         if self.first_byte is None and chunk:
@@ -101,10 +128,28 @@ class Exchange:
             except Exception:
                 log.exception("exchange observer %s failed on a chunk", type(observer).__name__)
 
+    def set_canceller(self, canceller: Callable[[], None] | None) -> None:
+        """What ``cancel`` does from now on (None: nothing can be done at this stage)."""
+        self._canceller = canceller
+        if canceller is not None and self.cancel_requested and self.outcome is None:
+            canceller()
+
+    def cancel(self) -> bool:
+        """End this exchange early on an operator's word; False when it is already over."""
+        if self.outcome is not None:
+            return False
+        self.cancel_requested = True
+        if self._canceller is not None:
+            self._canceller()
+        return True
+
     def end(self, outcome: Outcome, *, status: int | None = None, error: str | None = None) -> None:
         """The exchange is over; only the first call counts."""
         if self.outcome is not None:
             return
+        if self.cancel_requested and outcome is not Outcome.COMPLETE:
+            outcome, error = Outcome.CANCELLED, "cancelled"
+        self._canceller = None
         self.outcome = outcome
         if status is not None:
             self.status = status
@@ -143,12 +188,14 @@ class Observers:
         self._chunks = tuple(o for o in self._chunks if o is not observer)
 
     def open(self, model: str, method: str, path: str, *, began: float | None = None, peer: str | None = None,
-             remote_addr: str = "", request_bytes: int | None = None) -> Exchange:
+             remote_addr: str = "", request_bytes: int | None = None, environ: Mapping[str, object] | None = None,
+             request_body: bytes | None = None, metadata: dict[str, str] | None = None) -> Exchange:
         """A new exchange, told to every observer (``on_start``) before it is returned."""
         now = time.monotonic()
         began = now if began is None else began
         exchange = Exchange(next(self._ids), model, method, path, began, time.time() - (now - began),
                             peer=peer, remote_addr=remote_addr, request_bytes=request_bytes,
+                            environ=environ, request_body=request_body, metadata=metadata or {},
                             _observers=self._all, _chunk_observers=self._chunks)
         exchange._tell("on_start")
         return exchange

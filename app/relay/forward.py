@@ -94,6 +94,7 @@ def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: Ups
             environ: dict) -> Response:
     """Proxy to the granted upstream; the returned response owns the grant and ends the exchange."""
     exchange.granted(grant.queued, grant.loading)
+    exchange.set_canceller(None)  # a cancel while the request goes out is acted on by the relay below
     connect, header = request_timeouts(outgoing.timeouts)
     try:
         upstream = transport.send(outgoing.method, grant.proxy_url, outgoing.path, outgoing.headers,
@@ -151,6 +152,7 @@ class _Relay:
         # chunk; from WATCH_AFTER on, so that a short stream costs no watch.
         self._watch = HangupWatch(environ, self._hung_up, after=WATCH_AFTER) if streamed else None
         self._body = self._chunks()
+        exchange.set_canceller(self._cancelled)  # runs at once if a cancel came meanwhile
 
     def __iter__(self) -> Iterator[bytes]:
         return self._body
@@ -163,6 +165,11 @@ class _Relay:
         # Called from the watch's greenlet while this one may be blocked reading
         # the upstream: cut the connection under the read, it ends at once.
         self._client_gone = True
+        abort(self._upstream)
+
+    def _cancelled(self) -> None:
+        # An operator's cancel: the upstream connection is cut like on a hang-up;
+        # the client's answer ends where it stands.
         abort(self._upstream)
 
     def _chunks(self) -> Iterator[bytes]:

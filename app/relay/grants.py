@@ -26,6 +26,7 @@ from collections import Counter
 from typing import Callable, Iterator, Protocol
 
 from app.errors import NotLoaded
+from app.observe.exchange import Exchange
 from app.relay.hangup import HangupWatch
 from scheduler.errors import RouteError
 from scheduler.router import Lease, Router, Ticket
@@ -56,12 +57,14 @@ class Grant(Protocol):
 class GrantWait:
     """One request waiting for the router's grant for ``model``."""
 
-    def __init__(self, router: Router, model: str, environ: dict):
+    def __init__(self, router: Router, model: str, environ: dict, exchange: Exchange | None = None):
         self._router = router
         self._environ = environ
         self.model = model
         self.ticket: Ticket = router.submit(model)
         self.lease: Lease | None = None
+        if exchange is not None:  # an operator's cancel takes the request out of the queue
+            exchange.set_canceller(lambda: router.cancel(self.ticket))
 
     def at_once(self) -> Lease | None:
         """The lease if it comes within ``IMMEDIATE_GRANT``; raises the refusal if one comes first."""
@@ -102,9 +105,9 @@ class GrantWait:
             lease.release()
 
 
-def acquire(router: Router, model: str, environ: dict) -> Lease:
-    """Wait for ``model``'s grant; a client that hangs up meanwhile leaves the queue (``ClientGone``)."""
-    wait = GrantWait(router, model, environ)
+def acquire(router: Router, model: str, environ: dict, exchange: Exchange | None = None) -> Lease:
+    """Wait for ``model``'s grant; a client that hangs up (or a cancel of ``exchange``) leaves the queue (``ClientGone``)."""
+    wait = GrantWait(router, model, environ, exchange)
     lease = wait.at_once()
     if lease is not None:
         return lease

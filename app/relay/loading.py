@@ -273,7 +273,7 @@ def serve(router: Router, model: str, environ: dict, exchange: Exchange, send: S
     is given as it would be without loading state, so an error keeps its
     HTTP status.
     """
-    wait = GrantWait(router, model, environ)
+    wait = GrantWait(router, model, environ, exchange)
     lease = wait.at_once()  # raises a quick refusal as the plain error it is
     if lease is not None:
         return send(lease)

@@ -40,7 +40,8 @@ def open_exchange(server: Server, model: str, path: str, *, peer: str | None = N
     length = environ.get("CONTENT_LENGTH")
     return server.observers.open(model, environ["REQUEST_METHOD"], path, began=environ.get(ARRIVED_KEY),
                                  peer=peer, remote_addr=environ.get("REMOTE_ADDR", ""),
-                                 request_bytes=int(length) if length and length.isdigit() else None)
+                                 request_bytes=int(length) if length and length.isdigit() else None,
+                                 environ=environ)
 
 
 def raw_path(environ: dict) -> str:

@@ -189,12 +189,14 @@ def proxy_request(route: Route) -> Response:
     with refusals_end(exchange):
         outgoing = Outgoing(method, path, incoming.upstream_body(model, destination.name),
                             upstream_headers(environ), model.timeouts)
+        if isinstance(outgoing.body, bytes):
+            exchange.request_body = outgoing.body
         send = partial(forward, outgoing=outgoing, exchange=exchange, transport=server.transport,
                        environ=environ)
         if loading.wants_loading_state(route.path, incoming.payload, model, server.config.send_loading_state,
                                        server.router.model_state(model_id)):
             return loading.serve(server.router, model_id, environ, exchange, send)
-        return send(acquire(server.router, model_id, environ))
+        return send(acquire(server.router, model_id, environ, exchange))
 
 
 def require_comfyui(server: Server) -> None:

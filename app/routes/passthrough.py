@@ -32,6 +32,7 @@ from urllib.parse import unquote
 from flask import Blueprint, Response, redirect, request
 
 from app.config import Config
+from app.observe.exchange import Exchange
 from app.relay.body import request_body
 from app.relay.forward import Outgoing, forward, upstream_headers
 from app.relay.grants import Grant, acquire, ready_without_lease
@@ -108,13 +109,13 @@ def is_ignored_path(config: Config, target: Target) -> bool:
 # --------------------------------------------------------------------------- grants
 
 
-def grant_for(server: Server, target: Target, *, websocket: bool) -> Grant:
+def grant_for(server: Server, target: Target, *, websocket: bool, exchange: Exchange | None = None) -> Grant:
     """A lease from the router (loads the model, counts in flight), unless the request opted out."""
     if is_ignored_path(server.config, target):
         return ready_without_lease(server.router, target.model, "path matches upstream.ignorePaths")
     if websocket and server.config.models[target.model].ignore_websockets:
         return ready_without_lease(server.router, target.model, "ignored websocket requests cannot start it")
-    return acquire(server.router, target.model, request.environ)
+    return acquire(server.router, target.model, request.environ, exchange)
 
 
 # --------------------------------------------------------------------------- the views
@@ -142,8 +143,8 @@ def pass_through(*, websocket: bool) -> Response:
             return relay_websocket(grant, target.upstream_path, request.environ, exchange)
         outgoing = Outgoing(request.method, target.upstream_path, request_body(request),
                             upstream_headers(request.environ), server.config.models[target.model].timeouts)
-        return forward(grant_for(server, target, websocket=False), outgoing, exchange, server.transport,
-                       request.environ)
+        return forward(grant_for(server, target, websocket=False, exchange=exchange), outgoing, exchange,
+                       server.transport, request.environ)
 
 
 def comfyui_websocket(rest: str = "") -> Response:

@@ -5,9 +5,10 @@ whole on a reload; views reach the current one through ``current()`` and
 nothing else holds it. ``close()`` is its one teardown path: stop every
 upstream (graceful, then forced), then drop the connection pools.
 
-``Observatory`` is what outlives a reload: the event bus and the exchange
-observers, built once per app, so a subscriber or an observer keeps seeing
-events across config changes.
+``Observatory`` is what outlives a reload: the event bus, the exchange
+observers and the watchers built on them (log monitors, activity, captures,
+in-flight, metrics, the performance sampler), built once per app, so a
+subscriber or an observer keeps seeing events across config changes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Observatory:
 
     bus: EventBus = field(default_factory=EventBus)
     observers: Observers = field(default_factory=Observers)
+    # Prometheus collectors beyond the per-model metrics (``/metrics`` registers each one).
+    collectors: list[object] = field(default_factory=list)
 
 
 @dataclass

@@ -134,3 +134,38 @@ def test_the_access_line_says_model_request_answer_time_and_where_the_time_went(
     refused.refuse(502, "upstream command exited prematurely with code 1")
     assert access_line(refused).startswith("B: POST /v1/chat/completions 502, 0 bytes in ")
     assert access_line(refused).endswith(": upstream command exited prematurely with code 1")
+
+
+def test_a_cancel_runs_the_stage_canceller_and_ends_the_exchange_as_cancelled():
+    exchange = Observers().open("m", "POST", "/v1/chat/completions")
+    calls = []
+    exchange.set_canceller(lambda: calls.append("leave queue"))
+    assert exchange.cancel() is True
+    assert calls == ["leave queue"]
+    exchange.end(Outcome.CLIENT_GONE, status=499)  # what the waiter's error turns into
+    assert exchange.outcome is Outcome.CANCELLED
+    assert exchange.cancel() is False  # over: nothing left to cancel
+
+
+def test_a_cancel_between_stages_is_acted_on_by_the_next_stage():
+    exchange = Observers().open("m", "POST", "/v1/chat/completions")
+    exchange.set_canceller(None)  # the request is on its way upstream: nothing to cut yet
+    assert exchange.cancel() is True
+    cut = []
+    exchange.set_canceller(lambda: cut.append("upstream cut"))
+    assert cut == ["upstream cut"]
+
+
+def test_a_complete_answer_stays_complete_even_if_a_cancel_came_too_late():
+    exchange = Observers().open("m", "POST", "/v1/chat/completions")
+    exchange.cancel()
+    exchange.end(Outcome.COMPLETE, status=200)
+    assert exchange.outcome is Outcome.COMPLETE
+
+
+def test_request_headers_are_read_from_the_environ():
+    environ = {"HTTP_AUTHORIZATION": "Bearer k", "HTTP_X_SESSION_ID": "s1", "CONTENT_TYPE": "application/json",
+               "CONTENT_LENGTH": "12", "REQUEST_METHOD": "POST"}
+    exchange = Observers().open("m", "POST", "/v1/chat/completions", environ=environ)
+    assert dict(exchange.request_headers()) == {"Authorization": "Bearer k", "X-Session-Id": "s1",
+                                                "Content-Type": "application/json", "Content-Length": "12"}
