@@ -18,7 +18,7 @@ import signal
 bind = os.environ.get("LLAMA_SWAP_BIND", "0.0.0.0:8080")
 worker_class = "gevent"
 workers = 1
-worker_connections = 1000
+worker_connections = 10000  # /api/events subscribers hold one each, for hours
 timeout = 120  # heartbeat of a stuck worker, not a request timeout (gevent requests can stream for hours)
 graceful_timeout = 10
 keepalive = 2  # idle client connections hold up a graceful exit this long

@@ -95,16 +95,16 @@ class Ticket(Request):
             self._status = _FAILED
             self._reply.set_exception(error)
 
-    def withdraw(self) -> bool:
+    def withdraw(self, why: str | None = None) -> bool:
         """The caller leaves; True when it left before any answer.
 
-        The waiting view is woken with ClientGone so its greenlet (and the
-        client's socket) are freed now, not at shutdown.
+        The waiting view is woken with ClientGone (saying ``why``) so its
+        greenlet (and the client's socket) are freed now, not at shutdown.
         """
         if self._status != _WAITING:
             return False
         self._status = _CANCELLED
-        self._reply.set_exception(ClientGone(f"client went away while waiting for model {self.model}"))
+        self._reply.set_exception(ClientGone(why or f"client went away while waiting for model {self.model}"))
         return True
 
     def wait(self, timeout: float | None = None) -> "Lease | None":
@@ -183,9 +183,9 @@ class Router:
             self._post(("request", ticket))
         return ticket
 
-    def cancel(self, ticket: Ticket) -> None:
-        """The caller hung up; it leaves the queue (a grant already taken stays taken)."""
-        if ticket.withdraw() and not self._closed:
+    def cancel(self, ticket: Ticket, why: str | None = None) -> None:
+        """The caller hung up (or was cancelled: ``why``); it leaves the queue (a grant already taken stays taken)."""
+        if ticket.withdraw(why) and not self._closed:
             self._post(("cancel", ticket))
 
     def unload(self, models: Iterable[str] | None = None) -> list[str]:

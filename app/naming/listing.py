@@ -29,7 +29,7 @@ same clients' vocabulary (the Go source for those was not available to us).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 from app.config import Config, thaw
 from app.config.model import ModelConfig, ProfileConfig, SelectorConfig
@@ -147,3 +147,29 @@ def capability_fields(caps: Mapping[str, Any]) -> dict[str, Any]:
     if caps.get("context"):
         fields["context_length"] = caps["context"]
     return fields
+
+
+def status_records(config: Config, state_of: Callable[[str], str]) -> list[dict[str, Any]]:
+    """llama-swap's ``ApiModel`` list (``/api/events`` ``modelStatus``): local models by id, then peers'.
+
+    ``state_of(model)`` is the model's process state (``stopped`` when it has
+    no live process); peer models have no state here ("").
+    """
+    records = []
+    for model_id in sorted(config.models):
+        model = config.models[model_id]
+        record: dict[str, Any] = {"id": model_id, "name": model.name, "description": model.description,
+                                  "state": state_of(model_id), "unlisted": model.unlisted, "peerID": ""}
+        if model.aliases:
+            record["aliases"] = list(model.aliases)
+        if model.capabilities:
+            fields = capability_fields(model.capabilities)
+            if "capabilities" in fields:
+                record["capabilities"] = fields["capabilities"]
+            if "context_length" in fields:
+                record["context_length"] = fields["context_length"]
+        records.append(record)
+    for peer in config.peers.values():
+        records.extend({"id": f"{peer.id}/{model}", "name": "", "description": "", "state": "",
+                        "unlisted": False, "peerID": peer.id} for model in peer.models)
+    return records

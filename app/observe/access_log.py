@@ -30,7 +30,7 @@ def access_line(exchange: Exchange) -> str:
         waits.append(f"loading {exchange.loading:.3f}s")
     if waits:
         line += f" ({', '.join(waits)})"
-    if exchange.outcome in (Outcome.CLIENT_GONE, Outcome.UPSTREAM_ERROR):
+    if exchange.outcome in (Outcome.CLIENT_GONE, Outcome.UPSTREAM_ERROR, Outcome.CANCELLED):
         line += f"; {exchange.outcome.value.replace('_', ' ')}"
     if exchange.outcome is Outcome.REFUSED and exchange.error:
         line += f": {exchange.error}"

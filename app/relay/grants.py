@@ -64,7 +64,8 @@ class GrantWait:
         self.ticket: Ticket = router.submit(model)
         self.lease: Lease | None = None
         if exchange is not None:  # an operator's cancel takes the request out of the queue
-            exchange.set_canceller(lambda: router.cancel(self.ticket))
+            exchange.set_canceller(lambda: router.cancel(
+                self.ticket, f"request cancelled while waiting for model {model}"))
 
     def at_once(self) -> Lease | None:
         """The lease if it comes within ``IMMEDIATE_GRANT``; raises the refusal if one comes first."""

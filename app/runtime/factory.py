@@ -22,7 +22,7 @@ from app.observe.access_log import AccessLog
 from app.routes import register_routes
 from app.runtime.build import build_server
 from app.runtime.reload import watch_config
-from app.runtime.server import EXTENSION, Observatory
+from app.runtime.server import EXTENSION, Observatory, model_status
 
 log = logging.getLogger("llama-swap")
 
@@ -39,6 +39,7 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     observatory = Observatory()
     observatory.observers.add(AccessLog())
     app.extensions[EXTENSION] = build_server(config, observatory)
+    observatory.feed.model_status = lambda: model_status(app.extensions[EXTENSION])
     app.json.sort_keys = False
     register_error_handlers(app)
     register_routes(app)

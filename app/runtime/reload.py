@@ -16,6 +16,7 @@ from typing import Callable
 import gevent
 from flask import Flask
 
+from app.observe.events import ConfigReloaded
 from app.config import Config, ConfigError, load_config
 from app.runtime.server import EXTENSION, Server
 
@@ -49,7 +50,8 @@ def watch_config(app: Flask, path: str, build: Callable[[Config], Server],
                 continue
             log.info("config %s changed: stopping all models and reloading", path)
             app.extensions[EXTENSION].close()
-            app.extensions[EXTENSION] = build(config)
+            server = app.extensions[EXTENSION] = build(config)
+            server.observatory.bus.publish(ConfigReloaded(tuple(config.models)))
             log.info("config reloaded: %d models", len(config.models))
 
     return gevent.spawn(loop)

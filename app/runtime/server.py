@@ -16,12 +16,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 
 from app.config import Config, ProfileConfig
 from app.observe.bus import EventBus
+from app.observe.events import ProfileChanged
 from app.observe.exchange import Observers
+from app.observe.feed import EventFeed
+from app.observe.inflight import InflightTracker
+from app.naming.listing import status_records
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -39,6 +44,17 @@ class Observatory:
     observers: Observers = field(default_factory=Observers)
     # Prometheus collectors beyond the per-model metrics (``/metrics`` registers each one).
     collectors: list[object] = field(default_factory=list)
+    inflight: InflightTracker = field(init=False)
+    feed: EventFeed = field(init=False)  # /api/events; its model list is set by the factory
+
+    def __post_init__(self) -> None:
+        self.inflight = InflightTracker(self.bus.publish)
+        self.observers.add(self.inflight)
+        self.feed = EventFeed(self.bus)
+
+    def close(self) -> None:
+        self.feed.close()
+        self.inflight.close()
 
 
 @dataclass
@@ -72,9 +88,19 @@ class Server:
         profile = None if name is None else self.config.profiles[name]
         previous = self.active_profile
         self.active_profile = profile
+        self.observatory.bus.publish(ProfileChanged(name))
         log.info("profile: %s active (was %s)", name or "no profile",
                  previous.name if previous else "none")
         return profile
+
+
+def model_status(server: Server) -> list[dict[str, Any]]:
+    """llama-swap's ``ApiModel`` list for ``/api/events``: each model with its process's state now."""
+    def state_of(model: str) -> str:
+        state = server.router.model_state(model)
+        return state.value if state is not None else "stopped"
+
+    return status_records(server.config, state_of)
 
 
 def current() -> Server:

@@ -12,6 +12,7 @@ import simple_websocket
 
 from tests.helpers.server import fake_cmd, wait_for
 from tests.helpers.upstream import free_port_block
+from tests.helpers.ws_client import Client
 
 RAW_QUERY_PATH = "/v1/echo?x=a%2Fb&y=%20"
 ODD_TEXT = "naïve café — ✓ 日本語 \U0001f999 \t\"quotes\" & <tags>"
@@ -30,14 +31,6 @@ def ws_echo_cmd(name: str, workdir) -> str:
 def load(server, name: str) -> int:
     """Ask for ``name`` through the passthrough (a counted request: it swaps models like any other)."""
     return requests.get(server.url(f"/upstream/{name}/v1/echo"), timeout=30).status_code
-
-
-class Client(simple_websocket.Client):
-    """simple-websocket's client, but a message that arrives with the 101 is not left unread."""
-
-    def handshake(self) -> None:
-        super().handshake()
-        self.connected = self._handle_events()
 
 
 def connect(server, path: str, **kwargs) -> Client:

@@ -1,0 +1,137 @@
+"""The in-flight table: every proxied request from the moment it is routed until it ends, and cancelling one.
+
+An exchange observer. Each request is a row in llama-swap's
+``InflightRequestEntry`` shape (``id``, ``timestamp``, ``model``,
+``req_path``, ``method``, ``req_headers`` (first value, secrets redacted),
+``remote_ip``, ``resp_headers``, ``resp_bytes``, ``elapsed_ms``,
+``metadata``), and every change is published on the bus as
+``InflightChanged``: an ``upsert`` when the request starts and when its
+response headers arrive, an ``upsert`` at most every ``PROGRESS_EVERY``
+seconds while its body flows, a ``remove`` when it ends.
+
+Body progress costs nothing per chunk: one ticker greenlet, alive only
+while something is in flight, compares each row's byte count every
+``PROGRESS_EVERY`` seconds and publishes the rows that moved.
+
+``cancel(id)`` ends a request on an operator's word through its exchange
+(``Exchange.cancel``): a queued request leaves the router's queue, a
+streaming one has its upstream connection cut and its lease released.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import gevent
+
+from app.observe.events import InflightChanged
+from app.observe.exchange import Exchange, ExchangeObserver
+from app.observe.redact import redacted_headers
+
+log = logging.getLogger("llama-swap.proxy")
+
+PROGRESS_EVERY = 0.25  # seconds between body-progress upserts of one request
+
+
+def rfc3339(timestamp: float) -> str:
+    """``time.time()`` as RFC 3339 with microseconds, in UTC (``2026-12-01T02:11:12.123456Z``)."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def client_ip(exchange: Exchange) -> str:
+    """The first ``X-Forwarded-For`` entry, else ``X-Real-IP``, else the socket's address (as llama-swap)."""
+    environ = exchange.environ or {}
+    forwarded = str(environ.get("HTTP_X_FORWARDED_FOR", "")).split(",")[0].strip()
+    return forwarded or str(environ.get("HTTP_X_REAL_IP", "")).strip() or exchange.remote_addr
+
+
+@dataclass(eq=False)
+class _Row:
+    exchange: Exchange
+    request: dict[str, Any]  # the entry without its moving parts (bytes, elapsed)
+    published_bytes: int = 0
+
+
+class InflightTracker(ExchangeObserver):
+    """Owns the in-flight table; publishes its changes with ``publish`` (the event bus's)."""
+
+    def __init__(self, publish: Callable[[object], None], clock: Callable[[], float] | None = None):
+        self._publish = publish
+        self._now = clock or time.monotonic
+        self._rows: dict[str, _Row] = {}
+        self._ticker: gevent.Greenlet | None = None
+
+    # ----------------------------------------------------------------- reading
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every request in flight, oldest first, as llama-swap lists them."""
+        return [self._entry(row) for row in self._rows.values()]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def cancel(self, request_id: str) -> bool:
+        """End the request ``request_id``; False when no such request is in flight."""
+        row = self._rows.get(request_id)
+        if row is None:
+            return False
+        log.info("%s: request %s %s cancelled by an operator (in flight %.2fs)", row.exchange.model,
+                 row.exchange.method, row.exchange.path, self._now() - row.exchange.began)
+        return row.exchange.cancel()
+
+    # ----------------------------------------------------------------- the exchange's steps
+
+    def on_start(self, exchange: Exchange) -> None:
+        row = _Row(exchange, {
+            "id": str(exchange.id), "timestamp": rfc3339(exchange.started_at), "model": exchange.model,
+            "req_path": exchange.path, "method": exchange.method,
+            "req_headers": redacted_headers(exchange.request_headers()), "remote_ip": client_ip(exchange),
+            "resp_headers": {}})
+        self._rows[row.request["id"]] = row
+        self._upsert(row)
+        if self._ticker is None:
+            self._ticker = gevent.spawn(self._tick)
+
+    def on_response(self, exchange: Exchange) -> None:
+        row = self._rows.get(str(exchange.id))
+        if row is not None:
+            row.request["resp_headers"] = redacted_headers(exchange.response_headers)
+            self._upsert(row)
+
+    def on_end(self, exchange: Exchange) -> None:
+        if self._rows.pop(str(exchange.id), None) is not None:
+            self._publish(InflightChanged("remove", {"id": str(exchange.id)}))
+
+    # ----------------------------------------------------------------- publishing
+
+    def _entry(self, row: _Row) -> dict[str, Any]:
+        exchange = row.exchange
+        entry = dict(row.request)
+        entry["resp_bytes"] = exchange.response_bytes
+        entry["elapsed_ms"] = int((self._now() - exchange.began) * 1000)
+        if exchange.metadata:
+            entry["metadata"] = dict(exchange.metadata)
+        return entry
+
+    def _upsert(self, row: _Row) -> None:
+        row.published_bytes = row.exchange.response_bytes
+        self._publish(InflightChanged("upsert", {"request": self._entry(row)}))
+
+    def _tick(self) -> None:
+        try:
+            while self._rows:
+                gevent.sleep(PROGRESS_EVERY)
+                for row in list(self._rows.values()):
+                    if row.exchange.response_bytes != row.published_bytes and not row.exchange.ended:
+                        self._upsert(row)
+        finally:
+            self._ticker = None
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.kill(block=False)
+            self._ticker = None

@@ -1,0 +1,153 @@
+"""The live feed (``app.observe.feed``), the SSE stream built on it, and the in-flight table, without sockets."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import gevent
+
+from app.observe.bus import EventBus
+from app.observe.events import ActivityRecorded, InflightChanged, LogWritten, ProfileChanged
+from app.observe.exchange import Observers, Outcome
+from app.observe.feed import EventFeed
+from app.observe.inflight import InflightTracker
+from scheduler.events import ModelStateChanged
+from scheduler.state import ProcessState
+from tests.helpers.fakes import settle, wait_until
+
+
+def feed_of(bus: EventBus, **kwargs) -> EventFeed:
+    return EventFeed(bus, model_status=lambda: [{"id": "m", "state": "ready"}], **kwargs)
+
+
+def types_and_data(feed: EventFeed, after: str) -> list[tuple[str, object]]:
+    return [(m.type, json.loads(m.data)) for m in feed.replay_after(after) or []]
+
+
+def test_bus_events_become_llama_swap_messages_with_increasing_ids():
+    bus = EventBus()
+    feed = feed_of(bus)
+    start = feed.last_id
+    bus.publish(LogWritten("upstream", "loading model\n", "m"))
+    bus.publish(ModelStateChanged("m", ProcessState.STARTING, ProcessState.READY, 42, 0.0))
+    bus.publish(ActivityRecorded(7, "m"))
+    bus.publish(InflightChanged("remove", {"id": "3"}))
+    bus.publish(ProfileChanged("fast"))
+    wait_until(lambda: len(feed.replay_after(start) or []) == 6, "six messages")
+    assert types_and_data(feed, start) == [
+        ("logData", {"source": "upstream", "data": "loading model\n"}),
+        ("modelStatus", [{"id": "m", "state": "ready"}]),
+        ("activity", {"id": 7}),
+        ("inflight", {"operation": "remove", "id": "3"}),
+        ("profileChanged", {"active": "fast"}),
+        ("modelStatus", [{"id": "m", "state": "ready"}]),
+    ]
+    ids = [m.id for m in feed.replay_after(start) or []]
+    assert [int(i.rpartition("-")[2]) for i in ids] == [1, 2, 3, 4, 5, 6]
+    frame = (feed.replay_after(start) or [])[2].sse()
+    assert frame == f'id:{ids[2]}\nevent:message\ndata:{{"type":"activity","data":"{{\\"id\\":7}}"}}\n\n'.encode()
+    feed.close()
+
+
+def test_replay_gives_what_was_missed_or_none_when_it_cannot_be_whole():
+    bus = EventBus()
+    feed = feed_of(bus, replay=3)
+    start = feed.last_id
+    for n in range(2):
+        bus.publish(ActivityRecorded(n, "m"))
+    wait_until(lambda: feed.last_id.endswith("-2"), "two messages")
+    middle = feed.last_id
+    assert [json.loads(m.data)["id"] for m in feed.replay_after(start) or []] == [0, 1]
+    assert feed.replay_after(middle) == []  # up to date
+    for n in range(2, 5):
+        bus.publish(ActivityRecorded(n, "m"))
+    wait_until(lambda: feed.last_id.endswith("-5"), "five messages")
+    assert [json.loads(m.data)["id"] for m in feed.replay_after(middle) or []] == [2, 3, 4]
+    assert feed.replay_after(start) is None  # the first two left the buffer: resync
+    assert feed.replay_after("beef-1") is None  # another server's id
+    assert feed.replay_after(f"{feed.boot}-99") is None  # from the future
+    assert feed.replay_after("garbage") is None
+    feed.close()
+
+
+def test_a_stuck_subscriber_loses_its_oldest_messages_counted_and_blocks_no_one():
+    bus = EventBus()
+    feed = feed_of(bus)
+    stuck, reader = feed.subscribe(), feed.subscribe()
+    got = []
+    for batch in (range(600), range(600, 1100)):  # a reader that keeps up, batch by batch
+        for n in batch:
+            bus.publish(ActivityRecorded(n, "m"))
+        wait_until(lambda: got.extend(reader.get(0).event for _ in range(reader.pending())) or
+                   len(got) == batch.stop, "the reader to get everything")
+    assert stuck.dropped == 1100 - 1024 and stuck.pending() == 1024
+    feed.close()
+
+
+def fake_server(feed: EventFeed, tracker: InflightTracker) -> SimpleNamespace:
+    config = SimpleNamespace(ui_session_headers=("X-Session-ID",), models={}, peers={})
+    router = SimpleNamespace(model_state=lambda model: None)
+    return SimpleNamespace(config=config, router=router, active_profile=None,
+                           observatory=SimpleNamespace(feed=feed, inflight=tracker))
+
+
+def test_the_sse_stream_sends_a_comment_when_quiet_and_ends_when_it_fell_behind(monkeypatch):
+    from app.routes import events
+
+    monkeypatch.setattr(events, "HEARTBEAT", 0.01)
+    monkeypatch.setattr("app.observe.feed.SUBSCRIBER_QUEUE", 4)
+    bus = EventBus()
+    feed = feed_of(bus)
+    tracker = InflightTracker(bus.publish)
+    stream = events._sse_stream(fake_server(feed, tracker), {}, None)
+    opening = next(stream)
+    assert opening.startswith(b"retry:1000\n\n") and opening.count(b"event:message") == 6
+    assert next(stream) == b": keepalive\n\n"
+    for n in range(10):  # more than the stream's queue holds, before it reads any
+        bus.publish(ActivityRecorded(n, "m"))
+    wait_until(lambda: feed.last_id.endswith("-10"), "the feed to number them")
+    rest = b"".join(stream)  # the stream ends by itself
+    assert rest.count(b"event:message") == 4
+    assert rest.endswith(b": 6 messages dropped; reconnect to catch up\n\n")
+    assert feed.subscribers == 0
+    feed.close()
+
+
+def test_in_flight_rows_are_upserted_on_start_response_and_progress_and_removed_at_the_end():
+    published: list[InflightChanged] = []
+    tracker = InflightTracker(published.append)
+    observers = Observers()
+    observers.add(tracker)
+    environ = {"HTTP_AUTHORIZATION": "Bearer k", "HTTP_X_FORWARDED_FOR": "10.0.0.9, 10.0.0.1"}
+    exchange = observers.open("m", "POST", "/v1/chat/completions", environ=environ, remote_addr="127.0.0.1")
+    (row,) = tracker.snapshot()
+    assert row["req_headers"]["Authorization"] == "[REDACTED]" and row["remote_ip"] == "10.0.0.9"
+    exchange.responded(200, [("Content-Type", "text/event-stream"), ("Set-Cookie", "a=b")])
+    assert published[-1].payload["request"]["resp_headers"] == {"Content-Type": "text/event-stream",
+                                                                 "Set-Cookie": "[REDACTED]"}
+    before = len(published)
+    exchange.sent(b"data: {}\n\n")
+    assert len(published) == before  # nothing per chunk...
+    wait_until(lambda: len(published) > before, "a progress upsert", deadline=2)  # ...the ticker tells
+    assert published[-1].payload["request"]["resp_bytes"] == 10
+    exchange.end(Outcome.COMPLETE, status=200)
+    assert (published[-1].operation, published[-1].payload) == ("remove", {"id": str(exchange.id)})
+    assert tracker.snapshot() == []
+    wait_until(lambda: tracker._ticker is None, "the ticker to stop once nothing is in flight", deadline=2)
+    settle()
+
+
+def test_cancel_reaches_the_exchange_and_unknown_ids_are_refused():
+    tracker = InflightTracker(lambda event: None)
+    observers = Observers()
+    observers.add(tracker)
+    exchange = observers.open("m", "POST", "/v1/chat/completions")
+    cut = []
+    exchange.set_canceller(lambda: cut.append(True))
+    assert tracker.cancel("nope") is False
+    assert tracker.cancel(str(exchange.id)) is True and cut == [True]
+    exchange.end(Outcome.UPSTREAM_ERROR)
+    assert exchange.outcome is Outcome.CANCELLED
+    tracker.close()
+    gevent.sleep(0)
