@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 
 from app.config import Config, ProfileConfig
 from app.observe.bus import EventBus
 from app.observe.exchange import Observers
+from app.observe.nvml import Nvml
+from app.observe.performance import PerformanceMonitor
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -39,6 +42,18 @@ class Observatory:
     observers: Observers = field(default_factory=Observers)
     # Prometheus collectors beyond the per-model metrics (``/metrics`` registers each one).
     collectors: list[object] = field(default_factory=list)
+    # NVIDIA's library, shared by the hardware snapshot and the performance sampler.
+    nvml: Nvml = field(default_factory=Nvml)
+    # The sampler behind /api/performance; None when ``performance.disabled``.
+    performance: PerformanceMonitor | None = None
+    # /api/hardware's snapshot, taken once at startup; None when detection failed.
+    hardware: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        """Stop the sampler and release NVML (at shutdown: a reload keeps the observatory); idempotent."""
+        stopped = self.performance.stop() if self.performance is not None else True
+        if stopped:  # never shut NVML down under a read still running in a thread
+            self.nvml.close()
 
 
 @dataclass

@@ -17,6 +17,7 @@ from app.observe.host_metrics import HostCollector
 from app.observe.nvml import Nvml
 from app.observe.perf_types import GpuStat, NetIO, SysStat
 from app.observe.performance import PerformanceMonitor, ring_capacity
+from app.routes.system import parse_rfc3339
 from tests.helpers.fakes import wait_until
 
 GIB = 1024 ** 3
@@ -389,3 +390,19 @@ def test_hardware_detection_fails_without_the_machines_memory(monkeypatch):
     monkeypatch.setattr(hardware.psutil, "virtual_memory", lambda: SimpleNamespace(total=0))
     with pytest.raises(HardwareUnknown):
         detect_hardware(started(FakePynvml([])), "1.2.3", T0)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-05-01T12:00:00Z", T0),
+    ("2026-05-01T14:00:00.000000+02:00", T0),
+    ("2026-05-01T14:00:00 02:00", T0),  # an unescaped "+" arrives as a space
+    ("2026-05-01t12:00:00.000000123z", T0),
+])
+def test_rfc3339_times_parse(text, expected):
+    assert parse_rfc3339(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2026-05-01T12:00:00", "2026-05-01", "yesterday", "2026-13-01T12:00:00Z", ""])
+def test_what_is_not_rfc3339_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_rfc3339(text)
