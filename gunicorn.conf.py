@@ -4,7 +4,8 @@ The scheduler's state lives in one process, so there is one worker. Teardown,
 in order:
 1. SIGTERM/SIGINT/SIGQUIT reach the worker: it stops every upstream at once
    (graceful, then forced after each model's unloadTimeout), which also ends
-   streams in flight, while gunicorn stops accepting.
+   streams in flight, while gunicorn stops accepting; then the app-wide
+   watchers (the performance sampler, NVML).
 2. The worker exits (``worker_exit`` stops anything still running: idempotent).
 3. If the master is SIGKILLed instead, the kernel SIGKILLs the worker
    (parent-death signal set in ``post_fork``), whose upstreams die the same way.
@@ -34,6 +35,7 @@ def _close_server(worker) -> None:
     server = getattr(app, "extensions", {}).get("llama_swap") if app is not None else None
     if server is not None:
         server.close()
+        server.observatory.close()
 
 
 def post_fork(server, worker):

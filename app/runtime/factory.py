@@ -3,8 +3,10 @@
 Nothing happens at import time; everything the app needs is built here, once
 per gunicorn worker (after gevent has patched the world). The parts that
 outlive a config reload (the event bus, the exchange observers, with the
-access log as the first observer) are built here once; the ``Server`` is
-built from the config and rebuilt on each reload.
+access log as the first observer, the hardware snapshot and the performance
+sampler) are built here once; the ``Server`` is built from the config and
+rebuilt on each reload. ``performance:`` is read at startup only: a reload
+that changes it takes effect at the next start.
 """
 
 from __future__ import annotations
@@ -19,10 +21,14 @@ from app import CONFIG_ENV, WATCH_ENV, auth
 from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.observe.access_log import AccessLog
+from app.observe.hardware import HardwareUnknown, detect_hardware
+from app.observe.host_metrics import HostCollector
+from app.observe.performance import PerformanceMonitor, utc_now
 from app.routes import register_routes
 from app.runtime.build import build_server
 from app.runtime.reload import watch_config
 from app.runtime.server import EXTENSION, Observatory, model_status
+from app.version import __version__, build_info
 
 log = logging.getLogger("llama-swap")
 
@@ -40,6 +46,7 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     observatory.observers.add(AccessLog())
     app.extensions[EXTENSION] = build_server(config, observatory)
     observatory.feed.model_status = lambda: model_status(app.extensions[EXTENSION])
+    watch_the_machine(observatory, config)  # after build_server has set logging up
     app.json.sort_keys = False
     register_error_handlers(app)
     register_routes(app)
@@ -52,3 +59,18 @@ def create_app(config_path: str | None = None, config: Config | None = None,
         log.info("watching %s for changes", config_path)
     log.info("llama-swap ready: %d models (%s)", len(config.models), ", ".join(config.models))
     return app
+
+
+def watch_the_machine(observatory: Observatory, config: Config) -> None:
+    """Take the hardware snapshot and (unless ``performance.disabled``) start the sampler and its collector."""
+    build_info()  # git is asked now, not by the first /api/version
+    try:
+        observatory.hardware = detect_hardware(observatory.nvml, __version__, utc_now())
+    except HardwareUnknown as exc:
+        log.warning("hardware detection failed, /api/hardware answers 503: %s", exc)
+    if config.performance.disabled:
+        return
+    monitor = PerformanceMonitor(config.performance.every, observatory.nvml)
+    observatory.performance = monitor
+    observatory.collectors.append(HostCollector(monitor))
+    monitor.start()

@@ -27,6 +27,8 @@ from app.observe.exchange import Observers
 from app.observe.feed import EventFeed
 from app.observe.inflight import InflightTracker
 from app.naming.listing import status_records
+from app.observe.nvml import Nvml
+from app.observe.performance import PerformanceMonitor
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -46,6 +48,12 @@ class Observatory:
     collectors: list[object] = field(default_factory=list)
     inflight: InflightTracker = field(init=False)
     feed: EventFeed = field(init=False)  # /api/events; its model list is set by the factory
+    # NVIDIA's library, shared by the hardware snapshot and the performance sampler.
+    nvml: Nvml = field(default_factory=Nvml)
+    # The sampler behind /api/performance; None when ``performance.disabled``.
+    performance: PerformanceMonitor | None = None
+    # /api/hardware's snapshot, taken once at startup; None when detection failed.
+    hardware: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.inflight = InflightTracker(self.bus.publish)
@@ -53,8 +61,12 @@ class Observatory:
         self.feed = EventFeed(self.bus)
 
     def close(self) -> None:
+        """Stop the feed, the in-flight ticker and the sampler, release NVML (at shutdown: a reload keeps the observatory)."""
         self.feed.close()
         self.inflight.close()
+        stopped = self.performance.stop() if self.performance is not None else True
+        if stopped:  # never shut NVML down under a read still running in a thread
+            self.nvml.close()
 
 
 @dataclass
