@@ -2,9 +2,9 @@
 
 Nothing happens at import time; everything the app needs is built here, once
 per gunicorn worker (after gevent has patched the world). The parts that
-outlive a config reload (the event bus, the exchange observers, with the
-access log as the first observer) are built here once; the ``Server`` is
-built from the config and rebuilt on each reload.
+outlive a config reload (the event bus, the exchange observers: the access
+log and the activity meter, the activity store and the captures) are built
+here once; the ``Server`` is built from the config and rebuilt on each reload.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from app import CONFIG_ENV, WATCH_ENV, auth
 from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.observe.access_log import AccessLog
+from app.observe.activity_store import ActivityStore
+from app.observe.captures import MB, CaptureCache
+from app.observe.metering import ActivityMeter
 from app.routes import register_routes
 from app.runtime.build import build_server
 from app.runtime.reload import watch_config
@@ -36,8 +39,7 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     if config is None:
         config = load_config(config_path)
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/ui")
-    observatory = Observatory()
-    observatory.observers.add(AccessLog())
+    observatory = build_observatory(config)
     app.extensions[EXTENSION] = build_server(config, observatory)
     app.json.sort_keys = False
     register_error_handlers(app)
@@ -51,3 +53,15 @@ def create_app(config_path: str | None = None, config: Config | None = None,
         log.info("watching %s for changes", config_path)
     log.info("llama-swap ready: %d models (%s)", len(config.models), ", ".join(config.models))
     return app
+
+
+def build_observatory(config: Config) -> Observatory:
+    """The app-wide watchers: the access log, and the activity meter with its store and captures.
+
+    Built from the first config only: a reload keeps them (and the records).
+    """
+    observatory = Observatory(activity=ActivityStore(config.store_path, config.metrics_max_in_memory),
+                              captures=CaptureCache(config.capture_buffer * MB))
+    observatory.observers.add(AccessLog())
+    observatory.observers.add(ActivityMeter(observatory.recorder.record, observatory.captures.budget))
+    return observatory

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from app.config import Config, ProfileConfig
+from app.observe.activity_store import ActivityStore
 from app.observe.bus import EventBus
+from app.observe.captures import CaptureCache
 from app.observe.exchange import Observers
+from app.observe.recorder import Recorder
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -39,6 +42,17 @@ class Observatory:
     observers: Observers = field(default_factory=Observers)
     # Prometheus collectors beyond the per-model metrics (``/metrics`` registers each one).
     collectors: list[object] = field(default_factory=list)
+    # Activity records and captures (the first config's metricsMaxInMemory, store.path, captureBuffer).
+    activity: ActivityStore = field(default_factory=ActivityStore)
+    captures: CaptureCache = field(default_factory=CaptureCache)
+    recorder: Recorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.recorder = Recorder(self.activity, self.captures, self.bus.publish)
+
+    def flush(self) -> None:
+        """Store every activity record still queued (at shutdown)."""
+        self.recorder.flush()
 
 
 @dataclass
