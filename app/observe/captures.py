@@ -10,7 +10,8 @@ Which parts are kept depends on the route (llama-swap's masks: an audio or
 image body is not worth its bytes), and secrets never are: the credential
 headers (``Authorization``, ``Proxy-Authorization``, ``Cookie``,
 ``Set-Cookie``, ``x-api-key``: also every header a peer is sent its key in)
-read ``[REDACTED]``. A response's ``Content-Encoding`` is dropped: its body
+read ``[REDACTED]``, those the API-key check took out of the request
+(``STRIPPED_CREDENTIALS``) included. A response's ``Content-Encoding`` is dropped: its body
 is kept decoded. A failed request keeps its request parts only.
 
 A capture is one ``zlib`` blob: a JSON head (id, path, headers) and the two
@@ -25,9 +26,11 @@ import struct
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 REDACTED = "[REDACTED]"
+# environ: the credential headers (environ keys) the API-key check took out before the request went on
+STRIPPED_CREDENTIALS = "llama_swap.stripped_credentials"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
 MB = 1024 * 1024
 COMPRESSION = 1  # zlib level: fast; captures are read rarely
@@ -48,6 +51,12 @@ MASKS = {
 def mask_for(route: str) -> int:
     """Which parts of an exchange on ``route`` (a model-dispatched path) are captured."""
     return MASKS.get(route, ALL)
+
+
+def request_header_list(headers: list[tuple[str, str]], environ: Mapping[str, object]) -> list[tuple[str, str]]:
+    """The client's headers, with the credentials the API-key check took out back in, redacted."""
+    taken = environ.get(STRIPPED_CREDENTIALS) or ()
+    return headers + [(key[5:].replace("_", "-").title(), REDACTED) for key in taken]  # type: ignore[union-attr]
 
 
 def header_map(headers: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Callable
 
 from app.observe import tokens
 from app.observe.activity import Finished
-from app.observe.captures import RESP_BODY, mask_for
+from app.observe.captures import RESP_BODY, mask_for, request_header_list
 from app.observe.exchange import Exchange, ExchangeObserver, Outcome
 from app.observe.tokens import BodySample
 
@@ -125,7 +125,7 @@ def finished(exchange: Exchange, meter: _Meter) -> Finished:
         loading=exchange.loading or 0.0, first_byte=exchange.first_byte,
         error=None if complete else (exchange.error or str(exchange.outcome)),
         metadata=dict(exchange.metadata), mask=meter.mask,
-        request_headers=exchange.request_headers() if meter.mask else None,
+        request_headers=request_header_list(exchange.request_headers(), environ) if meter.mask else None,
         request_body=exchange.request_body, response_headers=headers if meter.mask else None,
         response_chunks=meter.chunks)
 

@@ -10,7 +10,7 @@ import pytest
 from app.observe.activity import ActivityRecord, error_message
 from app.observe.activity_store import MIGRATIONS, ActivityQuery, ActivityStore, histogram, migrate, percentile
 from app.observe.bus import EventBus
-from app.observe.captures import MB, REDACTED, Capture, CaptureCache, header_map
+from app.observe.captures import MB, REDACTED, STRIPPED_CREDENTIALS, Capture, CaptureCache, header_map
 from app.observe.events import ActivityRecorded
 from app.observe.exchange import Observers, Outcome
 from app.observe.metering import ActivityMeter, metered_route
@@ -113,6 +113,15 @@ def test_a_capture_keeps_the_stream_as_sent_with_secrets_redacted():
     assert capture.req_headers["X-Trace"] == "t" and capture.resp_headers["Set-Cookie"] == REDACTED
     doc = capture.to_json()
     assert doc["req_path"] == "/v1/chat/completions" and doc["req_body"] == "eyJtb2RlbCI6Im0ifQ=="
+
+
+def test_credentials_the_key_check_took_out_show_in_the_capture_redacted():
+    rig = Rig(capture_budget=MB)
+    exchange = rig.exchange(environ={STRIPPED_CREDENTIALS: ("HTTP_AUTHORIZATION", "HTTP_X_API_KEY")})
+    rig.serve(exchange, 200, "application/json", [b"{}"])
+    rig.recorder.flush()
+    headers = rig.captures.get(1).req_headers
+    assert headers["Authorization"] == headers["X-Api-Key"] == REDACTED
 
 
 def test_a_response_larger_than_the_capture_budget_is_not_captured_but_still_recorded():
