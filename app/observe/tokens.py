@@ -33,7 +33,7 @@ STREAM_TAIL = 64 * 1024  # bytes kept from its end (the usage and timings events
 BODY_LIMIT = 1024 * 1024  # a JSON answer longer than this is not read for tokens
 
 USAGE_PATHS = (("usage",), ("response", "usage"), ("message", "usage"))
-# Only an event naming one of these can carry a count: the others are not parsed.
+# Only an event naming one of these can carry a count: the others are not even split out.
 KEYS = (b'"usage"', b'"timings"', b'"metrics"')
 
 
@@ -164,10 +164,7 @@ def read_sse(body: bytes) -> Reading | None:
     cached = -1
     timings = metrics = None
     found = False
-    for line in body.split(b"\n"):
-        line = line.strip()
-        if not line.startswith(b"data:") or not any(key in line for key in KEYS):
-            continue
+    for line in _counted_lines(body):
         try:
             event = json.loads(line[5:])
         except ValueError:
@@ -192,6 +189,25 @@ def read_sse(body: bytes) -> Reading | None:
     if not found:
         return None
     return _reading(input_tokens, output_tokens, cached, timings, metrics)
+
+
+def _counted_lines(body: bytes) -> list[bytes]:
+    """The ``data:`` lines of ``body`` that name a key in ``KEYS``, in order (found with ``bytes.find``)."""
+    starts = set()
+    for key in KEYS:
+        at = body.find(key)
+        while at >= 0:
+            start = body.rfind(b"\n", 0, at) + 1
+            starts.add(start)
+            end = body.find(b"\n", at)
+            at = body.find(key, end) if end >= 0 else -1
+    lines = []
+    for start in sorted(starts):
+        end = body.find(b"\n", start)
+        line = body[start:end if end >= 0 else len(body)].strip()
+        if line.startswith(b"data:"):
+            lines.append(line)
+    return lines
 
 
 def _usage_counts(usage: Any) -> tuple[int, int, int] | None:
