@@ -35,6 +35,7 @@ def _close_server(worker) -> None:
     server = getattr(app, "extensions", {}).get("llama_swap") if app is not None else None
     if server is not None:
         server.close()
+        server.observatory.flush()  # the activity of the streams that close() just ended
         server.observatory.close()
 
 

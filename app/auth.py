@@ -30,6 +30,7 @@ from typing import Iterable, Mapping
 from flask import Flask, Response, request
 
 from app.errors import error_response
+from app.observe.captures import STRIPPED_CREDENTIALS
 from app.runtime.server import current
 
 log = logging.getLogger("llama-swap")
@@ -134,8 +135,9 @@ def install(app: Flask) -> None:
             log.info("401 %s %s from %s: invalid or missing API key",
                      request.method, request.path, request.remote_addr)
             return unauthorized_response()
-        for name in _KEY_ENVIRON:
-            request.environ.pop(name, None)
+        taken = tuple(name for name in _KEY_ENVIRON if request.environ.pop(name, None) is not None)
+        if taken:
+            request.environ[STRIPPED_CREDENTIALS] = taken  # a capture shows they were sent, redacted
         return None
 
     @app.after_request

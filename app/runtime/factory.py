@@ -2,11 +2,12 @@
 
 Nothing happens at import time; everything the app needs is built here, once
 per gunicorn worker (after gevent has patched the world). The parts that
-outlive a config reload (the event bus, the exchange observers, with the
-access log as the first observer, the hardware snapshot and the performance
-sampler) are built here once; the ``Server`` is built from the config and
-rebuilt on each reload. ``performance:`` is read at startup only: a reload
-that changes it takes effect at the next start.
+outlive a config reload (the event bus, the exchange observers: the access
+log, the activity meter and the in-flight table; the activity store, the
+captures, the hardware snapshot and the performance sampler) are built here
+once; the ``Server`` is built from the config and rebuilt on each reload.
+``performance:``, ``store``, ``metricsMaxInMemory`` and ``captureBuffer`` are
+read at startup only: a reload that changes them takes effect at the next start.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from app.observe.access_log import AccessLog
 from app.observe.hardware import HardwareUnknown, detect_hardware
 from app.observe.host_metrics import HostCollector
 from app.observe.performance import PerformanceMonitor, utc_now
+from app.observe.activity_store import ActivityStore
+from app.observe.captures import MB, CaptureCache
+from app.observe.metering import ActivityMeter
 from app.routes import register_routes
 from app.runtime.build import build_server
 from app.runtime.reload import watch_config
@@ -42,8 +46,7 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     if config is None:
         config = load_config(config_path)
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/ui")
-    observatory = Observatory()
-    observatory.observers.add(AccessLog())
+    observatory = build_observatory(config)
     app.extensions[EXTENSION] = build_server(config, observatory)
     observatory.feed.model_status = lambda: model_status(app.extensions[EXTENSION])
     watch_the_machine(observatory, config)  # after build_server has set logging up
@@ -74,3 +77,13 @@ def watch_the_machine(observatory: Observatory, config: Config) -> None:
     observatory.performance = monitor
     observatory.collectors.append(HostCollector(monitor))
     monitor.start()
+def build_observatory(config: Config) -> Observatory:
+    """The app-wide watchers: the access log, and the activity meter with its store and captures.
+
+    Built from the first config only: a reload keeps them (and the records).
+    """
+    observatory = Observatory(activity=ActivityStore(config.store_path, config.metrics_max_in_memory),
+                              captures=CaptureCache(config.capture_buffer * MB))
+    observatory.observers.add(AccessLog())
+    observatory.observers.add(ActivityMeter(observatory.recorder.record, observatory.captures.budget))
+    return observatory

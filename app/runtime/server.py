@@ -21,6 +21,7 @@ from typing import Any
 from flask import current_app
 
 from app.config import Config, ProfileConfig
+from app.observe.activity_store import ActivityStore
 from app.observe.bus import EventBus
 from app.observe.events import ProfileChanged
 from app.observe.exchange import Observers
@@ -29,6 +30,8 @@ from app.observe.inflight import InflightTracker
 from app.naming.listing import status_records
 from app.observe.nvml import Nvml
 from app.observe.performance import PerformanceMonitor
+from app.observe.captures import CaptureCache
+from app.observe.recorder import Recorder
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -48,6 +51,10 @@ class Observatory:
     collectors: list[object] = field(default_factory=list)
     inflight: InflightTracker = field(init=False)
     feed: EventFeed = field(init=False)  # /api/events; its model list is set by the factory
+    # Activity records and captures (the first config's metricsMaxInMemory, store.path, captureBuffer).
+    activity: ActivityStore = field(default_factory=ActivityStore)
+    captures: CaptureCache = field(default_factory=CaptureCache)
+    recorder: Recorder = field(init=False)
     # NVIDIA's library, shared by the hardware snapshot and the performance sampler.
     nvml: Nvml = field(default_factory=Nvml)
     # The sampler behind /api/performance; None when ``performance.disabled``.
@@ -59,6 +66,11 @@ class Observatory:
         self.inflight = InflightTracker(self.bus.publish)
         self.observers.add(self.inflight)
         self.feed = EventFeed(self.bus)
+        self.recorder = Recorder(self.activity, self.captures, self.bus.publish)
+
+    def flush(self) -> None:
+        """Store every activity record still queued (at shutdown)."""
+        self.recorder.flush()
 
     def close(self) -> None:
         """Stop the feed, the in-flight ticker and the sampler, release NVML (at shutdown: a reload keeps the observatory)."""

@@ -1,0 +1,87 @@
+"""The recorder: gives each metered exchange its activity id at once, and does the rest off the client's path.
+
+``record`` runs in the exchange's ``on_end``, which is still on the
+client's path (a chunked answer's last bytes go out after it): it only
+takes the next id and queues the ``Finished``. A writer greenlet drains the
+queue: it reads each answer's tokens and builds its record, keeps its
+capture, writes the batch to the store in one transaction, then publishes
+``ActivityRecorded(id, model)`` for each, so whoever hears the event finds
+the record (and its capture) there. ``flush`` does the same at once: a
+reader calls it first to see every finished request, shutdown calls it so
+nothing queued is lost.
+
+The recorder owns the id counter and the queue; the store owns the records,
+the capture cache the captures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from typing import Callable
+
+import gevent
+from gevent.event import Event
+
+from app.observe.activity import ActivityRecord, Finished, capture_of, record_of
+from app.observe.activity_store import ActivityStore
+from app.observe.captures import CaptureCache
+from app.observe.events import ActivityRecorded
+
+log = logging.getLogger("llama-swap.observe")
+
+
+class Recorder:
+    def __init__(self, store: ActivityStore, captures: CaptureCache, publish: Callable[[object], None]):
+        self._store = store
+        self._captures = captures
+        self._publish = publish
+        self._ids = itertools.count(store.next_id())
+        self._pending: deque[tuple[int, Finished]] = deque()
+        self._wake = Event()
+        self._writer: gevent.Greenlet | None = None
+
+    def record(self, finished: Finished) -> int:
+        """Queue ``finished`` under the next activity id, which is returned."""
+        id = next(self._ids)
+        self._pending.append((id, finished))
+        if self._writer is None or self._writer.dead:
+            self._writer = gevent.spawn(self._run)
+        self._wake.set()
+        return id
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Store everything queued, now."""
+        while self._pending:
+            batch = list(self._pending)
+            self._pending.clear()
+            self._write(batch)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self.flush()
+
+    def _write(self, batch: list[tuple[int, Finished]]) -> None:
+        records: list[ActivityRecord] = []
+        for id, finished in batch:
+            try:
+                records.append(record_of(id, finished))
+                capture = capture_of(id, finished)
+                if capture is not None:
+                    self._captures.add(capture)
+            except Exception:
+                log.exception("activity %d (%s %s) could not be recorded", id, finished.model, finished.req_path)
+        try:
+            self._store.insert(records)
+        except Exception:
+            log.exception("%d activity records could not be stored", len(records))
+            return
+        for record in records:
+            self._publish(ActivityRecorded(record.id, record.model))

@@ -1,0 +1,122 @@
+"""Activity and captures: ``/api/metrics`` (llama-swap BASE), ``/api/metrics/activity`` and ``/stats`` (HEAD), ``/api/captures/<id>``.
+
+``GET /api/metrics`` answers the newest records (``metricsMaxInMemory``),
+oldest first, as a JSON array. ``GET /api/metrics/activity`` answers a page
+``{"data", "page", "limit", "total", "total_pages"}``: filters ``model``
+(repeatable), ``start``/``end`` (RFC3339, inclusive to the second),
+``min_id``/``max_id``; ``limit`` 1–999 (25), ``page`` (1), ``sort`` (a key
+of ``SORT_COLUMNS``, default ``id``), ``order`` (``asc``/``desc``, default
+``desc``); a bad parameter is a 400. ``GET /api/metrics/stats`` answers the
+totals and the speed histograms (``model``: one model's). Each record's
+``has_capture`` is asked of the capture cache as it is read.
+
+``GET /api/captures/<id>``: the capture as JSON, bodies in base64; 400 for
+an id that is not a number, 404 when there is none (never kept, or evicted).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from flask import Blueprint, Response, jsonify, request
+
+from app.errors import BadRequest, NotFound
+from app.observe.activity import ActivityRecord
+from app.observe.activity_store import SORT_COLUMNS, ActivityQuery
+from app.runtime.server import Observatory, current
+
+bp = Blueprint("metrics_api", __name__)
+
+MAX_LIMIT = 999
+
+
+def observatory() -> Observatory:
+    observatory = current().observatory
+    observatory.recorder.flush()  # every request that has ended is in the answer
+    return observatory
+
+
+def entries(records: list[ActivityRecord], observatory: Observatory) -> list[dict]:
+    has = observatory.captures.has
+    return [record.to_json(has(record.id)) for record in records]
+
+
+@bp.get("/api/metrics")
+def recent_activity() -> Response:
+    watch = observatory()
+    return jsonify(entries(watch.activity.recent(), watch))
+
+
+@bp.get("/api/metrics/activity")
+def activity_page() -> Response:
+    query = activity_query(request.args)
+    watch = observatory()
+    page = watch.activity.page(query)
+    return jsonify({"data": entries(page.records, watch), "page": page.page, "limit": page.limit,
+                    "total": page.total, "total_pages": page.total_pages})
+
+
+@bp.get("/api/metrics/stats")
+def activity_stats() -> Response:
+    model = (request.args.get("model") or "").strip() or None
+    return jsonify(observatory().activity.stats(model).to_json())
+
+
+@bp.get("/api/captures/<id>")
+def capture(id: str) -> Response:
+    if not (id.isascii() and id.isdigit()):
+        raise BadRequest(f"invalid capture id: {id}")
+    found = observatory().captures.get(int(id))
+    if found is None:
+        raise NotFound(f"capture {id} not found")
+    return jsonify(found.to_json())
+
+
+def activity_query(args) -> ActivityQuery:
+    """The query of ``/api/metrics/activity``'s parameters; BadRequest for one out of its rules."""
+    start, end = timestamp(args, "start"), timestamp(args, "end")
+    if start is not None and end is not None and start > end:
+        raise BadRequest("start must not be after end")
+    min_id, max_id = number(args, "min_id", 1), number(args, "max_id", 1)
+    if min_id is not None and max_id is not None and min_id > max_id:
+        raise BadRequest("min_id must not be greater than max_id")
+    sort = args.get("sort") or "id"
+    if sort not in SORT_COLUMNS:
+        raise BadRequest(f"invalid sort: {sort} (one of {', '.join(SORT_COLUMNS)})")
+    order = (args.get("order") or "desc").lower()
+    if order not in ("asc", "desc"):
+        raise BadRequest(f"invalid order: {order} (asc or desc)")
+    limit = number(args, "limit", 1, MAX_LIMIT)
+    models = tuple(m.strip() for m in args.getlist("model") if m.strip())
+    return ActivityQuery(models=models, start=start, end=end, min_id=min_id, max_id=max_id,
+                         limit=25 if limit is None else limit, page=number(args, "page", 1) or 1,
+                         sort=sort, descending=order == "desc")
+
+
+def number(args, name: str, low: int, high: int | None = None) -> int | None:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"invalid {name}: {raw} (an integer)") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"{low}..{high}" if high is not None else f">= {low}"
+        raise BadRequest(f"invalid {name}: {raw} ({bounds})")
+    return value
+
+
+def timestamp(args, name: str) -> float | None:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        # an unencoded "+01:00" arrives as " 01:00"
+        parsed = datetime.fromisoformat(re.sub(r" (\d\d:\d\d)$", r"+\1", raw.strip()))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise BadRequest(f"invalid {name}: {raw} (RFC3339, e.g. 2026-12-01T10:00:00Z)")
+    return parsed.timestamp()
