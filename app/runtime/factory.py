@@ -2,8 +2,8 @@
 
 Nothing happens at import time; everything the app needs is built here, once
 per gunicorn worker (after gevent has patched the world). The parts that
-outlive a config reload (the event bus, the exchange observers, with the
-access log as the first observer) are built here once; the ``Server`` is
+outlive a config reload (the event bus, the exchange observers: the access
+log and the per-model metrics, the Prometheus registry) are built here once; the ``Server`` is
 built from the config and rebuilt on each reload.
 """
 
@@ -13,13 +13,16 @@ import logging
 import os
 from pathlib import Path
 
+import prometheus_client
 from flask import Flask
 
 from app import CONFIG_ENV, WATCH_ENV, auth
 from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.observe.access_log import AccessLog
+from app.observe.model_gauges import ModelGauges
 from app.routes import register_routes
+from app.routes.metrics import track_http
 from app.runtime.build import build_server
 from app.runtime.reload import watch_config
 from app.runtime.server import EXTENSION, Observatory
@@ -36,12 +39,20 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     if config is None:
         config = load_config(config_path)
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/ui")
+    # No ``*_created`` series beside every counter and histogram: they double
+    # what Prometheus stores and say nothing a restart's reset does not.
+    # (A process-wide switch of prometheus_client; this process is the app's.)
+    prometheus_client.disable_created_metrics()
     observatory = Observatory()
     observatory.observers.add(AccessLog())
+    observatory.observers.add(observatory.model_metrics)
+    observatory.model_metrics.follow(observatory.bus)  # before any server publishes
     app.extensions[EXTENSION] = build_server(config, observatory)
+    observatory.registry.register(ModelGauges(lambda: app.extensions[EXTENSION].router))
     app.json.sort_keys = False
     register_error_handlers(app)
     register_routes(app)
+    track_http(app, observatory.registry)
     auth.install(app)  # after the routes' hooks: a 401 goes out without Nagle's delay too
 
     if watch is None:

@@ -18,10 +18,12 @@ import time
 from dataclasses import dataclass, field
 
 from flask import current_app
+from prometheus_client import CollectorRegistry
 
 from app.config import Config, ProfileConfig
 from app.observe.bus import EventBus
 from app.observe.exchange import Observers
+from app.observe.model_metrics import ModelMetrics
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -37,8 +39,17 @@ class Observatory:
 
     bus: EventBus = field(default_factory=EventBus)
     observers: Observers = field(default_factory=Observers)
-    # Prometheus collectors beyond the per-model metrics (``/metrics`` registers each one).
+    # The app's Prometheus registry (never prometheus_client's global one: a
+    # process may build many apps): the per-model series, the scrape-time
+    # gauges and the HTTP metrics live here.
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Prometheus collectors beyond those (host, GPU): ``/metrics`` collects each one at every scrape.
     collectors: list[object] = field(default_factory=list)
+    # Requests, tokens (``count_tokens``), latencies, swaps, loads; in ``registry``.
+    model_metrics: ModelMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model_metrics = ModelMetrics(self.registry)
 
 
 @dataclass
