@@ -127,6 +127,15 @@ class Effects(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Occupancy:
+    """One model's requests at a moment: granted and not yet done, and still waiting for a grant."""
+
+    in_flight: int
+    waiting: int  # queued, or joined to a swap that is loading the model
+    queued: int  # of those waiting, the ones in the FIFO queue (behind busy models)
+
+
 @dataclass(eq=False)
 class _Swap:
     id: int
@@ -324,6 +333,15 @@ class FifoScheduler:
     def load(self, model: str) -> int:
         """Requests for ``model`` in flight or waiting (queued, or joined to a swap)."""
         return self._in_flight.get(model, 0) + self._waiting.get(model, 0)
+
+    def occupancy(self) -> dict[str, Occupancy]:
+        """Every model with a request in flight or waiting, and how many; models with none are left out."""
+        queued: dict[str, int] = {}
+        for entry in list(self._queue):
+            queued[entry.req.model] = queued.get(entry.req.model, 0) + 1
+        in_flight, waiting = dict(self._in_flight), dict(self._waiting)
+        return {model: Occupancy(in_flight.get(model, 0), waiting.get(model, 0), queued.get(model, 0))
+                for model in in_flight.keys() | waiting.keys() | queued.keys()}
 
     def snapshot(self) -> dict:
         return {

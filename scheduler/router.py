@@ -11,7 +11,7 @@ them, so requests for other models keep flowing while a model that ignores
 SIGTERM takes its ``unloadTimeout`` to die. The scheduler cannot sleep: when
 it needs to look again at a moment of its choosing (a queued request reaching
 ``maxWait``), it asks for a wake-up and the clock posts a ``tick`` then.
-``model_state``, ``load``, ``queue_position`` and ``processes`` are
+``model_state``, ``load``, ``queue_position``, ``occupancy`` and ``processes`` are
 snapshots for reports and choices, never gates.
 
 Invariants kept here (the scheduler keeps the rest):
@@ -44,7 +44,7 @@ from gevent.queue import Queue
 from scheduler.clock import Clock, GeventClock, Timer
 from scheduler.errors import ClientGone, InternalError, RouteError, ShuttingDown, StartFailed, Unloaded
 from scheduler.events import Publish, SwapBegan, SwapEnded, publish_nothing
-from scheduler.fifo import FifoScheduler, Request
+from scheduler.fifo import FifoScheduler, Occupancy, Request
 from scheduler.process import ProcessSpec
 from scheduler.state import ProcessState
 from scheduler.swappers import Swapper
@@ -216,6 +216,10 @@ class Router:
     def load(self, model: str) -> int:
         """Requests for ``model`` in flight or waiting; a snapshot (selectors spill over on it)."""
         return self._scheduler.load(model)
+
+    def occupancy(self) -> dict[str, Occupancy]:
+        """Per model, requests in flight and waiting (models with none left out); a snapshot for metrics."""
+        return self._scheduler.occupancy()
 
     # ------------------------------------------------------------------ the loop
     def _post(self, event: tuple) -> None:

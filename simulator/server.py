@@ -26,7 +26,10 @@ What it emulates, as seen through a proxy:
 * process-level faults: crashing after N completions, ignoring SIGTERM, never
   becoming healthy, dying while starting, and Nagle-afflicted writes
   (``--split-writes``); and llama-server's slow exit while a client
-  connection is open (``--linger``). On SIGTERM it logs how many client
+  connection is open (``--linger``);
+* llama-server's ``/metrics`` (Prometheus text) with ``--metrics``: prompt
+  and generated token counters, requests in progress (501 without the flag,
+  as llama-server answers). On SIGTERM it logs how many client
   connections were open.
 
 Generated text is deterministic: token ``i`` is ``f"tok{i} "``.
@@ -80,6 +83,7 @@ class Options:
     echo_request: bool = False
     prompt_delay: float = 0.0
     linger: float = 0.0
+    metrics: bool = False
 
 
 class State:
@@ -93,6 +97,9 @@ class State:
         self._ids = 0
         self._completions = 0
         self._loaded = False
+        self.prompt_tokens = 0  # totals for /metrics
+        self.predicted_tokens = 0
+        self.processing = 0  # completions being answered now
 
     def start_loading(self) -> None:
         """Start the loading clock (called once the socket is listening)."""
@@ -119,6 +126,29 @@ class State:
         with self._lock:
             self._ids += 1
             return self._ids
+
+    def completion_began(self, c: "Completion") -> None:
+        with self._lock:
+            self.prompt_tokens += c.prompt_n
+            self.predicted_tokens += c.n_tokens
+            self.processing += 1
+
+    def completion_ended(self) -> None:
+        with self._lock:
+            self.processing -= 1
+
+    def metrics_text(self) -> bytes:
+        """``/metrics`` as llama-server writes it (a subset of its families)."""
+        with self._lock:
+            values = (self.prompt_tokens, self.predicted_tokens, self.processing)
+        families = (("prompt_tokens_total", "counter", "Number of prompt tokens processed.", values[0]),
+                    ("tokens_predicted_total", "counter", "Number of generation tokens processed.", values[1]),
+                    ("requests_processing", "gauge", "Number of requests processing.", values[2]))
+        lines = []
+        for name, kind, help_text, value in families:
+            lines += [f"# HELP llamacpp:{name} {help_text}", f"# TYPE llamacpp:{name} {kind}",
+                      f"llamacpp:{name} {value}"]
+        return ("\n".join(lines) + "\n").encode()
 
     def completion_done(self) -> None:
         """Count one fully sent completion; exit the process if ``--crash-after`` is reached."""
@@ -507,18 +537,30 @@ class Handler(BaseHTTPRequestHandler):
     def completion(self, path: str, raw: bytes) -> None:
         state = self.server.state
         c = parse_completion(state, path, parse_json_object(raw))
-        if c.stream:
-            if not self._send_stream(stream_events(state, c)):
-                return
-        else:
-            thinking = state.options.prompt_delay + state.options.token_delay * c.n_tokens
-            if thinking > 0:
-                time.sleep(thinking)
-            answer = full_response(state, c)
-            if state.options.echo_request:
-                answer["received"] = json.loads(raw)
-            self._send_json(200, answer)
+        state.completion_began(c)
+        try:
+            if c.stream:
+                if not self._send_stream(stream_events(state, c)):
+                    return
+            else:
+                thinking = state.options.prompt_delay + state.options.token_delay * c.n_tokens
+                if thinking > 0:
+                    time.sleep(thinking)
+                answer = full_response(state, c)
+                if state.options.echo_request:
+                    answer["received"] = json.loads(raw)
+                self._send_json(200, answer)
+        finally:
+            state.completion_ended()
         state.completion_done()
+
+    def metrics(self, path: str, raw: bytes) -> None:
+        state = self.server.state
+        if not state.options.metrics:
+            self._send(501, error_body(501, "This server does not support metrics endpoint. Start it with `--metrics`",
+                                       "not_supported_error"))
+            return
+        self._send(200, state.metrics_text(), "text/plain; version=0.0.4")
 
     def embeddings(self, path: str, raw: bytes) -> None:
         body = parse_json_object(raw)
@@ -557,6 +599,7 @@ def _build_routes() -> dict[str, dict[str, Endpoint]]:
         "/v1/models": {"GET": Handler.models},
         "/models": {"GET": Handler.models},
         "/props": {"GET": Handler.props},
+        "/metrics": {"GET": Handler.metrics},
         "/v1/echo": {"GET": Handler.echo, "POST": Handler.echo},
         "/v1/embeddings": {"POST": Handler.embeddings},
         "/embeddings": {"POST": Handler.embeddings},
@@ -624,10 +667,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--starts-file", default=None, help="append '<pid>\\n' to this file on start")
     p.add_argument("--exit-after-start", type=float, default=0.0, help="exit(3) this many seconds after start")
     p.add_argument("--echo-request", action="store_true", help="completion answers carry the request as 'received'")
+    p.add_argument("--metrics", action="store_true", help="serve llama-server's Prometheus /metrics")
     a = p.parse_args(argv)
     return Options(a.host, a.port, a.model, a.load_time, a.tokens, a.token_delay, a.crash_after,
                    a.never_healthy, a.ignore_sigterm, a.split_writes, a.starts_file, a.exit_after_start,
-                   a.echo_request, a.prompt_delay, a.linger)
+                   a.echo_request, a.prompt_delay, a.linger, a.metrics)
 
 
 def record_start(path: str) -> None:

@@ -22,10 +22,12 @@ class LogWritten:
 
 @dataclass(frozen=True)
 class ActivityRecorded:
-    """A metered request ended and its activity record was stored under ``id``."""
+    """A metered request ended and its activity record was stored under ``id``; its tokens (−1: unknown)."""
 
     id: int
     model: str
+    input_tokens: int = -1
+    output_tokens: int = -1
 
 
 @dataclass(frozen=True)

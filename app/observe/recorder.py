@@ -84,4 +84,5 @@ class Recorder:
             log.exception("%d activity records could not be stored", len(records))
             return
         for record in records:
-            self._publish(ActivityRecorded(record.id, record.model))
+            self._publish(ActivityRecorded(record.id, record.model, record.tokens.input_tokens,
+                                           record.tokens.output_tokens))

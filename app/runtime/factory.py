@@ -3,7 +3,8 @@
 Nothing happens at import time; everything the app needs is built here, once
 per gunicorn worker (after gevent has patched the world). The parts that
 outlive a config reload (the event bus, the exchange observers: the access
-log, the activity meter and the in-flight table; the activity store, the
+log, the per-model Prometheus series, the activity meter and the in-flight
+table; the Prometheus registry, the activity store, the
 captures, the hardware snapshot and the performance sampler) are built here
 once; the ``Server`` is built from the config and rebuilt on each reload.
 ``performance:``, ``store``, ``metricsMaxInMemory`` and ``captureBuffer`` are
@@ -16,6 +17,7 @@ import logging
 import os
 from pathlib import Path
 
+import prometheus_client
 from flask import Flask
 
 from app import CONFIG_ENV, WATCH_ENV, auth
@@ -28,7 +30,9 @@ from app.observe.performance import PerformanceMonitor, utc_now
 from app.observe.activity_store import ActivityStore
 from app.observe.captures import MB, CaptureCache
 from app.observe.metering import ActivityMeter
+from app.observe.model_gauges import ModelGauges
 from app.routes import register_routes
+from app.routes.metrics import track_http
 from app.runtime.build import build_server
 from app.runtime.reload import watch_config
 from app.runtime.server import EXTENSION, Observatory, model_status
@@ -46,13 +50,20 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     if config is None:
         config = load_config(config_path)
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/ui")
+    # No ``*_created`` series beside every counter and histogram: they double
+    # what Prometheus stores and say nothing a restart's reset does not.
+    # (A process-wide switch of prometheus_client; this process is the app's.)
+    prometheus_client.disable_created_metrics()
     observatory = build_observatory(config)
+    observatory.model_metrics.follow(observatory.bus)  # before any server publishes
     app.extensions[EXTENSION] = build_server(config, observatory)
+    observatory.registry.register(ModelGauges(lambda: app.extensions[EXTENSION].router))
     observatory.feed.model_status = lambda: model_status(app.extensions[EXTENSION])
     watch_the_machine(observatory, config)  # after build_server has set logging up
     app.json.sort_keys = False
     register_error_handlers(app)
     register_routes(app)
+    track_http(app, observatory.registry)
     auth.install(app)  # after the routes' hooks: a 401 goes out without Nagle's delay too
 
     if watch is None:
@@ -77,13 +88,16 @@ def watch_the_machine(observatory: Observatory, config: Config) -> None:
     observatory.performance = monitor
     observatory.collectors.append(HostCollector(monitor))
     monitor.start()
+
+
 def build_observatory(config: Config) -> Observatory:
-    """The app-wide watchers: the access log, and the activity meter with its store and captures.
+    """The app-wide watchers: the access log, the per-model metrics, and the activity meter with its store and captures.
 
     Built from the first config only: a reload keeps them (and the records).
     """
     observatory = Observatory(activity=ActivityStore(config.store_path, config.metrics_max_in_memory),
                               captures=CaptureCache(config.capture_buffer * MB))
     observatory.observers.add(AccessLog())
+    observatory.observers.add(observatory.model_metrics)
     observatory.observers.add(ActivityMeter(observatory.recorder.record, observatory.captures.budget))
     return observatory

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
+from prometheus_client import CollectorRegistry
 
 from app.config import Config, ProfileConfig
 from app.observe.activity_store import ActivityStore
@@ -32,6 +33,7 @@ from app.observe.nvml import Nvml
 from app.observe.performance import PerformanceMonitor
 from app.observe.captures import CaptureCache
 from app.observe.recorder import Recorder
+from app.observe.model_metrics import ModelMetrics
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -47,7 +49,11 @@ class Observatory:
 
     bus: EventBus = field(default_factory=EventBus)
     observers: Observers = field(default_factory=Observers)
-    # Prometheus collectors beyond the per-model metrics (``/metrics`` registers each one).
+    # The app's Prometheus registry (never prometheus_client's global one: a
+    # process may build many apps): the per-model series, the scrape-time
+    # gauges and the HTTP metrics live here.
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Prometheus collectors beyond those (host, GPU): ``/metrics`` collects each one at every scrape.
     collectors: list[object] = field(default_factory=list)
     inflight: InflightTracker = field(init=False)
     feed: EventFeed = field(init=False)  # /api/events; its model list is set by the factory
@@ -62,7 +68,11 @@ class Observatory:
     # /api/hardware's snapshot, taken once at startup; None when detection failed.
     hardware: dict[str, Any] | None = None
 
+    # Requests, tokens (``count_tokens``), latencies, swaps, loads; in ``registry``.
+    model_metrics: ModelMetrics = field(init=False)
+
     def __post_init__(self) -> None:
+        self.model_metrics = ModelMetrics(self.registry)
         self.inflight = InflightTracker(self.bus.publish)
         self.observers.add(self.inflight)
         self.feed = EventFeed(self.bus)
@@ -76,6 +86,7 @@ class Observatory:
         """Stop the feed, the in-flight ticker and the sampler, release NVML (at shutdown: a reload keeps the observatory)."""
         self.feed.close()
         self.inflight.close()
+        self.model_metrics.close()
         stopped = self.performance.stop() if self.performance is not None else True
         if stopped:  # never shut NVML down under a read still running in a thread
             self.nvml.close()

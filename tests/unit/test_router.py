@@ -15,6 +15,7 @@ import pytest
 
 from scheduler.errors import InternalError, RouteError, ShuttingDown, StartFailed, Unloaded
 from scheduler.events import SwapBegan, SwapEnded
+from scheduler.fifo import Occupancy
 from scheduler.router import Router, Ticket
 from scheduler.state import ProcessState
 from scheduler.swappers import Group, GroupSwapper
@@ -275,6 +276,24 @@ def test_unload_of_everything_covers_a_model_a_swap_is_starting(h: Harness):
 def test_unload_of_nothing_running_returns_an_empty_list(h: Harness):
     assert h.router.unload() == []
     assert h.router.unload(["no-such-model"]) == []
+
+
+def test_occupancy_counts_each_models_requests_in_flight_queued_and_waiting_for_a_load(h: Harness):
+    h.ready("A")
+    busy = h.answer(h.ask("A"))
+    queued = h.ask("B")
+    wait_until(lambda: h.router.queue_position(queued) == 1, "B to queue behind busy A")
+    assert h.router.occupancy() == {"A": Occupancy(in_flight=1, waiting=0, queued=0),
+                                    "B": Occupancy(in_flight=0, waiting=1, queued=1)}
+    h.processes["B"].hold_starts = True
+    busy.release()
+    wait_until(lambda: "ensure_ready" in h.processes["B"].calls, "B starting")
+    assert h.router.occupancy() == {"B": Occupancy(in_flight=0, waiting=1, queued=0)}, "joined to B's swap"
+    h.processes["B"].finish_start()
+    lease = h.answer(queued)
+    assert h.router.occupancy() == {"B": Occupancy(in_flight=1, waiting=0, queued=0)}
+    lease.release()
+    wait_until(lambda: h.router.occupancy() == {}, "B's request to be done")
 
 
 # --------------------------------------------------------------------------- time
