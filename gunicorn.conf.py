@@ -2,7 +2,8 @@
 
 The scheduler's state lives in one process, so there is one worker. Teardown,
 in order:
-1. SIGTERM/SIGINT/SIGQUIT reach the worker: it stops every upstream at once
+1. SIGTERM/SIGINT/SIGQUIT reach the worker: it ends the live log streams and
+   stops every upstream at once
    (graceful, then forced after each model's unloadTimeout), which also ends
    streams in flight, while gunicorn stops accepting.
 2. The worker exits (``worker_exit`` stops anything still running: idempotent).
@@ -33,6 +34,7 @@ def _close_server(worker) -> None:
     app = getattr(worker, "wsgi", None)
     server = getattr(app, "extensions", {}).get("llama_swap") if app is not None else None
     if server is not None:
+        server.observatory.close()  # live log streams end now: gunicorn's graceful exit need not wait for them
         server.close()
 
 

@@ -3,7 +3,7 @@
 Nothing happens at import time; everything the app needs is built here, once
 per gunicorn worker (after gevent has patched the world). The parts that
 outlive a config reload (the event bus, the exchange observers, with the
-access log as the first observer) are built here once; the ``Server`` is
+access log as the first observer, the log monitors) are built here once; the ``Server`` is
 built from the config and rebuilt on each reload.
 """
 
@@ -19,6 +19,8 @@ from app import CONFIG_ENV, WATCH_ENV, auth
 from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.observe.access_log import AccessLog
+from app.observe.bus import EventBus
+from app.observe.logs import LogHub
 from app.routes import register_routes
 from app.runtime.build import build_server
 from app.runtime.reload import watch_config
@@ -36,7 +38,8 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     if config is None:
         config = load_config(config_path)
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/ui")
-    observatory = Observatory()
+    bus = EventBus()
+    observatory = Observatory(bus=bus, logs=LogHub(publish=bus.publish))
     observatory.observers.add(AccessLog())
     app.extensions[EXTENSION] = build_server(config, observatory)
     app.json.sort_keys = False

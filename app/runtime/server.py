@@ -22,6 +22,7 @@ from flask import current_app
 from app.config import Config, ProfileConfig
 from app.observe.bus import EventBus
 from app.observe.exchange import Observers
+from app.observe.logs import LogHub
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -39,6 +40,12 @@ class Observatory:
     observers: Observers = field(default_factory=Observers)
     # Prometheus collectors beyond the per-model metrics (``/metrics`` registers each one).
     collectors: list[object] = field(default_factory=list)
+    # The log monitors (proxy, upstream, per model, the mux); create_app hands them the bus.
+    logs: LogHub = field(default_factory=LogHub)
+
+    def close(self) -> None:
+        """The app is shutting down: end the live feeds, so no response waits on them."""
+        self.logs.close()
 
 
 @dataclass
