@@ -2,7 +2,8 @@
 
 The scheduler's state lives in one process, so there is one worker. Teardown,
 in order:
-1. SIGTERM/SIGINT/SIGQUIT reach the worker: it stops every upstream at once
+1. SIGTERM/SIGINT/SIGQUIT reach the worker: it ends the live log streams and
+   stops every upstream at once
    (graceful, then forced after each model's unloadTimeout), which also ends
    streams in flight, while gunicorn stops accepting; then the app-wide
    watchers (the performance sampler, NVML).
@@ -34,9 +35,9 @@ def _close_server(worker) -> None:
     app = getattr(worker, "wsgi", None)
     server = getattr(app, "extensions", {}).get("llama_swap") if app is not None else None
     if server is not None:
+        server.observatory.close()  # live feeds and log streams end now: gunicorn's graceful exit need not wait
         server.close()
         server.observatory.flush()  # the activity of the streams that close() just ended
-        server.observatory.close()
 
 
 def post_fork(server, worker):

@@ -2,7 +2,7 @@
 
 ``inference`` (the model-dispatched route table), ``passthrough``
 (``/upstream`` and the ComfyUI page socket), ``models`` (the listing),
-``status`` (health, running, unload), ``metrics`` (Prometheus), ``api`` (``/api/*``), ``events`` (the live
+``status`` (health, running, unload), ``metrics`` (Prometheus), ``api`` (``/api/*``), ``logs`` (``/logs*``), ``events`` (the live
 ``/api/events`` feed, in-flight cancel), ``system``
 (``/api/performance``, ``/api/hardware``, ``/api/version``), ``metrics_api``
 (activity records and captures), ``ui``. Views
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.routes import api, common, events, inference, metrics, metrics_api, models, passthrough, status, system, ui
+from app.routes import api, common, events, inference, logs, metrics, metrics_api, models, passthrough, status, system, ui
 
 
 def register_routes(app: Flask) -> None:
     app.before_request(common.stamp_arrival)
-    for module in (inference, passthrough, models, status, metrics, api, events, system, metrics_api, ui):
+    for module in (inference, passthrough, models, status, metrics, api, logs, events, system, metrics_api, ui):
         app.register_blueprint(module.bp)

@@ -43,10 +43,9 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
 
 def initial_messages(server: Server, feed: EventFeed) -> list[Message]:
     """What a newly connected client is told first, as llama-swap orders it; ids are the feed's newest."""
-    logs = getattr(server.observatory, "logs", None)
-    histories = logs.histories() if logs is not None and hasattr(logs, "histories") else {}
-    messages = [feed.message("logData", {"source": source, "data": histories.get(source, "")})
-                for source in ("proxy", "upstream")]
+    logs = server.observatory.logs
+    messages = [feed.message("logData", {"source": source, "data": monitor.history().decode("utf-8", "replace")})
+                for source, monitor in (("proxy", logs.proxy), ("upstream", logs.upstream))]
     active = server.active_profile.name if server.active_profile else None
     messages += [
         feed.message("modelStatus", model_status(server)),

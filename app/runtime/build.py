@@ -74,11 +74,11 @@ def build_swapper(config: Config) -> Swapper:
 
 def build_server(config: Config, observatory: Observatory) -> Server:
     """A running Server for ``config``: logging set up, processes owned, preload begun."""
-    setup_logging(config)
+    setup_logging(config, observatory.logs)
     for warning in config.warnings:
         log.warning("config: %s", warning)
     transport = UpstreamTransport()
-    router = build_router(config, transport, observatory, upstream_output_sink())
+    router = build_router(config, transport, observatory, upstream_output_sink(observatory.logs))
     server = Server(config=config, router=router, transport=transport, observatory=observatory)
     preload(router, config.preload)
     return server

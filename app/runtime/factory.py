@@ -4,7 +4,7 @@ Nothing happens at import time; everything the app needs is built here, once
 per gunicorn worker (after gevent has patched the world). The parts that
 outlive a config reload (the event bus, the exchange observers: the access
 log, the per-model Prometheus series, the activity meter and the in-flight
-table; the Prometheus registry, the activity store, the
+table; the log monitors, the Prometheus registry, the activity store, the
 captures, the hardware snapshot and the performance sampler) are built here
 once; the ``Server`` is built from the config and rebuilt on each reload.
 ``performance:``, ``store``, ``metricsMaxInMemory`` and ``captureBuffer`` are

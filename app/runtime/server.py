@@ -34,6 +34,7 @@ from app.observe.performance import PerformanceMonitor
 from app.observe.captures import CaptureCache
 from app.observe.recorder import Recorder
 from app.observe.model_metrics import ModelMetrics
+from app.observe.logs import LogHub
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -71,7 +72,11 @@ class Observatory:
     # Requests, tokens (``count_tokens``), latencies, swaps, loads; in ``registry``.
     model_metrics: ModelMetrics = field(init=False)
 
+    # The log monitors (proxy, upstream, per model, the mux), publishing on the bus.
+    logs: LogHub = field(init=False)
+
     def __post_init__(self) -> None:
+        self.logs = LogHub(publish=self.bus.publish)
         self.model_metrics = ModelMetrics(self.registry)
         self.inflight = InflightTracker(self.bus.publish)
         self.observers.add(self.inflight)
@@ -83,7 +88,9 @@ class Observatory:
         self.recorder.flush()
 
     def close(self) -> None:
-        """Stop the feed, the in-flight ticker and the sampler, release NVML (at shutdown: a reload keeps the observatory)."""
+        """At shutdown (a reload keeps the observatory): end the live feeds and log streams, so no response
+        waits on them; stop the in-flight ticker, the metrics reader and the sampler; release NVML."""
+        self.logs.close()
         self.feed.close()
         self.inflight.close()
         self.model_metrics.close()

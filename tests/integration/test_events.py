@@ -82,6 +82,19 @@ def test_a_client_sees_the_initial_payload_then_a_model_start_serve_and_stop_in_
         upserts = [m for m in feed.of_type("inflight") if m.data["operation"] == "upsert"]
         assert seq(upserts[-1]) < seq(removed[0])
 
+        # Its log lines: the upstream's own output and the proxy's access line.
+        feed.wait_for(lambda ms: any(m.type == "logData" and m.data["source"] == "proxy"
+                                     and "A: POST /v1/chat/completions 200" in m.data["data"] for m in ms),
+                      "the access line as logData")
+        assert any(m.data["source"] == "upstream" and m.data["data"] for m in live if m.type == "logData")
+        # Its activity record, announced by id once stored: the REST API has it.
+        feed.wait_for(lambda ms: any(m.type == "activity" for m in ms), "the activity message")
+        (activity,) = feed.of_type("activity")
+        page = requests.get(server.url("/api/metrics/activity"), timeout=5).json()
+        assert [(r["id"], r["model"], r["req_path"]) for r in page["data"]] == [
+            (activity.data["id"], "A", "/v1/chat/completions")]
+        assert seq(removed[0]) < seq(activity)
+
 
 def test_a_client_reconnecting_with_its_last_event_id_gets_only_what_it_missed(llama_swap, tmp_path):
     server = llama_swap(config(tmp_path, {"A": "--tokens 3"}))

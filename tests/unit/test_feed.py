@@ -12,6 +12,7 @@ from app.observe.events import ActivityRecorded, InflightChanged, LogWritten, Pr
 from app.observe.exchange import Observers, Outcome
 from app.observe.feed import EventFeed
 from app.observe.inflight import InflightTracker
+from app.observe.logs import LogHub
 from scheduler.events import ModelStateChanged
 from scheduler.state import ProcessState
 from tests.helpers.fakes import settle, wait_until
@@ -88,8 +89,10 @@ def test_a_stuck_subscriber_loses_its_oldest_messages_counted_and_blocks_no_one(
 def fake_server(feed: EventFeed, tracker: InflightTracker) -> SimpleNamespace:
     config = SimpleNamespace(ui_session_headers=("X-Session-ID",), models={}, peers={})
     router = SimpleNamespace(model_state=lambda model: None)
+    logs = LogHub()
+    logs.write_proxy("[INFO] hello\n")
     return SimpleNamespace(config=config, router=router, active_profile=None,
-                           observatory=SimpleNamespace(feed=feed, inflight=tracker))
+                           observatory=SimpleNamespace(feed=feed, inflight=tracker, logs=logs))
 
 
 def test_the_sse_stream_sends_a_comment_when_quiet_and_ends_when_it_fell_behind(monkeypatch):
@@ -103,6 +106,7 @@ def test_the_sse_stream_sends_a_comment_when_quiet_and_ends_when_it_fell_behind(
     stream = events._sse_stream(fake_server(feed, tracker), {}, None)
     opening = next(stream)
     assert opening.startswith(b"retry:1000\n\n") and opening.count(b"event:message") == 6
+    assert b'{\\"source\\":\\"proxy\\",\\"data\\":\\"[INFO] hello\\\\n\\"}' in opening
     assert next(stream) == b": keepalive\n\n"
     for n in range(10):  # more than the stream's queue holds, before it reads any
         bus.publish(ActivityRecorded(n, "m"))
