@@ -19,6 +19,8 @@ from typing import Any
 # The config path (and --watch-config) handed from the CLI (gunicorn master) to the worker.
 CONFIG_ENV = "LLAMA_SWAP_CONFIG"
 WATCH_ENV = "LLAMA_SWAP_WATCH_CONFIG"
+# "none": no exchange observers at all (no access log, metrics, in-flight, activity); for benchmarks only.
+OBSERVERS_ENV = "LLAMA_SWAP_OBSERVERS"
 
 
 def __getattr__(name: str) -> Any:

@@ -8,5 +8,8 @@ runs one; ``--quick`` runs a shorter smoke-test version. Modules:
   clients, and against a Nagle-afflicted ``--split-writes`` upstream);
 * ``streaming`` - chunks per second of one long SSE stream;
 * ``first_event`` - time to the first SSE event of a stream (and to its headers);
-* ``swap``      - cold-start time to first byte minus the upstream's own start time.
+* ``swap``      - cold-start time to first byte minus the upstream's own start time;
+* ``churn``     - many models swapped under a mixed load;
+* ``observers`` - every observer on vs none (overhead, streaming), and 1,000
+  live ``/api/events`` clients (memory, overhead while connected).
 """

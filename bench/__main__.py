@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from bench.harness import BenchResult, Check, format_table, machine_info, say, stop_everything
 from bench.churn import run_churn
 from bench.first_event import run_first_event
+from bench.observers import run_observers
 from bench.overhead import run_overhead, run_split_writes
 from bench.streaming import run_streaming
 from bench.swap import run_swap
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     "first-event": run_first_event,
     "swap": run_swap,
     "churn": run_churn,
+    "observers": run_observers,
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -9,15 +9,16 @@ counts up for the life of the process, ``boot`` tells one process's ids
 from another's, so a client that reconnects to a restarted server is not
 mistaken for one that missed a few messages.
 
-The last ``REPLAY`` messages are kept: a client reconnecting with
-``Last-Event-ID`` gets what it missed (``replay_after``); when that id is
-older than the buffer or from another boot, it gets None and must resync
-from the initial payload, as llama-swap's UI does on every reconnect.
-
-Subscribers (``subscribe``) each get a bounded queue (the bus's
-``Subscription``): a slow or stuck one loses its oldest messages, counted,
-and never slows the pump, the proxy or another subscriber. The pump itself
-reads the bus through a large queue of its own.
+The last ``REPLAY`` messages are kept in one shared buffer, and that buffer
+is every client's queue: a client (``Reader``) is only a cursor into it.
+Publishing a message costs the same with one client or a thousand (append,
+then one wake-up event for whoever waits), and a client that reconnects
+with ``Last-Event-ID`` resumes from its id (``reader(after=...)``) when the
+buffer still holds everything after it. A slow or stuck client never slows
+the pump, the proxy or another client: when the buffer has moved past its
+cursor, the messages it lost are counted (``Reader.take`` raises
+``FellBehind``) and it must resync from the initial payload, as llama-swap's
+UI does on every reconnect.
 
 What the messages say about the model list comes from ``model_status``, a
 callable the runtime supplies (it knows the config and the router; this
@@ -26,6 +27,7 @@ module knows neither).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -35,16 +37,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import gevent
+from gevent.event import Event
 
-from app.observe.bus import EventBus, Published, Subscription
+from app.observe.bus import EventBus, Published
 from app.observe.events import ActivityRecorded, ConfigReloaded, InflightChanged, LogWritten, ProfileChanged
 from scheduler.events import ModelStateChanged
 
 log = logging.getLogger("llama-swap.proxy")
 
-REPLAY = 4096  # messages kept for clients that reconnect
+REPLAY = 4096  # messages kept: what a client may fall behind, or miss while reconnecting
 PUMP_QUEUE = 16384  # the pump's own bus queue
-SUBSCRIBER_QUEUE = 1024  # messages one client may fall behind before its oldest are dropped
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,47 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+class FellBehind(Exception):
+    """The buffer moved past a reader's cursor: ``lost`` messages it will never get."""
+
+    def __init__(self, lost: int):
+        super().__init__(f"{lost} messages dropped")
+        self.lost = lost
+
+
+class Reader:
+    """One client's cursor into the feed; ``close()`` when the client leaves (wakes a waiting ``wait``)."""
+
+    def __init__(self, feed: "EventFeed", after: int):
+        self._feed = feed
+        self.cursor = after  # the seq of the last message this client has
+        self.closed = False
+        self._closed_event = Event()
+
+    def take(self) -> list[Message]:
+        """Every message after the cursor (none: an empty list), moving the cursor; ``FellBehind`` if some were lost."""
+        messages = self._feed._after(self.cursor)
+        if messages:
+            self.cursor = int(messages[-1].id.rpartition("-")[2])
+        return messages
+
+    def wait(self, timeout: float | None) -> bool:
+        """Until a message past the cursor is there (True), ``timeout`` passes or the reader closes (False)."""
+        while not self.closed and self._feed._seq <= self.cursor:
+            arrived = self._feed._arrived
+            if gevent.wait([arrived, self._closed_event], timeout=timeout, count=1) == []:
+                return False
+        return not self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._feed._readers.discard(self)
+            self._closed_event.set()
+
+
 class EventFeed:
-    """Numbers, keeps and fans out the messages; owns the pump greenlet."""
+    """Numbers, keeps and serves the messages; owns the pump greenlet and the buffer."""
 
     def __init__(self, bus: EventBus, model_status: Callable[[], list[dict[str, Any]]] | None = None,
                  replay: int = REPLAY):
@@ -74,7 +115,8 @@ class EventFeed:
         self.boot = f"{int(time.time()):x}{os.getpid() & 0xffff:04x}"
         self._seq = 0
         self._kept: deque[Message] = deque(maxlen=replay)
-        self._out = EventBus()
+        self._arrived = Event()  # replaced by a fresh one at each message: set wakes the waiting readers
+        self._readers: set[Reader] = set()
         self._source = bus.subscribe(PUMP_QUEUE)
         self._pump = gevent.spawn(self._run)
 
@@ -85,34 +127,50 @@ class EventFeed:
         """The id of the newest message (what a snapshot taken now is current to)."""
         return f"{self.boot}-{self._seq}"
 
-    def message(self, type_: str, data: Any, *, id_: str | None = None) -> Message:
-        """A message outside the sequence (an initial payload's), carrying ``id_`` (default: ``last_id``)."""
-        return Message(id_ or self.last_id, type_, dumps(data))
+    def message(self, type_: str, data: Any) -> Message:
+        """A message outside the sequence (an initial payload's), carrying ``last_id``."""
+        return Message(self.last_id, type_, dumps(data))
 
-    def subscribe(self) -> Subscription:
-        """A client's queue of messages from now on; ``close()`` it when the client leaves."""
-        return self._out.subscribe(SUBSCRIBER_QUEUE)
-
-    def replay_after(self, last_event_id: str) -> list[Message] | None:
-        """The kept messages after ``last_event_id``; None when they cannot all be given (resync)."""
+    def resumable(self, last_event_id: str) -> int | None:
+        """The seq a client that last saw ``last_event_id`` can resume after; None when it must resync."""
         boot, _, seq_text = last_event_id.strip().rpartition("-")
         if boot != self.boot or not seq_text.isdigit():
             return None
         seq = int(seq_text)
-        if seq > self._seq:
-            return None
-        missed = self._seq - seq
-        if missed > len(self._kept):
-            return None  # some were dropped from the buffer already
-        return list(self._kept)[len(self._kept) - missed:] if missed else []
+        oldest = self._seq - len(self._kept) + 1  # the first seq still kept
+        return seq if oldest - 1 <= seq <= self._seq else None
+
+    def reader(self, after: int | None = None) -> Reader:
+        """A client's cursor: after ``after`` (a ``resumable`` seq), else from now on."""
+        reader = Reader(self, self._seq if after is None else after)
+        self._readers.add(reader)
+        return reader
+
+    def replay_after(self, last_event_id: str) -> list[Message] | None:
+        """The kept messages after ``last_event_id``; None when they cannot all be given (resync)."""
+        seq = self.resumable(last_event_id)
+        return None if seq is None else self._after(seq)
 
     @property
     def subscribers(self) -> int:
-        return self._out.subscribers
+        return len(self._readers)
 
     def close(self) -> None:
+        """At shutdown: the pump stops and every reader is closed (their streams end)."""
         self._source.close()
         self._pump.kill(block=False)
+        for reader in list(self._readers):
+            reader.close()
+
+    # ----------------------------------------------------------------- the buffer
+
+    def _after(self, seq: int) -> list[Message]:
+        missed = self._seq - seq
+        if missed <= 0:
+            return []
+        if missed > len(self._kept):
+            raise FellBehind(missed - len(self._kept))
+        return list(itertools.islice(self._kept, len(self._kept) - missed, None))
 
     # ----------------------------------------------------------------- the pump
 
@@ -132,9 +190,9 @@ class EventFeed:
 
     def _emit(self, type_: str, data: Any) -> None:
         self._seq += 1
-        message = Message(f"{self.boot}-{self._seq}", type_, dumps(data))
-        self._kept.append(message)
-        self._out.publish(message)
+        self._kept.append(Message(f"{self.boot}-{self._seq}", type_, dumps(data)))
+        arrived, self._arrived = self._arrived, Event()
+        arrived.set()
 
     def _translate(self, item: Published) -> Iterable[tuple[str, Any]]:
         event = item.event

@@ -5,17 +5,21 @@ proxy's log history and the upstreams' (``logData``), ``modelStatus``,
 ``uiConfig``, ``profileChanged`` and an ``inflight`` snapshot; then every
 message as it happens (``app.observe.feed``). A client that reconnects with
 ``Last-Event-ID`` (the header ``EventSource`` sends by itself, or
-``?last_event_id=`` on the websocket) gets only the messages it missed, when
-the replay buffer still holds them all; otherwise the initial payload again.
+``?last_event_id=``) gets only the messages it missed, when the feed's
+buffer still holds them all; otherwise the initial payload again.
 
 SSE framing is llama-swap's (``event:message``, ``data:`` a JSON envelope
 whose ``data`` is itself JSON text), plus an ``id:`` line per message, a
 ``retry:`` hint, and a comment line every ``HEARTBEAT`` seconds so proxies
-in between do not close an idle stream. A client that falls so far behind
-that its queue dropped messages is told so in a comment and its stream is
-ended: its ``EventSource`` reconnects with its last id and catches up from
-the replay buffer, or resyncs. Websocket frames are text, one JSON object
-per message: ``{"id", "type", "data"}``.
+in between do not close an idle stream. Messages that come close together
+go out in one write: a client waits ``coalesce()`` after the first before
+writing, a window that grows with the number of clients (up to
+``COALESCE_MAX``), so a thousand dashboards cost the server a bounded
+number of writes per second, not a thousand per message. A client that
+falls so far behind that the buffer moved past it is told so in a comment
+and its stream is ended: its ``EventSource`` reconnects and resyncs.
+Websocket frames are text, one JSON object per message: ``{"id", "type",
+"data"}``.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Iterator
 
+import gevent
 from flask import Blueprint, Response, jsonify, request
 from flask_sock import Sock
 
 from app.errors import NotFound
-from app.observe.feed import EventFeed, Message
+from app.observe.feed import EventFeed, FellBehind, Message, Reader
 from app.relay.hangup import HangupWatch
 from app.runtime.server import Server, current, model_status
 
@@ -38,6 +43,8 @@ sock = Sock()
 
 HEARTBEAT = 15.0  # seconds of quiet before a comment line goes out
 RETRY_MS = 1000  # EventSource's reconnect delay
+COALESCE_PER_CLIENT = 0.00025  # seconds of batching window per connected client...
+COALESCE_MAX = 0.25  # ...up to this (llama-swap itself throttles in-flight progress to 250 ms)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no"}
 
 
@@ -56,39 +63,45 @@ def initial_messages(server: Server, feed: EventFeed) -> list[Message]:
     return messages
 
 
-def opening(server: Server, last_event_id: str | None) -> list[Message]:
-    """The replay after ``last_event_id`` when it can be whole, else the initial payload."""
+def coalesce(feed: EventFeed) -> float:
+    """How long a client lets messages gather before writing them (about a millisecond with a handful of clients)."""
+    return min(COALESCE_MAX, feed.subscribers * COALESCE_PER_CLIENT)
+
+
+def open_reader(server: Server, last_event_id: str | None) -> tuple[Reader, list[Message]]:
+    """A reader resuming after ``last_event_id`` when it can (nothing to send first), else one from now
+    with the initial payload to send first."""
     feed = server.observatory.feed
-    if last_event_id:
-        missed = feed.replay_after(last_event_id)
-        if missed is not None:
-            return missed
-    return initial_messages(server, feed)
+    resume = feed.resumable(last_event_id) if last_event_id else None
+    if resume is not None:
+        return feed.reader(after=resume), []
+    return feed.reader(), initial_messages(server, feed)
 
 
 def _sse_stream(server: Server, environ: dict, last_event_id: str | None) -> Iterator[bytes]:
     feed = server.observatory.feed
-    subscription = feed.subscribe()  # before the snapshot: nothing falls between the two
-    watch = HangupWatch(environ, subscription.close)
+    reader, first = open_reader(server, last_event_id)
+    watch = HangupWatch(environ, reader.close)
     try:
-        yield f"retry:{RETRY_MS}\n\n".encode() + b"".join(m.sse() for m in opening(server, last_event_id))
-        while not subscription.closed:
-            item = subscription.get(HEARTBEAT)
-            if item is None:
-                if not subscription.closed:
-                    yield b": keepalive\n\n"
+        yield f"retry:{RETRY_MS}\n\n".encode() + b"".join(m.sse() for m in first)
+        while True:
+            if not reader.wait(HEARTBEAT):
+                if reader.closed:
+                    return
+                yield b": keepalive\n\n"
                 continue
-            batch = [item.event.sse()]
-            while subscription.pending():  # whatever piled up goes out in one write
-                batch.append(subscription.get(0).event.sse())  # type: ignore[union-attr]
-            if subscription.dropped:
-                batch.append(f": {subscription.dropped} messages dropped; reconnect to catch up\n\n".encode())
-                yield b"".join(batch)
+            window = coalesce(feed)
+            if window:
+                gevent.sleep(window)
+            try:
+                batch = reader.take()
+            except FellBehind as behind:
+                yield f": {behind.lost} messages dropped; reconnect to catch up\n\n".encode()
                 return
-            yield b"".join(batch)
+            yield b"".join(m.sse() for m in batch)
     finally:
         watch.stop()
-        subscription.close()
+        reader.close()
 
 
 @bp.get("/api/events")
@@ -107,19 +120,25 @@ def _frame(message: Message) -> str:
 def events_ws(ws: Any) -> None:
     server = current()
     feed = server.observatory.feed
-    subscription = feed.subscribe()
+    reader, first = open_reader(server, request.args.get("last_event_id"))
     try:
-        for message in opening(server, request.args.get("last_event_id")):
+        for message in first:
             ws.send(_frame(message))
         while ws.connected:
-            item = subscription.get(HEARTBEAT)
-            if subscription.dropped:
-                ws.close(reason=1013, message=f"{subscription.dropped} messages dropped; reconnect to catch up")
+            if not reader.wait(HEARTBEAT):
+                continue  # a closed socket is noticed here, at the latest one heartbeat later
+            window = coalesce(feed)
+            if window:
+                gevent.sleep(window)
+            try:
+                batch = reader.take()
+            except FellBehind as behind:
+                ws.close(reason=1013, message=f"{behind.lost} messages dropped; reconnect to catch up")
                 return
-            if item is not None:
-                ws.send(_frame(item.event))
+            for message in batch:
+                ws.send(_frame(message))
     finally:
-        subscription.close()
+        reader.close()
 
 
 @bp.post("/api/inflight/<request_id>/cancel")

@@ -20,7 +20,7 @@ from pathlib import Path
 import prometheus_client
 from flask import Flask
 
-from app import CONFIG_ENV, WATCH_ENV, auth
+from app import CONFIG_ENV, OBSERVERS_ENV, WATCH_ENV, auth
 from app.config import Config, load_config
 from app.errors import register_error_handlers
 from app.observe.access_log import AccessLog
@@ -97,6 +97,11 @@ def build_observatory(config: Config) -> Observatory:
     """
     observatory = Observatory(activity=ActivityStore(config.store_path, config.metrics_max_in_memory),
                               captures=CaptureCache(config.capture_buffer * MB))
+    if os.environ.get(OBSERVERS_ENV) == "none":  # the baseline of the observers benchmark
+        observatory.observers.remove(observatory.inflight)
+        log.warning("%s=none: no exchange observers (no access log, metrics, in-flight or activity)",
+                    OBSERVERS_ENV)
+        return observatory
     observatory.observers.add(AccessLog())
     observatory.observers.add(observatory.model_metrics)
     observatory.observers.add(ActivityMeter(observatory.recorder.record, observatory.captures.budget))

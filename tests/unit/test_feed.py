@@ -6,11 +6,12 @@ import json
 from types import SimpleNamespace
 
 import gevent
+import pytest
 
 from app.observe.bus import EventBus
 from app.observe.events import ActivityRecorded, InflightChanged, LogWritten, ProfileChanged
 from app.observe.exchange import Observers, Outcome
-from app.observe.feed import EventFeed
+from app.observe.feed import EventFeed, FellBehind
 from app.observe.inflight import InflightTracker
 from app.observe.logs import LogHub
 from scheduler.events import ModelStateChanged
@@ -72,17 +73,41 @@ def test_replay_gives_what_was_missed_or_none_when_it_cannot_be_whole():
     feed.close()
 
 
-def test_a_stuck_subscriber_loses_its_oldest_messages_counted_and_blocks_no_one():
+def test_a_client_is_a_cursor_into_one_buffer_and_one_left_behind_is_told_how_much_it_lost():
     bus = EventBus()
-    feed = feed_of(bus)
-    stuck, reader = feed.subscribe(), feed.subscribe()
+    feed = feed_of(bus, replay=8)
+    stuck, keeping_up = feed.reader(), feed.reader()
     got = []
-    for batch in (range(600), range(600, 1100)):  # a reader that keeps up, batch by batch
+    for batch in (range(6), range(6, 12)):  # one reader keeps up, batch by batch
         for n in batch:
             bus.publish(ActivityRecorded(n, "m"))
-        wait_until(lambda: got.extend(reader.get(0).event for _ in range(reader.pending())) or
-                   len(got) == batch.stop, "the reader to get everything")
-    assert stuck.dropped == 1100 - 1024 and stuck.pending() == 1024
+        wait_until(lambda: keeping_up.wait(0) and got.extend(keeping_up.take()) or len(got) == batch.stop,
+                   "the reader to get everything")
+    assert [json.loads(m.data)["id"] for m in got] == list(range(12))
+    with pytest.raises(FellBehind) as behind:
+        stuck.take()
+    assert behind.value.lost == 4  # 12 published, 8 kept
+    assert feed.subscribers == 2
+    stuck.close()
+    assert feed.subscribers == 1
+    feed.close()
+    assert keeping_up.closed
+
+
+def test_a_waiting_reader_wakes_on_a_message_and_on_close():
+    bus = EventBus()
+    feed = feed_of(bus)
+    reader = feed.reader()
+    waiter = gevent.spawn(reader.wait, 5)
+    settle()
+    bus.publish(ActivityRecorded(1, "m"))
+    assert waiter.get(timeout=2) is True
+    assert [json.loads(m.data) for m in reader.take()] == [{"id": 1}]
+    assert reader.wait(0) is False  # nothing new
+    waiter = gevent.spawn(reader.wait, 5)
+    settle()
+    reader.close()
+    assert waiter.get(timeout=2) is False
     feed.close()
 
 
@@ -99,21 +124,22 @@ def test_the_sse_stream_sends_a_comment_when_quiet_and_ends_when_it_fell_behind(
     from app.routes import events
 
     monkeypatch.setattr(events, "HEARTBEAT", 0.01)
-    monkeypatch.setattr("app.observe.feed.SUBSCRIBER_QUEUE", 4)
     bus = EventBus()
-    feed = feed_of(bus)
+    feed = feed_of(bus, replay=4)
     tracker = InflightTracker(bus.publish)
     stream = events._sse_stream(fake_server(feed, tracker), {}, None)
     opening = next(stream)
     assert opening.startswith(b"retry:1000\n\n") and opening.count(b"event:message") == 6
     assert b'{\\"source\\":\\"proxy\\",\\"data\\":\\"[INFO] hello\\\\n\\"}' in opening
     assert next(stream) == b": keepalive\n\n"
-    for n in range(10):  # more than the stream's queue holds, before it reads any
+    bus.publish(ActivityRecorded(0, "m"))
+    wait_until(lambda: feed.last_id.endswith("-1"), "the feed to number it")
+    assert next(stream).count(b"event:message") == 1
+    for n in range(1, 11):  # more than the buffer holds, before the stream reads any
         bus.publish(ActivityRecorded(n, "m"))
-    wait_until(lambda: feed.last_id.endswith("-10"), "the feed to number them")
+    wait_until(lambda: feed.last_id.endswith("-11"), "the feed to number them")
     rest = b"".join(stream)  # the stream ends by itself
-    assert rest.count(b"event:message") == 4
-    assert rest.endswith(b": 6 messages dropped; reconnect to catch up\n\n")
+    assert rest == b": 6 messages dropped; reconnect to catch up\n\n"
     assert feed.subscribers == 0
     feed.close()
 
