@@ -19,10 +19,11 @@ written when its observer is on):
 
 from __future__ import annotations
 
+import multiprocessing
 import selectors
 import socket
-import threading
 import time
+from multiprocessing.connection import Connection
 
 import psutil
 
@@ -58,43 +59,58 @@ def worker_rss_mib(server) -> float:
     return sum(p.memory_info().rss for p in workers) / 2**20
 
 
+def _hold_subscribers(port: int, count: int, ready: Connection, stop: Connection) -> None:
+    """In a child process: connect ``count`` SSE clients, say how many bytes the opening took, read until told."""
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection((HOST, port))
+        sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
+        socks.append(sock)
+    selector = selectors.DefaultSelector()
+    for sock in socks:  # each has its initial payload before the measurement starts
+        sock.settimeout(30)
+        data = b""
+        while data.count(b"event:message") < 6:
+            data += sock.recv(65536)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    ready.send("connected")
+    received = 0
+    while not stop.poll():
+        for key, _ in selector.select(timeout=0.1):
+            try:
+                received += len(key.fileobj.recv(65536))  # type: ignore[union-attr]
+            except BlockingIOError:
+                pass
+            except OSError:
+                selector.unregister(key.fileobj)
+    ready.send(received)
+    for sock in socks:
+        sock.close()
+
+
 class Subscribers:
-    """``count`` SSE clients of ``/api/events``, connected and read (discarding) by one thread until closed."""
+    """``count`` SSE clients of ``/api/events``, held and read (discarding) by a child process, as dashboards
+    elsewhere would: reading them in this process would steal the measuring thread's GIL."""
 
     def __init__(self, port: int, count: int):
-        self.socks: list[socket.socket] = []
+        self._ready, child_ready = multiprocessing.Pipe()
+        self._stop, child_stop = multiprocessing.Pipe()
+        self._proc = multiprocessing.Process(target=_hold_subscribers, args=(port, count, child_ready, child_stop),
+                                             daemon=True)
+        self._proc.start()
+        if not self._ready.poll(120) or self._ready.recv() != "connected":
+            self._proc.kill()
+            raise RuntimeError(f"{count} /api/events clients could not connect")
         self.received = 0
-        self._selector = selectors.DefaultSelector()
-        self._stop = threading.Event()
-        for _ in range(count):
-            sock = socket.create_connection((HOST, port))
-            sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
-            self.socks.append(sock)
-        for sock in self.socks:  # each has its initial payload before the measurement starts
-            sock.settimeout(30)
-            data = b""
-            while data.count(b"event:message") < 6:
-                data += sock.recv(65536)
-            sock.setblocking(False)
-            self._selector.register(sock, selectors.EVENT_READ)
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self._selector.select(timeout=0.1):
-                try:
-                    self.received += len(key.fileobj.recv(65536))  # type: ignore[union-attr]
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    self._selector.unregister(key.fileobj)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for sock in self.socks:
-            sock.close()
+        self._stop.send("stop")
+        if self._ready.poll(10):
+            self.received = self._ready.recv()
+        self._proc.join(timeout=10)
+        if self._proc.is_alive():
+            self._proc.kill()
 
 
 def overhead_on_off(on, off, body: bytes, total: int, block: int, warmup: int) -> dict[str, dict[str, float]]:
@@ -152,9 +168,9 @@ def run_observers(quick: bool = False) -> BenchResult:
                 f"KiB per client)")
             crowded = overhead_on_off(on, off, body, total, block, warmup)
             report(f"overhead, 1 client, {subscribers} live clients on the observers-on proxy", crowded)
-            say(f"    the live clients read {clients.received / 2**20:.1f} MiB meanwhile")
         finally:
             clients.close()
+        say(f"    the live clients read {clients.received / 2**20:.1f} MiB meanwhile")
 
     added = quiet["on"]["p50"] - quiet["off"]["p50"]
     crowded_added = crowded["on"]["p50"] - crowded["off"]["p50"]

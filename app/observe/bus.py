@@ -30,10 +30,15 @@ class Published:
 
 
 class Subscription:
-    """One subscriber's queue: ``get`` the next event, ``close`` when done."""
+    """One subscriber's queue: ``get`` the next event, ``close`` when done.
 
-    def __init__(self, bus: "EventBus", maxsize: int):
+    ``kinds``: only events of these types are queued (the others cost the
+    subscriber nothing, not even a wake-up); None: every event.
+    """
+
+    def __init__(self, bus: "EventBus", maxsize: int, kinds: tuple[type, ...] | None = None):
         self._bus = bus
+        self.kinds = kinds
         self._items: deque[Published] = deque(maxlen=maxsize)
         self._arrived = Event()
         self.dropped = 0  # events lost because this subscriber fell behind
@@ -69,10 +74,11 @@ class EventBus:
     def publish(self, event: object) -> None:
         item = Published(next(self._seq), event)
         for subscriber in self._subscribers:
-            subscriber.offer(item)
+            if subscriber.kinds is None or isinstance(event, subscriber.kinds):
+                subscriber.offer(item)
 
-    def subscribe(self, maxsize: int = DEFAULT_QUEUE) -> Subscription:
-        subscription = Subscription(self, maxsize)
+    def subscribe(self, maxsize: int = DEFAULT_QUEUE, kinds: tuple[type, ...] | None = None) -> Subscription:
+        subscription = Subscription(self, maxsize, kinds)
         self._subscribers = [*self._subscribers, subscription]
         return subscription
 

@@ -117,7 +117,8 @@ class EventFeed:
         self._kept: deque[Message] = deque(maxlen=replay)
         self._arrived = Event()  # replaced by a fresh one at each message: set wakes the waiting readers
         self._readers: set[Reader] = set()
-        self._source = bus.subscribe(PUMP_QUEUE)
+        self._source = bus.subscribe(PUMP_QUEUE, kinds=(LogWritten, InflightChanged, ActivityRecorded,
+                                                        ModelStateChanged, ConfigReloaded, ProfileChanged))
         self._pump = gevent.spawn(self._run)
 
     # ----------------------------------------------------------------- for the views

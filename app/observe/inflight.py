@@ -4,14 +4,18 @@ An exchange observer. Each request is a row in llama-swap's
 ``InflightRequestEntry`` shape (``id``, ``timestamp``, ``model``,
 ``req_path``, ``method``, ``req_headers`` (first value, secrets redacted),
 ``remote_ip``, ``resp_headers``, ``resp_bytes``, ``elapsed_ms``,
-``metadata``), and every change is published on the bus as
-``InflightChanged``: an ``upsert`` when the request starts and when its
-response headers arrive, an ``upsert`` at most every ``PROGRESS_EVERY``
-seconds while its body flows, a ``remove`` when it ends.
+``metadata``), and its changes are published on the bus as
+``InflightChanged``, as llama-swap's tracker does with one difference:
+a request is shown once it has been in flight for ``PROGRESS_EVERY``
+(an ``upsert``), then upserted when its response headers arrive and at
+most every ``PROGRESS_EVERY`` while its body flows, and removed when it
+ends. A request that ends sooner (most non-streamed ones) is never
+published: a row that would blink in and out of a dashboard costs the
+feed and its clients nothing. ``snapshot()`` lists every request.
 
-Body progress costs nothing per chunk: one ticker greenlet, alive only
-while something is in flight, compares each row's byte count every
-``PROGRESS_EVERY`` seconds and publishes the rows that moved.
+None of it costs anything per chunk: one ticker greenlet, alive while
+requests come, every ``PROGRESS_EVERY`` seconds shows the rows old enough
+and republishes those whose byte count moved.
 
 ``cancel(id)`` ends a request on an operator's word through its exchange
 (``Exchange.cancel``): a queued request leaves the router's queue, a
@@ -34,7 +38,8 @@ from app.observe.redact import redacted_headers
 
 log = logging.getLogger("llama-swap.proxy")
 
-PROGRESS_EVERY = 0.25  # seconds between body-progress upserts of one request
+PROGRESS_EVERY = 0.25  # seconds in flight before a request is shown, then between its progress upserts
+TICKER_LINGER = 2.0  # seconds the ticker stays up with nothing in flight (a steady load never respawns it)
 
 
 def rfc3339(timestamp: float) -> str:
@@ -53,6 +58,7 @@ def client_ip(exchange: Exchange) -> str:
 class _Row:
     exchange: Exchange
     request: dict[str, Any]  # the entry without its moving parts (bytes, elapsed)
+    published: bool = False  # shown in the feed (upserted at least once)
     published_bytes: int = 0
 
 
@@ -64,6 +70,7 @@ class InflightTracker(ExchangeObserver):
         self._now = clock or time.monotonic
         self._rows: dict[str, _Row] = {}
         self._ticker: gevent.Greenlet | None = None
+        self._last_start = 0.0
 
     # ----------------------------------------------------------------- reading
 
@@ -92,7 +99,7 @@ class InflightTracker(ExchangeObserver):
             "req_headers": redacted_headers(exchange.request_headers()), "remote_ip": client_ip(exchange),
             "resp_headers": {}})
         self._rows[row.request["id"]] = row
-        self._upsert(row)
+        self._last_start = self._now()
         if self._ticker is None:
             self._ticker = gevent.spawn(self._tick)
 
@@ -100,10 +107,12 @@ class InflightTracker(ExchangeObserver):
         row = self._rows.get(str(exchange.id))
         if row is not None:
             row.request["resp_headers"] = redacted_headers(exchange.response_headers)
-            self._upsert(row)
+            if row.published:
+                self._upsert(row)
 
     def on_end(self, exchange: Exchange) -> None:
-        if self._rows.pop(str(exchange.id), None) is not None:
+        row = self._rows.pop(str(exchange.id), None)
+        if row is not None and row.published:
             self._publish(InflightChanged("remove", {"id": str(exchange.id)}))
 
     # ----------------------------------------------------------------- publishing
@@ -118,15 +127,22 @@ class InflightTracker(ExchangeObserver):
         return entry
 
     def _upsert(self, row: _Row) -> None:
+        row.published = True
         row.published_bytes = row.exchange.response_bytes
         self._publish(InflightChanged("upsert", {"request": self._entry(row)}))
 
     def _tick(self) -> None:
         try:
-            while self._rows:
+            while self._rows or self._now() - self._last_start < TICKER_LINGER:
                 gevent.sleep(PROGRESS_EVERY)
+                now = self._now()
                 for row in list(self._rows.values()):
-                    if row.exchange.response_bytes != row.published_bytes and not row.exchange.ended:
+                    if row.exchange.ended:
+                        continue
+                    if not row.published:
+                        if now - row.exchange.began >= PROGRESS_EVERY:
+                            self._upsert(row)
+                    elif row.exchange.response_bytes != row.published_bytes:
                         self._upsert(row)
         finally:
             self._ticker = None

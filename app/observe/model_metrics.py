@@ -121,7 +121,7 @@ class ModelMetrics(ExchangeObserver):
 
     def follow(self, bus: EventBus, spawn: Callable[..., Any] = gevent.spawn) -> Any:
         """Read ``bus`` in a background greenlet until ``close``; returns the greenlet."""
-        subscription = self._subscription = bus.subscribe()
+        subscription = self._subscription = bus.subscribe(kinds=(ActivityRecorded, SwapEnded, ModelStateChanged))
 
         def run() -> None:
             while not subscription.closed:

@@ -3,8 +3,10 @@
 ``record`` runs in the exchange's ``on_end``, which is still on the
 client's path (a chunked answer's last bytes go out after it): it only
 takes the next id and queues the ``Finished``. A writer greenlet drains the
-queue: it reads each answer's tokens and builds its record, keeps its
-capture, writes the batch to the store in one transaction, then publishes
+queue, at most every ``BATCH_WINDOW`` (so a busy server writes many records
+per transaction, not one per request): it reads each answer's tokens and
+builds its record, keeps its capture, writes the batch to the store in one
+transaction, then publishes
 ``ActivityRecorded(id, model)`` for each, so whoever hears the event finds
 the record (and its capture) there. ``flush`` does the same at once: a
 reader calls it first to see every finished request, shutdown calls it so
@@ -30,6 +32,8 @@ from app.observe.captures import CaptureCache
 from app.observe.events import ActivityRecorded
 
 log = logging.getLogger("llama-swap.observe")
+
+BATCH_WINDOW = 0.05  # seconds the writer waits after a request ends, gathering the next ones into one write
 
 
 class Recorder:
@@ -65,6 +69,7 @@ class Recorder:
     def _run(self) -> None:
         while True:
             self._wake.wait()
+            gevent.sleep(BATCH_WINDOW)  # let the requests ending meanwhile join this transaction
             self._wake.clear()
             self.flush()
 

@@ -78,6 +78,19 @@ def open_reader(server: Server, last_event_id: str | None) -> tuple[Reader, list
     return feed.reader(), initial_messages(server, feed)
 
 
+def next_batch(feed: EventFeed, reader: Reader) -> list[Message] | None:
+    """The next messages, gathered for ``coalesce()``; None when a heartbeat is due first or the reader closed.
+
+    Raises ``FellBehind`` when the buffer moved past the reader.
+    """
+    if not reader.wait(HEARTBEAT):
+        return None
+    window = coalesce(feed)
+    if window:
+        gevent.sleep(window)
+    return reader.take()
+
+
 def _sse_stream(server: Server, environ: dict, last_event_id: str | None) -> Iterator[bytes]:
     feed = server.observatory.feed
     reader, first = open_reader(server, last_event_id)
@@ -85,19 +98,16 @@ def _sse_stream(server: Server, environ: dict, last_event_id: str | None) -> Ite
     try:
         yield f"retry:{RETRY_MS}\n\n".encode() + b"".join(m.sse() for m in first)
         while True:
-            if not reader.wait(HEARTBEAT):
+            try:
+                batch = next_batch(feed, reader)
+            except FellBehind as behind:
+                yield f": {behind.lost} messages dropped; reconnect to catch up\n\n".encode()
+                return
+            if batch is None:
                 if reader.closed:
                     return
                 yield b": keepalive\n\n"
                 continue
-            window = coalesce(feed)
-            if window:
-                gevent.sleep(window)
-            try:
-                batch = reader.take()
-            except FellBehind as behind:
-                yield f": {behind.lost} messages dropped; reconnect to catch up\n\n".encode()
-                return
             yield b"".join(m.sse() for m in batch)
     finally:
         watch.stop()
@@ -124,14 +134,9 @@ def events_ws(ws: Any) -> None:
     try:
         for message in first:
             ws.send(_frame(message))
-        while ws.connected:
-            if not reader.wait(HEARTBEAT):
-                continue  # a closed socket is noticed here, at the latest one heartbeat later
-            window = coalesce(feed)
-            if window:
-                gevent.sleep(window)
+        while ws.connected:  # a closed socket is noticed here, at the latest one heartbeat later
             try:
-                batch = reader.take()
+                batch = next_batch(feed, reader) or []
             except FellBehind as behind:
                 ws.close(reason=1013, message=f"{behind.lost} messages dropped; reconnect to catch up")
                 return

@@ -48,7 +48,7 @@ def inflight_rows(client: EventsClient, model: str) -> list[dict]:
 
 
 def test_a_client_sees_the_initial_payload_then_a_model_start_serve_and_stop_in_order(llama_swap, tmp_path):
-    server = llama_swap(config(tmp_path, {"A": "--tokens 3"}))
+    server = llama_swap(config(tmp_path, {"A": "--tokens 3 --load-time 0.6"}))
     with EventsClient(server.url("/api/events")) as feed:
         feed.wait_for(lambda ms: len(ms) >= len(INITIAL), "the initial payload")
         assert [m.type for m in feed.messages[:len(INITIAL)]] == INITIAL
@@ -70,7 +70,8 @@ def test_a_client_sees_the_initial_payload_then_a_model_start_serve_and_stop_in_
         # Every live message has its own id, increasing.
         assert [seq(m) for m in live] == sorted({seq(m) for m in live})
 
-        # The request in flight: upserted when it started and when its answer's headers came, then removed.
+        # The request in flight (it waits for A to load): shown while it waited, upserted when its
+        # answer's headers came, then removed.
         rows = inflight_rows(feed, "A")
         assert rows[0]["req_path"] == "/v1/chat/completions" and rows[0]["method"] == "POST"
         assert rows[0]["req_headers"]["Authorization"] == "[REDACTED]"
@@ -130,7 +131,7 @@ def test_the_same_feed_over_a_websocket(llama_swap, tmp_path):
         assert requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=30).status_code == 200
         live = []
         deadline = time.monotonic() + 10
-        while not any(f["type"] == "inflight" and f["data"]["operation"] == "remove" for f in live):
+        while not any(f["type"] == "activity" for f in live):
             assert time.monotonic() < deadline, live
             frame = ws.receive(timeout=1)
             if frame is not None:

@@ -144,15 +144,24 @@ def test_the_sse_stream_sends_a_comment_when_quiet_and_ends_when_it_fell_behind(
     feed.close()
 
 
-def test_in_flight_rows_are_upserted_on_start_response_and_progress_and_removed_at_the_end():
+def test_in_flight_rows_are_shown_once_old_enough_then_upserted_on_response_and_progress_and_removed(monkeypatch):
+    monkeypatch.setattr("app.observe.inflight.PROGRESS_EVERY", 0.02)
+    monkeypatch.setattr("app.observe.inflight.TICKER_LINGER", 0.05)
     published: list[InflightChanged] = []
     tracker = InflightTracker(published.append)
     observers = Observers()
     observers.add(tracker)
+    quick = observers.open("m", "POST", "/v1/embeddings")
+    quick.end(Outcome.COMPLETE, status=200)
+    assert published == []  # in and out before it was worth showing
+
     environ = {"HTTP_AUTHORIZATION": "Bearer k", "HTTP_X_FORWARDED_FOR": "10.0.0.9, 10.0.0.1"}
     exchange = observers.open("m", "POST", "/v1/chat/completions", environ=environ, remote_addr="127.0.0.1")
-    (row,) = tracker.snapshot()
+    (row,) = tracker.snapshot()  # listed at once
     assert row["req_headers"]["Authorization"] == "[REDACTED]" and row["remote_ip"] == "10.0.0.9"
+    assert published == []
+    wait_until(lambda: published, "the row to be shown", deadline=2)
+    assert published[0].operation == "upsert" and published[0].payload["request"]["resp_headers"] == {}
     exchange.responded(200, [("Content-Type", "text/event-stream"), ("Set-Cookie", "a=b")])
     assert published[-1].payload["request"]["resp_headers"] == {"Content-Type": "text/event-stream",
                                                                  "Set-Cookie": "[REDACTED]"}
