@@ -62,18 +62,17 @@ def worker_rss_mib(server) -> float:
 def _hold_subscribers(port: int, count: int, ready: Connection, stop: Connection) -> None:
     """In a child process: connect ``count`` SSE clients, say how many bytes the opening took, read until told."""
     socks = []
-    for _ in range(count):
+    selector = selectors.DefaultSelector()
+    for _ in range(count):  # one after the other, each reading its initial payload, as browsers would
         sock = socket.create_connection((HOST, port))
         sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
-        socks.append(sock)
-    selector = selectors.DefaultSelector()
-    for sock in socks:  # each has its initial payload before the measurement starts
         sock.settimeout(30)
         data = b""
         while data.count(b"event:message") < 6:
             data += sock.recv(65536)
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ)
+        socks.append(sock)
     ready.send("connected")
     received = 0
     while not stop.poll():

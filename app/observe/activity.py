@@ -81,7 +81,7 @@ class Finished:
     content_type: str
     content_encoding: str
     streamed: bool  # an SSE answer: ``sample`` is its head and tail
-    sample: BodySample | None
+    sample: BodySample | None  # None while ``response_chunks`` holds the whole answer (see ``sample_of``)
     total: float  # seconds, arrival to end
     queued: float
     loading: float
@@ -97,12 +97,13 @@ class Finished:
 
 def record_of(id: int, finished: Finished) -> ActivityRecord:
     """The record of ``finished``: its tokens read from the sample, its error named."""
-    body = _answer_body(finished)
+    sample = sample_of(finished)
+    body = _answer_body(finished, sample)
     reading = None
     if finished.status == 200 and body:
         if finished.streamed:
             reading = tokens.read_sse(body)
-        elif not finished.sample.gap:
+        elif sample is not None and not sample.gap:
             reading = tokens.read_json(body, infill=finished.route.startswith("/infill"))
     duration_ms = round(finished.total * 1000)
     if reading is not None and reading.upstream_ms is not None:
@@ -164,10 +165,20 @@ def _message_in(body: bytes) -> str:
     return ""
 
 
-def _answer_body(finished: Finished) -> bytes | None:
-    if finished.sample is None:
+def sample_of(finished: Finished) -> BodySample | None:
+    """The answer's sample: the meter's, or taken here (off the client's path) from the captured chunks."""
+    if finished.sample is not None or finished.response_chunks is None:
+        return finished.sample
+    sample = tokens.stream_sample() if finished.streamed else tokens.body_sample()
+    for chunk in finished.response_chunks:
+        sample.add(chunk)
+    return sample
+
+
+def _answer_body(finished: Finished, sample: BodySample | None) -> bytes | None:
+    if sample is None:
         return None
-    body = finished.sample.body()
-    if finished.content_encoding and not finished.sample.gap:
+    body = sample.body()
+    if finished.content_encoding and not sample.gap:
         return tokens.decoded(body, finished.content_encoding)
     return body

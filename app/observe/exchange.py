@@ -5,7 +5,7 @@ request goes to, and the relay fills it in as the request moves: granted
 (how long it queued, how much of that the model spent loading), the
 upstream's response (status, headers), each chunk sent to the client, and
 the end with its outcome. Each step is told to the registered observers as
-it happens: ``on_start``, ``on_response``, ``on_chunk``, ``on_end``.
+it happens: ``on_start``, ``on_response``, ``on_end``.
 
 An exchange ends exactly once (``end`` is idempotent, the first word
 stands): complete, the client gone, the upstream failing mid-way, refused
@@ -22,11 +22,12 @@ The exchange keeps the request's WSGI ``environ`` (its headers, for
 observers that want them) and, when the proxy buffered it, the request body
 as sent upstream (``request_body``): references, never copies.
 
-Chunks cost nothing when no observer wants them: only observers that set
-``wants_chunks`` are called per chunk, and they get the very bytes object
-being sent (never a copy); otherwise a chunk only adds to
-``response_bytes``. An observer that raises is logged and skipped: watching
-never breaks serving.
+Chunks cost nothing when nobody watches them: an observer that wants the
+body of an exchange says so for that exchange (``watch_chunks``, from its
+``on_start``), and only those sinks are called per chunk, with the very
+bytes object being sent (never a copy); otherwise a chunk only adds to
+``response_bytes``. An observer (or sink) that raises is logged and
+skipped: watching never breaks serving.
 """
 
 from __future__ import annotations
@@ -53,15 +54,11 @@ class Outcome(str, enum.Enum):
 
 
 class ExchangeObserver:
-    """Override what you need; the defaults do nothing."""
-
-    wants_chunks = False  # True: ``on_chunk`` is called with every chunk sent
+    """Override what you need; the defaults do nothing. For the body, see ``Exchange.watch_chunks``."""
 
     def on_start(self, exchange: "Exchange") -> None: ...
 
     def on_response(self, exchange: "Exchange") -> None: ...
-
-    def on_chunk(self, exchange: "Exchange", chunk: bytes) -> None: ...
 
     def on_end(self, exchange: "Exchange") -> None: ...
 
@@ -94,7 +91,9 @@ class Exchange:
     cancel_requested: bool = False
     _canceller: Callable[[], None] | None = field(default=None, repr=False)
     _observers: Sequence[ExchangeObserver] = field(default=(), repr=False)
-    _chunk_observers: Sequence[ExchangeObserver] = field(default=(), repr=False)
+    _sinks: list[Callable[[bytes], None]] = field(default_factory=list, repr=False)
+    _byte_limit: float = field(default=float("inf"), repr=False)  # past it, ``_on_limit`` is called once
+    _on_limit: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def ended(self) -> bool:
@@ -117,16 +116,32 @@ class Exchange:
                 headers.append((name, str(environ[key])))
         return headers
 
+    def watch_chunks(self, sink: Callable[[bytes], None]) -> None:
+        """Call ``sink`` with every chunk sent to the client from now on (the bytes themselves, not a copy)."""
+        self._sinks.append(sink)
+
+    def unwatch_chunks(self, sink: Callable[[bytes], None]) -> None:
+        self._sinks = [s for s in self._sinks if s is not sink]
+
+    def when_bytes_exceed(self, limit: int, then: Callable[[], None]) -> None:
+        """Call ``then`` once, as soon as more than ``limit`` response bytes were sent (a watcher's budget,
+        checked here so that its sink can be a bare ``list.append``)."""
+        self._byte_limit, self._on_limit = limit, then
+
     def sent(self, chunk: bytes) -> None:
         """``chunk`` is on its way to the client."""
         if self.first_byte is None and chunk:
             self.first_byte = time.monotonic() - self.began
         self.response_bytes += len(chunk)
-        for observer in self._chunk_observers:
+        if self.response_bytes > self._byte_limit and self._on_limit is not None:
+            self._byte_limit, on_limit, self._on_limit = float("inf"), self._on_limit, None
+            on_limit()
+        for sink in self._sinks:
             try:
-                observer.on_chunk(self, chunk)
+                sink(chunk)
             except Exception:
-                log.exception("exchange observer %s failed on a chunk", type(observer).__name__)
+                log.exception("a chunk watcher (%r) failed; it sees no more chunks", sink)
+                self._sinks = [s for s in self._sinks if s is not sink]
 
     def set_canceller(self, canceller: Callable[[], None] | None) -> None:
         """What ``cancel`` does from now on (None: nothing can be done at this stage)."""
@@ -175,17 +190,13 @@ class Observers:
 
     def __init__(self) -> None:
         self._all: tuple[ExchangeObserver, ...] = ()
-        self._chunks: tuple[ExchangeObserver, ...] = ()
         self._ids = itertools.count(1)
 
     def add(self, observer: ExchangeObserver) -> None:
         self._all = (*self._all, observer)
-        if observer.wants_chunks:
-            self._chunks = (*self._chunks, observer)
 
     def remove(self, observer: ExchangeObserver) -> None:
         self._all = tuple(o for o in self._all if o is not observer)
-        self._chunks = tuple(o for o in self._chunks if o is not observer)
 
     def open(self, model: str, method: str, path: str, *, began: float | None = None, peer: str | None = None,
              remote_addr: str = "", request_bytes: int | None = None, environ: Mapping[str, object] | None = None,
@@ -196,6 +207,6 @@ class Observers:
         exchange = Exchange(next(self._ids), model, method, path, began, time.time() - (now - began),
                             peer=peer, remote_addr=remote_addr, request_bytes=request_bytes,
                             environ=environ, request_body=request_body, metadata=metadata or {},
-                            _observers=self._all, _chunk_observers=self._chunks)
+                            _observers=self._all)
         exchange._tell("on_start")
         return exchange

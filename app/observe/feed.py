@@ -34,6 +34,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable, Iterable
 
 import gevent
@@ -51,6 +52,8 @@ PUMP_QUEUE = 16384  # the pump's own bus queue
 
 @dataclass(frozen=True)
 class Message:
+    """One message; its encodings are built once, on first use, and shared by every client."""
+
     id: str
     type: str
     data: str  # a JSON document, as llama-swap double-encodes it in the envelope
@@ -58,9 +61,15 @@ class Message:
     def envelope(self) -> str:
         return json.dumps({"type": self.type, "data": self.data}, separators=(",", ":"))
 
+    @cached_property
     def sse(self) -> bytes:
         """The message as one SSE event: llama-swap's framing, with an ``id:`` line first."""
         return f"id:{self.id}\nevent:message\ndata:{self.envelope()}\n\n".encode()
+
+    @cached_property
+    def frame(self) -> str:
+        """The message as one websocket text frame: ``{"id", "type", "data"}``, ``data`` the document itself."""
+        return f'{{"id":"{self.id}","type":"{self.type}","data":{self.data}}}'
 
 
 def dumps(value: Any) -> str:

@@ -45,9 +45,11 @@ def metered_route(exchange: Exchange) -> str | None:
 
 
 class _Meter:
-    """One metered exchange while it runs."""
+    """One metered exchange while it runs: a bare ``list.append`` per chunk while the answer is captured
+    whole (its chunks are then the sample too, taken by the writer off the client's path); past the
+    capture budget, or without a capture, a head-and-tail ``BodySample``."""
 
-    __slots__ = ("route", "mask", "sample", "streamed", "chunks", "chunk_bytes", "chunk_limit")
+    __slots__ = ("route", "mask", "sample", "streamed", "chunks", "_capture_sink", "chunk_limit")
 
     def __init__(self, route: str, capture_budget: int):
         self.route = route
@@ -55,31 +57,33 @@ class _Meter:
         self.sample: BodySample | None = None
         self.streamed = False
         self.chunks: list[bytes] | None = None
-        self.chunk_bytes = 0
+        self._capture_sink: Callable[[bytes], None] | None = None
         self.chunk_limit = capture_budget
 
-    def responded(self, status: int, content_type: str) -> None:
+    def responded(self, exchange: Exchange, status: int, content_type: str) -> None:
         self.streamed = status == 200 and content_type.startswith("text/event-stream")
         self.sample = tokens.stream_sample() if self.streamed else tokens.body_sample()
         if self.mask & RESP_BODY and status == 200:
             self.chunks = []
+            self._capture_sink = self.chunks.append
+            exchange.watch_chunks(self._capture_sink)
+            exchange.when_bytes_exceed(exchange.response_bytes + self.chunk_limit,
+                                       lambda: self._over_budget(exchange))
+        else:
+            exchange.watch_chunks(self.sample.add)
 
-    def add(self, chunk: bytes) -> None:
-        if self.sample is not None:
-            self.sample.add(chunk)
-        chunks = self.chunks
-        if chunks is not None:
-            self.chunk_bytes += len(chunk)
-            if self.chunk_bytes > self.chunk_limit:
-                self.chunks = None  # over the whole budget: this capture is not kept
-            else:
-                chunks.append(chunk)
+    def _over_budget(self, exchange: Exchange) -> None:
+        """Larger than the whole capture budget: the capture is not kept; the sample takes over."""
+        chunks, self.chunks = self.chunks or [], None
+        exchange.unwatch_chunks(self._capture_sink)  # type: ignore[arg-type]
+        assert self.sample is not None
+        for kept in chunks:
+            self.sample.add(kept)
+        exchange.watch_chunks(self.sample.add)
 
 
 class ActivityMeter(ExchangeObserver):
     """Samples metered exchanges and hands each, ended, to ``record`` (the recorder's)."""
-
-    wants_chunks = True
 
     def __init__(self, record: Callable[[Finished], object], capture_budget: int = 0):
         self._record = record
@@ -94,12 +98,8 @@ class ActivityMeter(ExchangeObserver):
     def on_response(self, exchange: Exchange) -> None:
         meter = self._open.get(exchange.id)
         if meter is not None:
-            meter.responded(exchange.status or 0, _header(exchange.response_headers, "content-type"))
-
-    def on_chunk(self, exchange: Exchange, chunk: bytes) -> None:
-        meter = self._open.get(exchange.id)
-        if meter is not None:
-            meter.add(chunk)
+            # only metered exchanges pay for their chunks
+            meter.responded(exchange, exchange.status or 0, _header(exchange.response_headers, "content-type"))
 
     def on_end(self, exchange: Exchange) -> None:
         meter = self._open.pop(exchange.id, None)
@@ -121,7 +121,7 @@ def finished(exchange: Exchange, meter: _Meter) -> Finished:
         model=exchange.model, req_path=str(environ.get("PATH_INFO") or exchange.path.split("?", 1)[0]),
         route=meter.route, ended_at=exchange.started_at + total, status=exchange.status or 0,
         content_type=_header(headers, "content-type"), content_encoding=_header(headers, "content-encoding"),
-        streamed=meter.streamed, sample=meter.sample, total=total, queued=exchange.queued or 0.0,
+        streamed=meter.streamed, sample=meter.sample if meter.chunks is None else None, total=total, queued=exchange.queued or 0.0,
         loading=exchange.loading or 0.0, first_byte=exchange.first_byte,
         error=None if complete else (exchange.error or str(exchange.outcome)),
         metadata=dict(exchange.metadata), mask=meter.mask,

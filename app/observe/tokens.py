@@ -76,7 +76,7 @@ class BodySample:
     ``gap`` says bytes were dropped between the two.
     """
 
-    __slots__ = ("_head", "_head_room", "_tail", "_tail_size", "_tail_limit", "gap")
+    __slots__ = ("_head", "_head_room", "_tail", "_tail_size", "_tail_limit", "_tail_cap", "gap")
 
     def __init__(self, head: int, tail: int):
         self._head: list[bytes] = []
@@ -84,6 +84,7 @@ class BodySample:
         self._tail: deque[bytes] = deque()
         self._tail_size = 0
         self._tail_limit = tail
+        self._tail_cap = 2 * tail  # trimmed back to ``tail`` only when twice that piled up: rarely, per chunk
         self.gap = False
 
     def add(self, chunk: bytes) -> None:
@@ -96,15 +97,20 @@ class BodySample:
             self._head.append(chunk[:room])
             self._head_room = 0
             chunk = chunk[room:]
-        tail = self._tail
-        tail.append(chunk)
+        self._tail.append(chunk)
         self._tail_size += len(chunk)
+        if self._tail_size > self._tail_cap:
+            self._trim()
+
+    def _trim(self) -> None:
+        tail = self._tail
         while tail and self._tail_size - len(tail[0]) >= self._tail_limit:
             self._tail_size -= len(tail.popleft())
             self.gap = True
 
     def body(self) -> bytes:
         """Head and tail; across a gap the tail's first (partial) line is left out."""
+        self._trim()
         tail = b"".join(self._tail)
         if not self.gap:
             return b"".join(self._head) + tail

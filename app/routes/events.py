@@ -25,6 +25,7 @@ Websocket frames are text, one JSON object per message: ``{"id", "type",
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any, Iterator
 
 import gevent
@@ -64,8 +65,10 @@ def initial_messages(server: Server, feed: EventFeed) -> list[Message]:
 
 
 def coalesce(feed: EventFeed) -> float:
-    """How long a client lets messages gather before writing them (about a millisecond with a handful of clients)."""
-    return min(COALESCE_MAX, feed.subscribers * COALESCE_PER_CLIENT)
+    """How long a client lets messages gather before writing them (about a millisecond with a handful of
+    clients). Jittered by ±50 %: clients woken by the same message then write at different moments, not
+    in one burst that would hold every request up behind a thousand writes."""
+    return min(COALESCE_MAX, feed.subscribers * COALESCE_PER_CLIENT) * random.uniform(0.5, 1.5)
 
 
 def open_reader(server: Server, last_event_id: str | None) -> tuple[Reader, list[Message]]:
@@ -96,7 +99,11 @@ def _sse_stream(server: Server, environ: dict, last_event_id: str | None) -> Ite
     reader, first = open_reader(server, last_event_id)
     watch = HangupWatch(environ, reader.close)
     try:
-        yield f"retry:{RETRY_MS}\n\n".encode() + b"".join(m.sse() for m in first)
+        yield f"retry:{RETRY_MS}\n\n".encode() + b"".join(m.sse for m in first)
+        del first
+        # gunicorn holds the last item it wrote until the next one is ready: an empty one (written as
+        # nothing) after each write, so that a 200 KiB history is not held for the life of the stream.
+        yield b""
         while True:
             try:
                 batch = next_batch(feed, reader)
@@ -108,7 +115,8 @@ def _sse_stream(server: Server, environ: dict, last_event_id: str | None) -> Ite
                     return
                 yield b": keepalive\n\n"
                 continue
-            yield b"".join(m.sse() for m in batch)
+            yield b"".join(m.sse for m in batch)
+            yield b""
     finally:
         watch.stop()
         reader.close()
@@ -122,10 +130,6 @@ def events() -> Response:
                     headers=SSE_HEADERS, direct_passthrough=True)
 
 
-def _frame(message: Message) -> str:
-    return f'{{"id":"{message.id}","type":"{message.type}","data":{message.data}}}'
-
-
 @sock.route("/api/events/ws", bp=bp)
 def events_ws(ws: Any) -> None:
     server = current()
@@ -133,7 +137,8 @@ def events_ws(ws: Any) -> None:
     reader, first = open_reader(server, request.args.get("last_event_id"))
     try:
         for message in first:
-            ws.send(_frame(message))
+            ws.send(message.frame)
+        del first  # not held for the life of the socket
         while ws.connected:  # a closed socket is noticed here, at the latest one heartbeat later
             try:
                 batch = next_batch(feed, reader) or []
@@ -141,7 +146,7 @@ def events_ws(ws: Any) -> None:
                 ws.close(reason=1013, message=f"{behind.lost} messages dropped; reconnect to catch up")
                 return
             for message in batch:
-                ws.send(_frame(message))
+                ws.send(message.frame)
     finally:
         reader.close()
 

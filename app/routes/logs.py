@@ -71,12 +71,18 @@ class LogTail:
         self._watch = HangupWatch(environ, live.close)
 
     def __iter__(self) -> Iterator[bytes]:
-        yield self._backlog  # possibly empty: the headers go out at once either way
+        backlog, self._backlog = self._backlog, b""
+        yield backlog  # possibly empty: the headers go out at once either way
+        del backlog
         while True:
+            # gunicorn holds the last item it wrote until the next one is ready: an empty one (written
+            # as nothing) after each write, so that a 100 KiB history is not held while the log is quiet.
+            yield b""
             data = self._live.get()
             if data is None:  # closed: the client left or the app is shutting down
                 return
             yield data
+            del data
 
     def close(self) -> None:
         self._watch.stop()

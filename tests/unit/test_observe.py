@@ -66,12 +66,11 @@ class Recorder(ExchangeObserver):
 
     def on_start(self, exchange):
         self.steps.append("start")
+        if self.wants_chunks:
+            exchange.watch_chunks(self.chunks.append)
 
     def on_response(self, exchange):
         self.steps.append(f"response {exchange.status}")
-
-    def on_chunk(self, exchange, chunk):
-        self.chunks.append(chunk)
 
     def on_end(self, exchange):
         self.steps.append(f"end {exchange.outcome}")
@@ -98,18 +97,18 @@ def test_observers_see_start_response_chunks_and_one_end():
 
 def test_an_observer_that_raises_never_breaks_the_exchange():
     class Broken(ExchangeObserver):
-        wants_chunks = True
-
         def on_start(self, exchange):
+            exchange.watch_chunks(lambda chunk: (_ for _ in ()).throw(RuntimeError("broken")))
             raise RuntimeError("broken")
 
-        on_chunk = on_end = lambda self, *args: (_ for _ in ()).throw(RuntimeError("broken"))
+        on_end = lambda self, *args: (_ for _ in ()).throw(RuntimeError("broken"))  # noqa: E731
 
     observers, after = Observers(), Recorder()
     observers.add(Broken())
     observers.add(after)
     exchange = observers.open("A", "GET", "/props")
     exchange.sent(b"x")
+    exchange.sent(b"y")  # the broken sink was dropped at the first chunk
     exchange.refuse(429, "model A is at its concurrency limit of 10")
     assert after.steps == ["start", "end refused"]
     assert (exchange.status, exchange.error) == (429, "model A is at its concurrency limit of 10")
