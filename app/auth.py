@@ -30,7 +30,7 @@ from typing import Iterable, Mapping
 from flask import Flask, Response, request
 
 from app.errors import error_response
-from app.observe.captures import STRIPPED_CREDENTIALS
+from app.observe.redact import STRIPPED_CREDENTIALS
 from app.runtime.server import current
 
 log = logging.getLogger("llama-swap")

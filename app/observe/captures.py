@@ -26,12 +26,10 @@ import struct
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-REDACTED = "[REDACTED]"
-# environ: the credential headers (environ keys) the API-key check took out before the request went on
-STRIPPED_CREDENTIALS = "llama_swap.stripped_credentials"
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
+from app.observe.redact import redacted_headers
+
 MB = 1024 * 1024
 COMPRESSION = 1  # zlib level: fast; captures are read rarely
 
@@ -53,21 +51,9 @@ def mask_for(route: str) -> int:
     return MASKS.get(route, ALL)
 
 
-def request_header_list(headers: list[tuple[str, str]], environ: Mapping[str, object]) -> list[tuple[str, str]]:
-    """The client's headers, with the credentials the API-key check took out back in, redacted."""
-    taken = environ.get(STRIPPED_CREDENTIALS) or ()
-    return headers + [(key[5:].replace("_", "-").title(), REDACTED) for key in taken]  # type: ignore[union-attr]
-
-
 def header_map(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """First value of each header, credentials redacted, ``Content-Encoding`` left out."""
-    kept: dict[str, str] = {}
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "content-encoding" or name in kept:
-            continue
-        kept[name] = REDACTED if lower in SECRET_HEADERS else value
-    return kept
+    return redacted_headers(headers, leave_out=frozenset({"content-encoding"}))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import gevent
 
 from app.observe.events import InflightChanged
 from app.observe.exchange import Exchange, ExchangeObserver
-from app.observe.redact import redacted_headers
+from app.observe.redact import redacted_headers, request_header_list
 
 log = logging.getLogger("llama-swap.proxy")
 
@@ -57,7 +57,7 @@ def client_ip(exchange: Exchange) -> str:
 @dataclass(eq=False)
 class _Row:
     exchange: Exchange
-    request: dict[str, Any]  # the entry without its moving parts (bytes, elapsed)
+    request: dict[str, Any] | None = None  # the entry's fixed part, built when first shown (most never are)
     published: bool = False  # shown in the feed (upserted at least once)
     published_bytes: int = 0
 
@@ -93,22 +93,15 @@ class InflightTracker(ExchangeObserver):
     # ----------------------------------------------------------------- the exchange's steps
 
     def on_start(self, exchange: Exchange) -> None:
-        row = _Row(exchange, {
-            "id": str(exchange.id), "timestamp": rfc3339(exchange.started_at), "model": exchange.model,
-            "req_path": exchange.path, "method": exchange.method,
-            "req_headers": redacted_headers(exchange.request_headers()), "remote_ip": client_ip(exchange),
-            "resp_headers": {}})
-        self._rows[row.request["id"]] = row
+        self._rows[str(exchange.id)] = _Row(exchange)
         self._last_start = self._now()
         if self._ticker is None:
             self._ticker = gevent.spawn(self._tick)
 
     def on_response(self, exchange: Exchange) -> None:
         row = self._rows.get(str(exchange.id))
-        if row is not None:
-            row.request["resp_headers"] = redacted_headers(exchange.response_headers)
-            if row.published:
-                self._upsert(row)
+        if row is not None and row.published:
+            self._upsert(row)
 
     def on_end(self, exchange: Exchange) -> None:
         row = self._rows.pop(str(exchange.id), None)
@@ -119,7 +112,14 @@ class InflightTracker(ExchangeObserver):
 
     def _entry(self, row: _Row) -> dict[str, Any]:
         exchange = row.exchange
+        if row.request is None:
+            row.request = {
+                "id": str(exchange.id), "timestamp": rfc3339(exchange.started_at), "model": exchange.model,
+                "req_path": exchange.path, "method": exchange.method,
+                "req_headers": redacted_headers(request_header_list(exchange.request_headers(), exchange.environ or {})),
+                "remote_ip": client_ip(exchange)}
         entry = dict(row.request)
+        entry["resp_headers"] = redacted_headers(exchange.response_headers)
         entry["resp_bytes"] = exchange.response_bytes
         entry["elapsed_ms"] = int((self._now() - exchange.began) * 1000)
         if exchange.metadata:

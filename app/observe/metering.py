@@ -17,7 +17,8 @@ from typing import Callable
 
 from app.observe import tokens
 from app.observe.activity import Finished
-from app.observe.captures import RESP_BODY, mask_for, request_header_list
+from app.observe.captures import RESP_BODY, mask_for
+from app.observe.redact import request_header_list
 from app.observe.exchange import Exchange, ExchangeObserver, Outcome
 from app.observe.tokens import BodySample
 

@@ -4,8 +4,10 @@
 once they are down); ``POST /api/models/unload/<model>`` one model or alias
 (``OK``; 404 for an unknown name).
 
-``GET /api/profiles`` answers ``{"active": <name or null>, "profiles": [{"name",
-"description", "pins": {name: target or null}, "active"}]}`` in config order.
+``GET /api/profiles`` answers ``{"active": <name or null>, "profiles": [{"id",
+"name", "description", "pins": {name: target or null}, "active"}]}`` in config
+order (``id`` as llama-swap's newest names it, ``name`` as before: both are the
+profile's name).
 ``PUT /api/profiles/active`` with ``{"profile": "<name>"}`` activates one;
 ``{"profile": null}`` or ``""`` selects none (``"name"`` is accepted for
 ``"profile"``). It answers what ``GET`` would; 404 for a profile that does
@@ -48,7 +50,7 @@ def unload_one(name: str) -> Response:
 def profiles_document(server: Server) -> dict[str, Any]:
     active = server.active_profile.name if server.active_profile else None
     return {"active": active, "profiles": [
-        {"name": profile.name, "description": profile.description, "pins": thaw(profile.pins),
+        {"id": profile.name, "name": profile.name, "description": profile.description, "pins": thaw(profile.pins),
          "active": profile.name == active}
         for profile in server.config.profiles.values()]}
 

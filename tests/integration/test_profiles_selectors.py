@@ -110,9 +110,9 @@ def test_profiles_are_listed_with_none_active_at_start(fresh: LlamaSwapServer) -
     body = requests.get(fresh.url("/api/profiles"), timeout=5).json()
     assert body["active"] is None
     assert body["profiles"] == [
-        {"name": "coding", "description": "code work", "active": False,
+        {"id": "coding", "name": "coding", "description": "code work", "active": False,
          "pins": {"llm": "b:high", "vision": None, "picked": "warm-ab"}},
-        {"name": "writing", "description": "", "active": False, "pins": {"llm": "a"}},
+        {"id": "writing", "name": "writing", "description": "", "active": False, "pins": {"llm": "a"}},
     ]
 
 

@@ -10,7 +10,8 @@ import pytest
 from app.observe.activity import ActivityRecord, error_message
 from app.observe.activity_store import MIGRATIONS, ActivityQuery, ActivityStore, histogram, migrate, percentile
 from app.observe.bus import EventBus
-from app.observe.captures import MB, REDACTED, STRIPPED_CREDENTIALS, Capture, CaptureCache, header_map
+from app.observe.captures import MB, Capture, CaptureCache, header_map
+from app.observe.redact import REDACTED, STRIPPED_CREDENTIALS
 from app.observe.events import ActivityRecorded
 from app.observe.exchange import Observers, Outcome
 from app.observe.metering import ActivityMeter, metered_route
