@@ -7,7 +7,10 @@ in order:
    (graceful, then forced after each model's unloadTimeout), which also ends
    streams in flight, while gunicorn stops accepting; then the app-wide
    watchers (the performance sampler, NVML).
-2. The worker exits (``worker_exit`` stops anything still running: idempotent).
+2. The worker exits as soon as that is done (a moment for the last answers to
+   go out), not at gunicorn's next one-second tick of its graceful wait: a
+   restart takes what stopping the upstreams takes. ``worker_exit`` then stops
+   anything still running (idempotent).
 3. If the master is SIGKILLed instead, the kernel SIGKILLs the worker
    (parent-death signal set in ``post_fork``), whose upstreams die the same way.
 """
@@ -40,6 +43,19 @@ def _close_server(worker) -> None:
         server.observatory.flush()  # the activity of the streams that close() just ended
 
 
+EXIT_GRACE = 0.05  # seconds for the last answers to go out once everything is stopped
+
+
+def _close_and_exit(worker) -> None:
+    import gevent
+
+    _close_server(worker)
+    gevent.sleep(EXIT_GRACE)
+    main = gevent.get_hub().parent  # the worker's own loop, asleep in gunicorn's 1 s tick
+    if not main.dead:
+        main.throw(SystemExit(0))
+
+
 def post_fork(server, worker):
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != server.pid:
@@ -53,7 +69,7 @@ def post_worker_init(worker):
 
     def handle_term(sig, frame):
         default_exit(sig, frame)
-        gevent.spawn(_close_server, worker)
+        gevent.spawn(_close_and_exit, worker)
 
     signal.signal(signal.SIGTERM, handle_term)
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import requests
 
-from tests.helpers.server import wait_for
+from tests.helpers.server import hang_up, wait_for
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class EventsClient:
         return self.messages[-1].id
 
     def close(self) -> None:
-        self.response.close()
+        hang_up(self.response)
         self._thread.join(timeout=5)
 
     def __enter__(self) -> "EventsClient":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,6 +39,19 @@ def processes_under(marker: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def hang_up(response: requests.Response) -> None:
+    """Close a streamed response that another thread may be blocked reading: the socket is shut down
+    first, which wakes that read and tells the server at once (a bare ``close`` does neither while the
+    read holds the socket)."""
+    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    response.close()
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):

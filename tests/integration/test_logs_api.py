@@ -10,7 +10,7 @@ import time
 import psutil
 import requests
 
-from tests.helpers.server import fake_cmd, wait_for
+from tests.helpers.server import fake_cmd, hang_up, wait_for
 
 REQUEST_LINE = "srv  log_server_r: request: POST /v1/chat/completions"
 LISTENING = "main: server is listening on"
@@ -51,6 +51,9 @@ class Tail:
         finally:
             self.ended.set()
 
+    def close(self) -> None:
+        hang_up(self.response)
+
     def wait_for(self, needle: str) -> str:
         return wait_for(lambda: needle in self.text, timeout=10, what=f"{needle!r} in the stream\n{self.text}")
 
@@ -85,7 +88,7 @@ def test_a_models_stream_by_a_slashed_id_shows_its_output_live_after_a_request(l
     assert with_history.text.count(REQUEST_LINE) == 2
     assert quiet.text == ""  # another model's output stays out of its log
     for tail in (with_history, live_only, upstream, quiet):
-        tail.response.close()
+        tail.close()
 
 
 def test_the_proxy_stream_and_the_mux_carry_the_proxys_lines_not_the_upstreams(llama_swap, tmp_path):
@@ -98,7 +101,7 @@ def test_the_proxy_stream_and_the_mux_carry_the_proxys_lines_not_the_upstreams(l
         tail.wait_for("[INFO] org/llama: POST /v1/chat/completions 200")
     assert REQUEST_LINE not in mux.text and LISTENING not in requests.get(server.url("/logs"), timeout=5).text
     for tail in (proxy, mux):
-        tail.response.close()
+        tail.close()
 
 
 def test_log_to_stdout_both_puts_the_upstreams_output_in_the_mux(llama_swap, tmp_path):
