@@ -51,8 +51,8 @@ def _close_and_exit(worker) -> None:
 
     _close_server(worker)
     gevent.sleep(EXIT_GRACE)
-    main = gevent.get_hub().parent  # the worker's own loop, asleep in gunicorn's 1 s tick
-    if not main.dead:
+    main = gevent.get_hub().parent  # the worker's own loop, asleep in gunicorn's 1 s tick...
+    if not main.dead and not getattr(worker, "llama_swap_exiting", False):  # ...unless already exiting
         main.throw(SystemExit(0))
 
 
@@ -84,4 +84,5 @@ def worker_int(worker):
 
 
 def worker_exit(server, worker):
+    worker.llama_swap_exiting = True  # no SystemExit thrown into this any more
     _close_server(worker)

@@ -32,6 +32,7 @@ from app.observe.redact import redacted_headers
 
 MB = 1024 * 1024
 COMPRESSION = 1  # zlib level: fast; captures are read rarely
+RAW_LIMIT_FACTOR = 4  # bodies larger than this many budgets are not even compressed
 
 REQ_HEADERS, REQ_BODY, RESP_HEADERS, RESP_BODY = 1, 2, 4, 8
 ALL = REQ_HEADERS | REQ_BODY | RESP_HEADERS | RESP_BODY
@@ -119,6 +120,9 @@ class CaptureCache:
         """Keep ``capture`` (evicting the oldest to make room); False when disabled or it is too large."""
         if not self.enabled:
             return False
+        raw = sum(len(part) for part in (capture.req_body, capture.resp_body) if part)
+        if raw > RAW_LIMIT_FACTOR * self.budget:
+            return False  # could not fit even compressed: not worth compressing (on the hub) to find out
         blob = pack(capture)
         if len(blob) > self.budget:
             return False

@@ -135,7 +135,10 @@ class Exchange:
         self.response_bytes += len(chunk)
         if self.response_bytes > self._byte_limit and self._on_limit is not None:
             self._byte_limit, on_limit, self._on_limit = float("inf"), self._on_limit, None
-            on_limit()
+            try:
+                on_limit()
+            except Exception:
+                log.exception("a chunk watcher's byte limit (%r) failed", on_limit)
         for sink in self._sinks:
             try:
                 sink(chunk)

@@ -48,6 +48,7 @@ log = logging.getLogger("llama-swap.proxy")
 
 REPLAY = 4096  # messages kept: what a client may fall behind, or miss while reconnecting
 PUMP_QUEUE = 16384  # the pump's own bus queue
+LOG_TEXT_LIMIT = 16 * 1024  # characters of one log write in a logData message (the logs keep it whole)
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,10 @@ class EventFeed:
     def _translate(self, item: Published) -> Iterable[tuple[str, Any]]:
         event = item.event
         if isinstance(event, LogWritten):
-            yield "logData", {"source": event.source, "data": event.text}
+            text = event.text
+            if len(text) > LOG_TEXT_LIMIT:  # a whole prompt logged by a verbose upstream: the replay stays bounded
+                text = text[:LOG_TEXT_LIMIT] + f"… ({len(event.text) - LOG_TEXT_LIMIT} characters cut)\n"
+            yield "logData", {"source": event.source, "data": text}
         elif isinstance(event, InflightChanged):
             yield "inflight", {"operation": event.operation, **event.payload}
         elif isinstance(event, ActivityRecorded):

@@ -75,8 +75,14 @@ class InflightTracker(ExchangeObserver):
     # ----------------------------------------------------------------- reading
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """Every request in flight, oldest first, as llama-swap lists them."""
-        return [self._entry(row) for row in self._rows.values()]
+        """Every request in flight, oldest first, as llama-swap lists them; each is published from now on,
+        so that whoever got the snapshot also gets its ``remove``."""
+        entries = []
+        for row in self._rows.values():
+            row.published = True
+            row.published_bytes = row.exchange.response_bytes
+            entries.append(self._entry(row))
+        return entries
 
     def __len__(self) -> int:
         return len(self._rows)

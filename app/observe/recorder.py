@@ -76,6 +76,7 @@ class Recorder:
     def _write(self, batch: list[tuple[int, Finished]]) -> None:
         records: list[ActivityRecord] = []
         for id, finished in batch:
+            gevent.sleep(0)  # requests go first: reading tokens and compressing captures wait their turn
             try:
                 records.append(record_of(id, finished))
                 capture = capture_of(id, finished)

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
+import gevent
 import requests
 from flask import Response
 
@@ -30,6 +31,7 @@ from app.relay.batching import batched_chunks
 from app.relay.grants import Grant
 from app.relay.hangup import HangupWatch
 from app.relay.transport import UpstreamTransport, abort, chunk_waiting, lift_read_timeout
+from scheduler.errors import ClientGone
 
 log = logging.getLogger("llama-swap.proxy")
 
@@ -94,7 +96,11 @@ def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: Ups
             environ: dict) -> Response:
     """Proxy to the granted upstream; the returned response owns the grant and ends the exchange."""
     exchange.granted(grant.queued, grant.loading)
-    exchange.set_canceller(None)  # a cancel while the request goes out is acted on by the relay below
+    # A cancel while the upstream has not answered yet (for a non-streamed answer, the whole generation)
+    # interrupts the wait: the connection is dropped, the grant released below.
+    waiting = gevent.getcurrent()
+    exchange.set_canceller(lambda: gevent.kill(waiting, ClientGone(  # asynchronous: raised in its wait
+        f"request cancelled while model {grant.model} was answering")))
     connect, header = request_timeouts(outgoing.timeouts)
     try:
         upstream = transport.send(outgoing.method, grant.proxy_url, outgoing.path, outgoing.headers,
@@ -111,8 +117,9 @@ def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: Ups
         exchange.end(Outcome.CLIENT_GONE, error=str(exc))
         raise
     except BaseException:
-        grant.release()  # a bug, or the greenlet killed: the view's handler ends the exchange
+        grant.release()  # a bug, a cancel, or the greenlet killed: the view's handler ends the exchange
         raise
+    exchange.set_canceller(None)  # until the relay below takes over
     if header is not None:
         lift_read_timeout(upstream)
 

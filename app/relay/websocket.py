@@ -146,6 +146,13 @@ def _pump(source: simple_websocket.ws.Base, sink: simple_websocket.ws.Base, move
         return
 
 
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def relay(client: simple_websocket.ws.Base, upstream: simple_websocket.ws.Base) -> int:
     """Pump both ways until one side closes; close the other with its code. Returns bytes moved."""
     moved = [0]
@@ -167,6 +174,7 @@ def relay(client: simple_websocket.ws.Base, upstream: simple_websocket.ws.Base) 
 def relay_websocket(grant: Grant, upstream_path: str, environ: dict, exchange: Exchange) -> Response:
     """Connect to ``upstream_path`` on the grant's upstream, accept the client, relay until one closes."""
     exchange.granted(grant.queued, grant.loading)
+    exchange.set_canceller(None)  # a cancel while connecting is acted on once both sides are up
     try:
         upstream = connect_upstream(grant, upstream_path, environ)
         try:
@@ -176,6 +184,8 @@ def relay_websocket(grant: Grant, upstream_path: str, environ: dict, exchange: E
             close_quietly(upstream)
             raise
         exchange.responded(101, [])
+        # An operator's cancel cuts the upstream's socket: its side closes, the relay closes the client's.
+        exchange.set_canceller(lambda: _shut(upstream.sock))
         exchange.response_bytes = relay(client, upstream)
     finally:
         grant.release()

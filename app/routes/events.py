@@ -141,10 +141,14 @@ def events_ws(ws: Any) -> None:
         del first  # not held for the life of the socket
         while ws.connected:  # a closed socket is noticed here, at the latest one heartbeat later
             try:
-                batch = next_batch(feed, reader) or []
+                batch = next_batch(feed, reader)
             except FellBehind as behind:
                 ws.close(reason=1013, message=f"{behind.lost} messages dropped; reconnect to catch up")
                 return
+            if batch is None:
+                if reader.closed:  # the feed closed it: shutting down
+                    return
+                continue
             for message in batch:
                 ws.send(message.frame)
     finally:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import current_app
+from gevent.event import Event
 from prometheus_client import CollectorRegistry
 
 from app.config import Config, ProfileConfig
@@ -109,20 +110,30 @@ class Server:
     # The profile whose pins apply now; none at start and after a reload.
     active_profile: ProfileConfig | None = None
     peer_traffic: PeerTraffic = field(default_factory=PeerTraffic)  # requests in flight to peers
-    _closed: bool = False
+    _closing: bool = False
+    _closed: Event = field(default_factory=Event)  # set once every upstream is stopped
 
     @property
     def observers(self) -> Observers:
         return self.observatory.observers
 
     def close(self) -> None:
-        """Stop every upstream (graceful, then forced) and drop the pools; idempotent."""
-        if self._closed:
+        """Stop every upstream (graceful, then forced) and drop the pools; idempotent.
+
+        A second caller (a second SIGTERM, gunicorn's ``worker_exit`` while the
+        first close is still stopping upstreams) returns when the first is done,
+        never before: the process must not exit under a graceful stop.
+        """
+        if self._closing:
+            self._closed.wait()
             return
-        self._closed = True
+        self._closing = True
         began = time.monotonic()
-        self.router.shutdown()
-        self.transport.close()
+        try:
+            self.router.shutdown()
+            self.transport.close()
+        finally:
+            self._closed.set()
         log.info("all upstreams stopped in %.2fs", time.monotonic() - began)
 
     def activate_profile(self, name: str | None) -> ProfileConfig | None:

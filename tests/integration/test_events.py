@@ -194,3 +194,27 @@ def test_cancelling_a_streaming_request_cuts_it_and_frees_its_model(llama_swap, 
     assert time.monotonic() - began < 3
     line = next(line for line in server.log().splitlines() if "A: POST /v1/chat/completions 200" in line)
     assert line.endswith("; cancelled"), line
+
+
+def test_cancelling_a_request_the_model_is_still_answering_ends_it_at_once(llama_swap, tmp_path):
+    # A non-streamed answer sends nothing until it is whole: the cancel must cut the wait for it.
+    server = llama_swap(config(tmp_path, {"A": "--tokens 2 --prompt-delay 20", "B": "--tokens 2"}))
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("B"), timeout=30).status_code == 200
+    with EventsClient(server.url("/api/events")) as feed:
+        answer: dict = {}
+        waiter = threading.Thread(target=lambda: answer.update(
+            r=requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=60)))
+        waiter.start()
+        feed.wait_for(lambda ms: inflight_rows(feed, "A"), "A's request in flight")
+        wait_for(lambda: server.state_of("A") == "ready", timeout=10, what="A to answer (slowly)")
+        began = time.monotonic()
+        r = requests.post(server.url(f"/api/inflight/{inflight_rows(feed, 'A')[0]['id']}/cancel"), timeout=5)
+        assert r.status_code == 200
+        waiter.join(timeout=10)
+        assert time.monotonic() - began < 3, "the cancel waited for the answer"
+    assert answer["r"].status_code == 499
+    assert answer["r"].json()["error"]["message"] == "request cancelled while model A was answering"
+    # Its lease is back: B evicts A at once.
+    began = time.monotonic()
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("B"), timeout=30).status_code == 200
+    assert time.monotonic() - began < 5

@@ -162,11 +162,11 @@ def test_in_flight_rows_are_shown_once_old_enough_then_upserted_on_response_and_
 
     environ = {"HTTP_AUTHORIZATION": "Bearer k", "HTTP_X_FORWARDED_FOR": "10.0.0.9, 10.0.0.1"}
     exchange = observers.open("m", "POST", "/v1/chat/completions", environ=environ, remote_addr="127.0.0.1")
-    (row,) = tracker.snapshot()  # listed at once
-    assert row["req_headers"]["Authorization"] == "[REDACTED]" and row["remote_ip"] == "10.0.0.9"
-    assert published == []
+    assert len(tracker) == 1 and published == []
     wait_until(lambda: published, "the row to be shown", deadline=2)
-    assert published[0].operation == "upsert" and published[0].payload["request"]["resp_headers"] == {}
+    row = published[0].payload["request"]
+    assert published[0].operation == "upsert" and row["resp_headers"] == {}
+    assert row["req_headers"]["Authorization"] == "[REDACTED]" and row["remote_ip"] == "10.0.0.9"
     exchange.responded(200, [("Content-Type", "text/event-stream"), ("Set-Cookie", "a=b")])
     assert published[-1].payload["request"]["resp_headers"] == {"Content-Type": "text/event-stream",
                                                                  "Set-Cookie": "[REDACTED]"}
@@ -180,6 +180,18 @@ def test_in_flight_rows_are_shown_once_old_enough_then_upserted_on_response_and_
     assert tracker.snapshot() == []
     wait_until(lambda: tracker._ticker is None, "the ticker to stop once nothing is in flight", deadline=2)
     settle()
+
+
+def test_a_row_listed_in_a_snapshot_gets_its_remove_even_if_never_shown():
+    published: list[InflightChanged] = []
+    tracker = InflightTracker(published.append)
+    observers = Observers()
+    observers.add(tracker)
+    exchange = observers.open("m", "POST", "/v1/embeddings")
+    assert [row["id"] for row in tracker.snapshot()] == [str(exchange.id)]  # a client just connected
+    exchange.end(Outcome.COMPLETE, status=200)
+    assert [(e.operation, e.payload) for e in published] == [("remove", {"id": str(exchange.id)})]
+    tracker.close()
 
 
 def test_cancel_reaches_the_exchange_and_unknown_ids_are_refused():
