@@ -189,5 +189,5 @@ def relay_websocket(grant: Grant, upstream_path: str, environ: dict, exchange: E
         exchange.response_bytes = relay(client, upstream)
     finally:
         grant.release()
-    exchange.end(Outcome.COMPLETE)
+    exchange.end(Outcome.CANCELLED if exchange.cancel_requested else Outcome.COMPLETE)
     return HandedOver(client.mode)

@@ -12,6 +12,7 @@ import simple_websocket
 
 from tests.helpers.server import fake_cmd, wait_for
 from tests.helpers.upstream import free_port_block
+from tests.helpers.events import EventsClient
 from tests.helpers.ws_client import Client
 
 RAW_QUERY_PATH = "/v1/echo?x=a%2Fb&y=%20"
@@ -266,3 +267,26 @@ models:
     finally:
         close(ws)
     assert len(server.starts("comfyui_auto")) == 1
+
+
+def test_cancelling_a_websocket_closes_it_and_frees_its_model(llama_swap, tmp_path):
+    server = llama_swap(config(f"""
+models:
+  ws-model:
+    cmd: {ws_echo_cmd("ws-model", tmp_path)}
+"""))
+    ws = connect(server, "/upstream/ws-model/")
+    try:
+        assert ws.receive(timeout=5) == "open:/"
+        # Listed in the in-flight snapshot a new /api/events client gets.
+        with EventsClient(server.url("/api/events")) as feed:
+            feed.wait_for(lambda ms: len(ms) >= 6, "the initial payload")
+            (row,) = feed.of_type("inflight")[0].data["requests"]
+        assert (row["model"], row["req_path"]) == ("ws-model", "/")
+        assert requests.post(server.url(f"/api/inflight/{row['id']}/cancel"), timeout=5).status_code == 200
+        wait_for(lambda: closed_by_server(ws), timeout=5, what="the client's websocket to be closed")
+    finally:
+        close(ws)
+    assert requests.post(server.url("/api/models/unload"), timeout=15).status_code == 200  # nothing holds it
+    wait_for(lambda: "ws-model: GET / 101," in server.log() and "; cancelled" in server.log(), timeout=5,
+             what=f"the websocket's access line, cancelled\n{server.log()}")
