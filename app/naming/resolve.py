@@ -45,6 +45,7 @@ class Resolved:
     destination: Destination
     requested: str  # what the client asked for
     steps: tuple[str, ...] = ()  # how it got there, for the log: "profile coding", "selector warm"
+    selector: str | None = None  # the selector that picked the destination, if one did
 
     def describe(self) -> str:
         """``"llm-code → gpt-oss (profile coding)"``; just the name when nothing redirected it."""
@@ -79,7 +80,7 @@ def resolve(config: Config, name: str, profile: ProfileConfig | None, live: Live
         chosen = choose(selector, [Candidate(target, live.warmth(destination), live.load(destination))
                                    for target, destination in known])
         steps.append(f"selector {selector.strategy}")
-        return Resolved(dict(known)[chosen], requested, tuple(steps))
+        return Resolved(dict(known)[chosen], requested, tuple(steps), selector=name)
     destination = concrete(config, name)
     if destination is None:
         raise ModelNotFound(f"could not find model: {name}")

@@ -34,14 +34,25 @@ def stamp_arrival() -> None:
             pass
 
 
-def open_exchange(server: Server, model: str, path: str, *, peer: str | None = None) -> Exchange:
-    """The exchange of the current request to ``model`` (``path`` as it goes upstream)."""
+def open_exchange(server: Server, model: str, path: str, *, peer: str | None = None,
+                  selector: str | None = None) -> Exchange:
+    """The exchange of the current request to ``model`` (``path`` as it goes upstream).
+
+    Its metadata is llama-swap's: ``selector`` when one picked the model,
+    ``fifo_priority`` when the model has one.
+    """
+    metadata = {}
+    if selector is not None:
+        metadata["selector"] = selector
+    priority = server.config.fifo_priority.get(model)
+    if priority is not None:
+        metadata["fifo_priority"] = str(priority)
     environ = request.environ
     length = environ.get("CONTENT_LENGTH")
     return server.observers.open(model, environ["REQUEST_METHOD"], path, began=environ.get(ARRIVED_KEY),
                                  peer=peer, remote_addr=environ.get("REMOTE_ADDR", ""),
                                  request_bytes=int(length) if length and length.isdigit() else None,
-                                 environ=environ)
+                                 environ=environ, metadata=metadata)
 
 
 def raw_path(environ: dict) -> str:

@@ -179,13 +179,14 @@ def proxy_request(route: Route) -> Response:
     environ, method = request.environ, request.method
     if isinstance(destination, PeerTarget):
         outgoing = outgoing_to_peer(destination, incoming, environ, method, raw_path(environ))
-        exchange = open_exchange(server, destination.qualified, outgoing.path, peer=destination.peer_id)
+        exchange = open_exchange(server, destination.qualified, outgoing.path, peer=destination.peer_id,
+                                 selector=resolved.selector)
         with refusals_end(exchange):
             return relay_to_peer(destination, outgoing, exchange, server.peer_traffic, server.transport, environ)
     model_id = destination.model
     model = server.config.models[model_id]
     path = upstream_path(route, environ)
-    exchange = open_exchange(server, model_id, path)
+    exchange = open_exchange(server, model_id, path, selector=resolved.selector)
     with refusals_end(exchange):
         outgoing = Outgoing(method, path, incoming.upstream_body(model, destination.name),
                             upstream_headers(environ), model.timeouts)

@@ -215,3 +215,12 @@ def test_a_profile_switch_sent_as_curl_sends_it_is_accepted(fresh: LlamaSwapServ
     r = requests.put(fresh.url("/api/profiles/active"), data='{"profile": "coding"}',
                      headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=5)
     assert r.status_code == 200 and r.json()["active"] == "coding"
+
+
+def test_a_request_a_selector_routed_says_so_in_its_activity_record(fresh: LlamaSwapServer) -> None:
+    assert chat(fresh, "pin-b").status_code == 200
+    assert chat(fresh, "b").status_code == 200
+    records = requests.get(fresh.url("/api/metrics/activity"), params={"limit": 2}, timeout=5).json()["data"]
+    by_selector, direct = records[1], records[0]  # newest first
+    assert (by_selector["model"], by_selector.get("metadata")) == ("b", {"selector": "pin-b"})
+    assert direct["model"] == "b" and "metadata" not in direct
