@@ -170,8 +170,8 @@ def comfyui_websocket(rest: str = "") -> Response:
 
 @bp.get("/upstream")
 def upstream_index() -> Response:
-    # llama-swap sends this to its UI's model list (/ui/models); ours is the UI's one page.
-    return redirect("/ui", code=302)
+    # llama-swap sends this to its UI's model list; so does ours (the app page routes /ui/models).
+    return redirect("/ui/models", code=302)
 
 
 # Rules keep double slashes: the path after the model is the upstream's to judge.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import prometheus_client
 from flask import Flask
@@ -40,16 +39,13 @@ from app.version import __version__, build_info
 
 log = logging.getLogger("llama-swap")
 
-STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
-
-
 def create_app(config_path: str | None = None, config: Config | None = None,
                watch: bool | None = None) -> Flask:
     """The Flask app; ``watch`` (default: $LLAMA_SWAP_WATCH_CONFIG) reloads on config changes."""
     config_path = config_path or os.environ.get(CONFIG_ENV, "config.yaml")
     if config is None:
         config = load_config(config_path)
-    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/ui")
+    app = Flask(__name__, static_folder=None)  # /ui/ is served by app.routes.ui
     # No ``*_created`` series beside every counter and histogram: they double
     # what Prometheus stores and say nothing a restart's reset does not.
     # (A process-wide switch of prometheus_client; this process is the app's.)

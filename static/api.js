@@ -1,0 +1,138 @@
+// The server, as the pages see it: JSON requests with the API key, and the /api/events feed.
+//
+// URLs are relative to where /ui/ is mounted (index.html sets <base>), so "../api/..." reaches the
+// API whatever prefix a reverse proxy adds. The key (asked for once, on the first 401) is kept in
+// localStorage and sent as a bearer token on every request, the event stream included: the feed is
+// read with fetch, not EventSource, which cannot send headers.
+
+const KEY = "llama-swap.api-key";
+
+export function apiUrl(path) {
+  return new URL("../" + path.replace(/^\//, ""), document.baseURI).toString();
+}
+
+function headers(extra = {}) {
+  const key = localStorage.getItem(KEY);
+  return key ? { ...extra, Authorization: "Bearer " + key } : extra;
+}
+
+let asking = null;
+function askForKey() {
+  if (!asking) {
+    asking = new Promise((resolve) => {
+      const dialog = document.getElementById("key-dialog");
+      const input = document.getElementById("key-input");
+      dialog.addEventListener("close", () => {
+        if (input.value) localStorage.setItem(KEY, input.value);
+        asking = null;
+        resolve();
+      }, { once: true });
+      dialog.showModal();
+    });
+  }
+  return asking;
+}
+
+export async function request(path, { method = "GET", body, raw = false } = {}) {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const init = { method, headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }) };
+    if (body !== undefined) init.body = JSON.stringify(body);
+    const response = await fetch(apiUrl(path), init);
+    if (response.status === 401) {
+      await askForKey();
+      continue;
+    }
+    if (raw) return response;
+    const text = await response.text();
+    let data = text;
+    try { data = JSON.parse(text); } catch { /* plain text */ }
+    if (!response.ok) {
+      const message = data && data.error ? (data.error.message || data.error) : text;
+      throw new Error(`${response.status}: ${message}`);
+    }
+    return data;
+  }
+  throw new Error("unauthorized: the API key was refused");
+}
+
+// ------------------------------------------------------------------------------------------ the feed
+
+const listeners = new Map(); // message type -> set of callbacks
+const stateListeners = new Set();
+export const feedState = { connected: false, lastId: null, models: [], inflight: new Map(), profile: null };
+
+export function on(type, callback) {
+  if (!listeners.has(type)) listeners.set(type, new Set());
+  listeners.get(type).add(callback);
+  return () => listeners.get(type).delete(callback);
+}
+
+export function onConnection(callback) {
+  stateListeners.add(callback);
+  callback(feedState.connected);
+  return () => stateListeners.delete(callback);
+}
+
+function setConnected(connected) {
+  feedState.connected = connected;
+  stateListeners.forEach((callback) => callback(connected));
+}
+
+function dispatch(type, data) {
+  if (type === "modelStatus") feedState.models = data;
+  if (type === "profileChanged") feedState.profile = data.active;
+  if (type === "inflight") {
+    if (data.operation === "snapshot") {
+      feedState.inflight = new Map(data.requests.map((r) => [r.id, r]));
+    } else if (data.operation === "upsert") {
+      feedState.inflight.set(data.request.id, data.request);
+    } else if (data.operation === "remove") {
+      feedState.inflight.delete(data.id);
+    }
+  }
+  (listeners.get(type) || []).forEach((callback) => callback(data));
+}
+
+async function readFeed() {
+  const extra = feedState.lastId ? { "Last-Event-ID": feedState.lastId } : {};
+  const response = await fetch(apiUrl("api/events"), { headers: headers(extra) });
+  if (response.status === 401) {
+    await askForKey();
+    return;
+  }
+  if (!response.ok || !response.body) throw new Error("events: " + response.status);
+  setConnected(true);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let id = null, data = null;
+      for (const line of block.split("\n")) {
+        if (line.startsWith("id:")) id = line.slice(3);
+        else if (line.startsWith("data:")) data = line.slice(5);
+      }
+      if (data === null) continue; // a comment (heartbeat) or a retry hint
+      if (id) feedState.lastId = id;
+      const envelope = JSON.parse(data);
+      dispatch(envelope.type, JSON.parse(envelope.data));
+    }
+  }
+}
+
+export async function connectFeed() {
+  for (;;) {
+    try {
+      await readFeed();
+    } catch (error) {
+      console.warn("llama-swap: event stream", error);
+    }
+    setConnected(false);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
