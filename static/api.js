@@ -3,7 +3,9 @@
 // URLs are relative to where /ui/ is mounted (index.html sets <base>), so "../api/..." reaches the
 // API whatever prefix a reverse proxy adds. The key (asked for once, on the first 401) is kept in
 // localStorage and sent as a bearer token on every request, the event stream included: the feed is
-// read with fetch, not EventSource, which cannot send headers.
+// read with fetch, not EventSource, which cannot send headers. Requests go without credentials
+// ("omit"): the server's 401 carries a Basic challenge (for curl and EventSource users), which would
+// otherwise make the browser ask in its own dialog instead of ours.
 
 const KEY = "llama-swap.api-key";
 
@@ -35,7 +37,8 @@ function askForKey() {
 
 export async function request(path, { method = "GET", body, raw = false } = {}) {
   for (let attempt = 0; attempt < 3; attempt++) {
-    const init = { method, headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }) };
+    const init = { method, credentials: "omit",
+                   headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }) };
     if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(apiUrl(path), init);
     if (response.status === 401) {
@@ -95,7 +98,7 @@ function dispatch(type, data) {
 
 async function readFeed() {
   const extra = feedState.lastId ? { "Last-Event-ID": feedState.lastId } : {};
-  const response = await fetch(apiUrl("api/events"), { headers: headers(extra) });
+  const response = await fetch(apiUrl("api/events"), { headers: headers(extra), credentials: "omit" });
   if (response.status === 401) {
     await askForKey();
     return;
