@@ -35,9 +35,9 @@ function askForKey() {
   return asking;
 }
 
-export async function request(path, { method = "GET", body, raw = false } = {}) {
+export async function request(path, { method = "GET", body, raw = false, signal } = {}) {
   for (let attempt = 0; attempt < 3; attempt++) {
-    const init = { method, credentials: "omit",
+    const init = { method, credentials: "omit", signal,
                    headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }) };
     if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(apiUrl(path), init);

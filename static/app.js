@@ -5,8 +5,9 @@ import { connectFeed, onConnection } from "./api.js";
 import * as activity from "./pages/activity.js";
 import * as models from "./pages/models.js";
 import * as logs from "./pages/logs.js";
+import * as playground from "./pages/playground.js";
 
-const PAGES = { activity, models, logs };
+const PAGES = { activity, models, logs, playground };
 const THEME = "llama-swap.theme";
 let current = null; // { name, leave }
 
