@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
 
 from app.observe import tokens
 from app.observe.captures import REQ_BODY, REQ_HEADERS, RESP_BODY, RESP_HEADERS, Capture, header_map
+from app.observe.timestamps import rfc3339
 from app.observe.tokens import BodySample, TokenMetrics
 
 ERROR_PATHS = (("error", "message"), ("error",), ("message",), ("detail",))
@@ -61,12 +61,6 @@ class ActivityRecord:
         if self.metadata:
             entry["metadata"] = self.metadata
         return entry
-
-
-def rfc3339(timestamp: float) -> str:
-    """``2026-12-01T10:00:00.123456Z``."""
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
 
 
 @dataclass(eq=False)

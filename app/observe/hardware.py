@@ -19,7 +19,7 @@ from typing import Any, Callable
 import psutil
 
 from app.observe.nvml import Nvml
-from app.observe.perf_types import rfc3339
+from app.observe.timestamps import rfc3339
 
 SCHEMA_VERSION = 1
 _ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64",

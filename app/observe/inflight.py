@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 import gevent
@@ -35,16 +34,12 @@ import gevent
 from app.observe.events import InflightChanged
 from app.observe.exchange import Exchange, ExchangeObserver
 from app.observe.redact import redacted_headers, request_header_list
+from app.observe.timestamps import rfc3339
 
 log = logging.getLogger("llama-swap.proxy")
 
 PROGRESS_EVERY = 0.25  # seconds in flight before a request is shown, then between its progress upserts
 TICKER_LINGER = 2.0  # seconds the ticker stays up with nothing in flight (a steady load never respawns it)
-
-
-def rfc3339(timestamp: float) -> str:
-    """``time.time()`` as RFC 3339 with microseconds, in UTC (``2026-12-01T02:11:12.123456Z``)."""
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def client_ip(exchange: Exchange) -> str:

@@ -9,15 +9,12 @@ source could not give is 0, as in llama-swap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from app.observe.timestamps import rfc3339
+
 MIB = 1024 * 1024
-
-
-def rfc3339(when: datetime) -> str:
-    """``when`` (aware) in UTC as RFC 3339 with microseconds: ``2026-05-01T12:00:00.123456Z``."""
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
