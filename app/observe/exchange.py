@@ -33,6 +33,7 @@ skipped: watching never breaks serving.
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import logging
 import time
@@ -51,6 +52,12 @@ class Outcome(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+@functools.lru_cache(maxsize=256)
+def environ_header_name(key: str) -> str:
+    """The header a WSGI environ key holds: ``HTTP_X_API_KEY`` → ``X-Api-Key``, ``CONTENT_TYPE`` → ``Content-Type``."""
+    return (key[5:] if key.startswith("HTTP_") else key).replace("_", "-").title()
 
 
 class ExchangeObserver:
@@ -109,12 +116,8 @@ class Exchange:
     def request_headers(self) -> list[tuple[str, str]]:
         """The client's request headers (``Name-Like-This``, as sent), read from the environ."""
         environ = self.environ or {}
-        headers = [(key[5:].replace("_", "-").title(), str(value)) for key, value in environ.items()
-                   if key.startswith("HTTP_")]
-        for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
-            if environ.get(key):
-                headers.append((name, str(environ[key])))
-        return headers
+        return [(environ_header_name(key), str(value)) for key, value in environ.items()
+                if key.startswith("HTTP_") or (key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value)]
 
     def watch_chunks(self, sink: Callable[[bytes], None]) -> None:
         """Call ``sink`` with every chunk sent to the client from now on (the bytes themselves, not a copy)."""

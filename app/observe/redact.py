@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+from app.observe.exchange import environ_header_name
+
 REDACTED = "[REDACTED]"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
 # environ: the credential headers (environ keys) the API-key check took out before the request went on
@@ -21,7 +23,7 @@ STRIPPED_CREDENTIALS = "llama_swap.stripped_credentials"
 def request_header_list(headers: list[tuple[str, str]], environ: Mapping[str, object]) -> list[tuple[str, str]]:
     """The client's headers, with the credentials the API-key check took out back in, redacted."""
     taken = environ.get(STRIPPED_CREDENTIALS) or ()
-    return headers + [(key[5:].replace("_", "-").title(), REDACTED) for key in taken]  # type: ignore[union-attr]
+    return headers + [(environ_header_name(key), REDACTED) for key in taken]  # type: ignore[union-attr]
 
 
 def redacted_headers(headers: Iterable[tuple[str, str]], leave_out: frozenset[str] = frozenset()) -> dict[str, str]:

@@ -26,7 +26,7 @@ from flask import Response
 
 from app.config.model import Timeouts
 from app.errors import UpstreamUnreachable
-from app.observe.exchange import Exchange, Outcome
+from app.observe.exchange import Exchange, Outcome, environ_header_name
 from app.relay.batching import batched_chunks
 from app.relay.grants import Grant
 from app.relay.hangup import HangupWatch
@@ -74,7 +74,7 @@ def upstream_headers(environ: dict) -> dict[str, str]:
 @functools.lru_cache(maxsize=256)
 def _header_name(environ_key: str) -> str | None:
     """``HTTP_X_API_KEY`` → ``X-Api-Key``; None for a header that is not forwarded upstream."""
-    name = "Content-Type" if environ_key == "CONTENT_TYPE" else environ_key[5:].replace("_", "-").title()
+    name = environ_header_name(environ_key)
     return None if name.lower() in NOT_FORWARDED_UP else name
 
 
