@@ -186,10 +186,15 @@ def abort(response: requests.Response) -> None:
     """
     sock = _connection_socket(response)
     if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        cut(sock)
+
+
+def cut(sock: socket.socket) -> None:
+    """Shut ``sock`` down both ways: a read blocked on it in another greenlet ends at once (end of file)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def lift_read_timeout(response: requests.Response) -> None:

@@ -28,6 +28,7 @@ from app.errors import UpstreamRefused, UpstreamUnreachable
 from app.observe.exchange import Exchange, Outcome
 from app.relay.forward import CONNECT_TIMEOUT, upstream_headers
 from app.relay.grants import Grant
+from app.relay.transport import cut
 
 log = logging.getLogger("llama-swap.proxy")
 
@@ -146,13 +147,6 @@ def _pump(source: simple_websocket.ws.Base, sink: simple_websocket.ws.Base, move
         return
 
 
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
 def relay(client: simple_websocket.ws.Base, upstream: simple_websocket.ws.Base) -> int:
     """Pump both ways until one side closes; close the other with its code. Returns bytes moved."""
     moved = [0]
@@ -185,7 +179,7 @@ def relay_websocket(grant: Grant, upstream_path: str, environ: dict, exchange: E
             raise
         exchange.responded(101, [])
         # An operator's cancel cuts the upstream's socket: its side closes, the relay closes the client's.
-        exchange.set_canceller(lambda: _shut(upstream.sock))
+        exchange.set_canceller(lambda: cut(upstream.sock))
         exchange.response_bytes = relay(client, upstream)
     finally:
         grant.release()
