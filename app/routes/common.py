@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Generator, Iterator
 from urllib.parse import quote, urlsplit
 
 from flask import request
@@ -72,6 +72,24 @@ def raw_target(environ: dict, prefix: str) -> tuple[str, str]:
         # percent-encoded: rebuild it from the decoded path.
         path, query = quote(environ.get("PATH_INFO", "")), environ.get("QUERY_STRING", "")
     return path, query
+
+
+def released(chunks: Generator[bytes, None, None]) -> Iterator[bytes]:
+    """``chunks`` for a long-lived stream: each one followed by an empty one.
+
+    gunicorn holds the last item it wrote until the next one is ready; the
+    empty one (written as nothing) lets a large chunk (a log history, a batch
+    of events) go while the stream waits, instead of holding it for the life
+    of the connection. Closing this closes ``chunks``.
+    """
+    try:
+        for chunk in chunks:
+            yield chunk
+            if chunk:
+                del chunk  # nor held here while the next one is awaited
+                yield b""
+    finally:
+        chunks.close()
 
 
 @contextmanager

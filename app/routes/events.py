@@ -35,6 +35,7 @@ from flask_sock import Sock
 from app.errors import NotFound
 from app.observe.feed import EventFeed, FellBehind, Message, Reader
 from app.relay.hangup import HangupWatch
+from app.routes.common import released
 from app.runtime.server import Server, current, model_status
 
 log = logging.getLogger("llama-swap.proxy")
@@ -100,10 +101,7 @@ def _sse_stream(server: Server, environ: dict, last_event_id: str | None) -> Ite
     watch = HangupWatch(environ, reader.close)
     try:
         yield f"retry:{RETRY_MS}\n\n".encode() + b"".join(m.sse for m in first)
-        del first
-        # gunicorn holds the last item it wrote until the next one is ready: an empty one (written as
-        # nothing) after each write, so that a 200 KiB history is not held for the life of the stream.
-        yield b""
+        del first  # the log histories in it are up to 200 KiB: not held for the life of the stream
         while True:
             try:
                 batch = next_batch(feed, reader)
@@ -116,7 +114,6 @@ def _sse_stream(server: Server, environ: dict, last_event_id: str | None) -> Ite
                 yield b": keepalive\n\n"
                 continue
             yield b"".join(m.sse for m in batch)
-            yield b""
     finally:
         watch.stop()
         reader.close()
@@ -126,7 +123,7 @@ def _sse_stream(server: Server, environ: dict, last_event_id: str | None) -> Ite
 def events() -> Response:
     server = current()
     last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    return Response(_sse_stream(server, request.environ, last_event_id), mimetype="text/event-stream",
+    return Response(released(_sse_stream(server, request.environ, last_event_id)), mimetype="text/event-stream",
                     headers=SSE_HEADERS, direct_passthrough=True)
 
 

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, redirect, request
 from app.errors import BadRequest
 from app.observe.logs import LogMonitor, LogStream
 from app.relay.hangup import HangupWatch
+from app.routes.common import released
 from app.runtime.server import Server, current
 
 bp = Blueprint("logs", __name__)
@@ -71,13 +72,13 @@ class LogTail:
         self._watch = HangupWatch(environ, live.close)
 
     def __iter__(self) -> Iterator[bytes]:
+        return released(self._chunks())
+
+    def _chunks(self) -> Iterator[bytes]:
         backlog, self._backlog = self._backlog, b""
         yield backlog  # possibly empty: the headers go out at once either way
-        del backlog
+        del backlog  # up to 100 KiB: not held while the log is quiet
         while True:
-            # gunicorn holds the last item it wrote until the next one is ready: an empty one (written
-            # as nothing) after each write, so that a 100 KiB history is not held while the log is quiet.
-            yield b""
             data = self._live.get()
             if data is None:  # closed: the client left or the app is shutting down
                 return
