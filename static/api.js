@@ -96,6 +96,22 @@ function dispatch(type, data) {
   (listeners.get(type) || []).forEach((callback) => callback(data));
 }
 
+// The pieces of a streamed response's text between ``separator``s, as they arrive.
+export async function* pieces(response, separator) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf(separator)) >= 0) {
+      yield buffer.slice(0, end);
+      buffer = buffer.slice(end + separator.length);
+    }
+  }
+}
+
 async function readFeed() {
   const extra = feedState.lastId ? { "Last-Event-ID": feedState.lastId } : {};
   const response = await fetch(apiUrl("api/events"), { headers: headers(extra), credentials: "omit" });
@@ -105,26 +121,16 @@ async function readFeed() {
   }
   if (!response.ok || !response.body) throw new Error("events: " + response.status);
   setConnected(true);
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += value;
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let id = null, data = null;
-      for (const line of block.split("\n")) {
-        if (line.startsWith("id:")) id = line.slice(3);
-        else if (line.startsWith("data:")) data = line.slice(5);
-      }
-      if (data === null) continue; // a comment (heartbeat) or a retry hint
-      if (id) feedState.lastId = id;
-      const envelope = JSON.parse(data);
-      dispatch(envelope.type, JSON.parse(envelope.data));
+  for await (const block of pieces(response, "\n\n")) {
+    let id = null, data = null;
+    for (const line of block.split("\n")) {
+      if (line.startsWith("id:")) id = line.slice(3);
+      else if (line.startsWith("data:")) data = line.slice(5);
     }
+    if (data === null) continue; // a comment (heartbeat) or a retry hint
+    if (id) feedState.lastId = id;
+    const envelope = JSON.parse(data);
+    dispatch(envelope.type, JSON.parse(envelope.data));
   }
 }
 

@@ -1,7 +1,7 @@
 // Playground: chat with any listed model, streamed; the loading progress of a swap shows as it comes
 // (llama-swap's loading state arrives as reasoning text); Stop ends the answer where it stands.
 
-import { request } from "../api.js";
+import { pieces, request } from "../api.js";
 import { el } from "./dom.js";
 
 async function listed() {
@@ -10,21 +10,12 @@ async function listed() {
 }
 
 async function* events(response) {
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    let end;
-    while ((end = buffer.indexOf("\n")) >= 0) {
-      const line = buffer.slice(0, end).trim();
-      buffer = buffer.slice(end + 1);
-      if (!line.startsWith("data:")) continue;
-      const data = line.slice(5).trim();
-      if (data === "[DONE]") return;
-      try { yield JSON.parse(data); } catch { /* not JSON: skipped */ }
-    }
+  for await (const raw of pieces(response, "\n")) {
+    const line = raw.trim();
+    if (!line.startsWith("data:")) continue;
+    const data = line.slice(5).trim();
+    if (data === "[DONE]") return;
+    try { yield JSON.parse(data); } catch { /* not JSON: skipped */ }
   }
 }
 
