@@ -1,33 +1,44 @@
 // The app: which page is shown (by the URL's hash, or the path a bookmark or /upstream sent us to),
 // the theme, the connection state of the event stream.
+//
+// A route is "#/<page>/<rest…>": the page module's render(main, rest) draws it and returns what to
+// call when the page is left (or nothing). A page is drawn again when its rest changes
+// ("#/models" → "#/models/alpha").
 
 import { connectFeed, onConnection } from "./api.js";
 import * as activity from "./pages/activity.js";
+import * as timeline from "./pages/timeline.js";
 import * as models from "./pages/models.js";
 import * as logs from "./pages/logs.js";
 import * as playground from "./pages/playground.js";
+import * as performance from "./pages/performance.js";
+import * as hardware from "./pages/hardware.js";
 
-const PAGES = { activity, models, logs, playground };
+const PAGES = { activity, timeline, models, logs, playground, performance, hardware };
 const THEME = "llama-swap.theme";
-let current = null; // { name, leave }
+let current = null; // { route, leave }
 
-function pageName() {
-  const fromHash = location.hash.replace(/^#\/?/, "").split("/")[0];
-  if (fromHash in PAGES) return fromHash;
+function route() {
+  const fromHash = location.hash.replace(/^#\/?/, "");
   const after = location.pathname.split("/ui/")[1] || "";
-  const fromPath = after.split("/")[0];
-  return fromPath in PAGES ? fromPath : "activity";
+  const parts = (fromHash || after).split("/").filter(Boolean).map(decodeURIComponent);
+  return parts.length && parts[0] in PAGES ? parts : ["activity"];
 }
 
 function show() {
-  const name = pageName();
-  if (current && current.name === name) return;
+  const [name, ...rest] = route();
+  const key = [name, ...rest].join("/");
+  if (current && current.key === key) return;
   if (current && current.leave) current.leave();
   const main = document.getElementById("page");
   main.replaceChildren();
-  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === name));
-  current = { name, leave: PAGES[name].render(main) };
-  document.title = `llama-swap · ${name}`;
+  document.querySelectorAll("nav a").forEach((a) => {
+    const active = a.dataset.page === name;
+    a.classList.toggle("active", active);
+    if (active) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  });
+  current = { key, leave: PAGES[name].render(main, rest) };
+  document.title = `llama-swap · ${[name, ...rest].join(" · ")}`;
 }
 
 function applyTheme(theme) {

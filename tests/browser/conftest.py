@@ -11,6 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import requests
+
+from tests.helpers.server import fake_cmd
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = next((path for name in ("chromium", "chromium-browser", "google-chrome")
@@ -40,3 +43,18 @@ def page(browser):
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+TIMEOUT = 10_000  # ms
+
+
+def config(tmp_path, extra: str = "") -> str:
+    return (f"healthCheckTimeout: 15\n{extra}models:\n"
+            f"  alpha:\n    cmd: {fake_cmd('alpha', tmp_path, '--tokens 3')}\n    name: Alpha model\n"
+            f"  beta:\n    cmd: {fake_cmd('beta', tmp_path, '--tokens 3')}\n")
+
+
+def chat(server, model: str, headers: dict | None = None) -> None:
+    r = requests.post(server.url("/v1/chat/completions"), headers=headers or {}, timeout=30,
+                      json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text

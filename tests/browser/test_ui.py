@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import re
 
-import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import shot
+from tests.browser.conftest import TIMEOUT, chat, config, shot
 from tests.helpers.server import fake_cmd, wait_for
-
-TIMEOUT = 10_000  # ms
-
-
-def config(tmp_path, extra: str = "") -> str:
-    return (f"healthCheckTimeout: 15\n{extra}models:\n"
-            f"  alpha:\n    cmd: {fake_cmd('alpha', tmp_path, '--tokens 3')}\n    name: Alpha model\n"
-            f"  beta:\n    cmd: {fake_cmd('beta', tmp_path, '--tokens 3')}\n")
-
-
-def chat(server, model: str, headers: dict | None = None) -> None:
-    r = requests.post(server.url("/v1/chat/completions"), headers=headers or {}, timeout=30,
-                      json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
-    assert r.status_code == 200, r.text
 
 
 def test_the_models_page_shows_each_model_live_and_unloads_one(llama_swap, tmp_path, page):
