@@ -9,11 +9,14 @@ never blocks and never reaches back into the core.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from scheduler.state import ProcessState
 
 Publish = Callable[[object], None]
+# Who asked for a model, in the words of whoever asked (e.g. ``{"by": "request", "id": "12",
+# "method": "POST", "path": "/v1/chat/completions"}``): the core carries it, never reads it.
+Origin = Mapping[str, str]
 
 
 def publish_nothing(event: object) -> None:
@@ -33,12 +36,13 @@ class ModelStateChanged:
 
 @dataclass(frozen=True)
 class SwapBegan:
-    """The router began swapping ``model`` in, stopping ``evict`` first."""
+    """The router began swapping ``model`` in, stopping ``evict`` first, for the request ``cause`` (its origin)."""
 
     swap_id: int
     model: str
     evict: frozenset[str]
     at: float
+    cause: Origin | None = None
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,8 @@ class Effects(Protocol):
         """Every process that is neither stopped nor shut down."""
         ...
 
-    def start_swap(self, swap_id: int, model: str, evict: frozenset[str]) -> None:
-        """Fire and forget; the outcome arrives later as ``on_swap_done(swap_id, error)``."""
+    def start_swap(self, swap_id: int, model: str, evict: frozenset[str], cause: Request) -> None:
+        """Fire and forget (``cause``: the request it is for); the outcome arrives later as ``on_swap_done(swap_id, error)``."""
         ...
 
     def grant_serve(self, req: Request, model: str) -> bool:
@@ -427,7 +427,7 @@ class FifoScheduler:
     def _start_swap(self, req: Request, evict: frozenset[str], running: frozenset[str]) -> None:
         swap = self._active[req.model] = _Swap(next(self._ids), req.model, evict, [req])
         self._swapper.on_swap_start(req.model, running)
-        self._effects.start_swap(swap.id, req.model, evict)
+        self._effects.start_swap(swap.id, req.model, evict, req)
 
     def _rewalk(self) -> None:
         """Re-examine the queue: overdue requests first, then in queue order."""

@@ -43,7 +43,7 @@ from gevent.queue import Queue
 
 from scheduler.clock import Clock, GeventClock, Timer
 from scheduler.errors import ClientGone, InternalError, RouteError, ShuttingDown, StartFailed, Unloaded
-from scheduler.events import Publish, SwapBegan, SwapEnded, publish_nothing
+from scheduler.events import Origin, Publish, SwapBegan, SwapEnded, publish_nothing
 from scheduler.fifo import FifoScheduler, Occupancy, Request
 from scheduler.process import ProcessSpec
 from scheduler.state import ProcessState
@@ -79,6 +79,7 @@ class Ticket(Request):
     """One request waiting for a decision; the reply slot the router fills."""
 
     submitted_at: float = 0.0
+    origin: Origin | None = None  # who asked, as the caller described it; passed on, never read here
     _reply: AsyncResult = field(default_factory=AsyncResult, repr=False)
     _status: int = _WAITING
 
@@ -174,9 +175,13 @@ class Router:
     def processes(self) -> Mapping[str, Process]:
         return self._processes
 
-    def submit(self, model: str) -> Ticket:
-        """Ask for ``model``; wait on the returned ticket for a Lease or a RouteError."""
-        ticket = Ticket(model=model, submitted_at=self._clock.now())
+    def submit(self, model: str, origin: Origin | None = None) -> Ticket:
+        """Ask for ``model``; wait on the returned ticket for a Lease or a RouteError.
+
+        ``origin`` says who asks (a request, a preload); a swap started for
+        this ticket carries it in ``SwapBegan.cause``.
+        """
+        ticket = Ticket(model=model, submitted_at=self._clock.now(), origin=origin)
         if self._closed:
             ticket.fail(ShuttingDown("server is shutting down"))
         else:
@@ -330,9 +335,10 @@ class Router:
         return {m: p.state for m, p in self._processes.items()
                 if p.state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)}
 
-    def start_swap(self, swap_id: int, model: str, evict: frozenset[str]) -> None:
+    def start_swap(self, swap_id: int, model: str, evict: frozenset[str], cause: Request) -> None:
         run = self._swap_runs[swap_id] = _SwapRun(swap_id, model)
-        self._publish(SwapBegan(swap_id, model, evict, self._clock.now()))
+        origin = cause.origin if isinstance(cause, Ticket) else None
+        self._publish(SwapBegan(swap_id, model, evict, self._clock.now(), origin))
         gevent.spawn(self._swap, run, evict)
 
     def grant_serve(self, req: Request, model: str) -> bool:

@@ -15,10 +15,15 @@ hands it to every server built from a config.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from dataclasses import dataclass
 
+from typing import Callable
+
 from gevent.event import Event
+
+log = logging.getLogger("llama-swap.proxy")
 
 DEFAULT_QUEUE = 1024
 
@@ -64,6 +69,21 @@ class Subscription:
         self.closed = True
         self._bus.unsubscribe(self)
         self._arrived.set()
+
+
+def consume(subscription: Subscription, handle: Callable[[object], None], who: str) -> None:
+    """Hand each event of ``subscription`` to ``handle`` until it is closed (run it in its own greenlet).
+
+    A failure on one event is logged (naming ``who``) and the next event handled.
+    """
+    while not subscription.closed:
+        item = subscription.get()
+        if item is None:
+            continue
+        try:
+            handle(item.event)
+        except Exception:
+            log.exception("%s: failed on %r", who, item.event)
 
 
 class EventBus:

@@ -43,6 +43,14 @@ class InflightChanged:
 
 
 @dataclass(frozen=True)
+class TimelineChanged:
+    """The swap timeline kept an entry: ``kind`` is ``state``, ``swap`` or ``queue``; ``entry`` as ``/api/timeline`` gives it."""
+
+    kind: str
+    entry: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class ProfileChanged:
     """``PUT /api/profiles/active`` switched the active profile (None: none)."""
 

@@ -4,7 +4,8 @@ One pump greenlet reads the event bus and turns each event into the
 message llama-swap sends (``Message``: a type and its ``data``, a JSON
 document): ``modelStatus`` (the whole model list, on a state change, a
 reload or a profile switch), ``logData``, ``activity``, ``inflight``,
-``profileChanged``. Each message gets an id, ``<boot>-<seq>``: ``seq``
+``profileChanged``, and ours: ``timeline`` (an entry of the swap
+timeline, ``app.observe.timeline``). Each message gets an id, ``<boot>-<seq>``: ``seq``
 counts up for the life of the process, ``boot`` tells one process's ids
 from another's, so a client that reconnects to a restarted server is not
 mistaken for one that missed a few messages.
@@ -41,7 +42,8 @@ import gevent
 from gevent.event import Event
 
 from app.observe.bus import EventBus, Published
-from app.observe.events import ActivityRecorded, ConfigReloaded, InflightChanged, LogWritten, ProfileChanged
+from app.observe.events import (ActivityRecorded, ConfigReloaded, InflightChanged, LogWritten, ProfileChanged,
+                                TimelineChanged)
 from scheduler.events import ModelStateChanged
 
 log = logging.getLogger("llama-swap.proxy")
@@ -128,7 +130,8 @@ class EventFeed:
         self._arrived = Event()  # replaced by a fresh one at each message: set wakes the waiting readers
         self._readers: set[Reader] = set()
         self._source = bus.subscribe(PUMP_QUEUE, kinds=(LogWritten, InflightChanged, ActivityRecorded,
-                                                        ModelStateChanged, ConfigReloaded, ProfileChanged))
+                                                        ModelStateChanged, ConfigReloaded, ProfileChanged,
+                                                        TimelineChanged))
         self._pump = gevent.spawn(self._run)
 
     # ----------------------------------------------------------------- for the views
@@ -218,6 +221,8 @@ class EventFeed:
             yield "activity", {"id": event.id}
         elif isinstance(event, ModelStateChanged | ConfigReloaded):
             yield "modelStatus", self.model_status()
+        elif isinstance(event, TimelineChanged):
+            yield "timeline", {"kind": event.kind, "entry": event.entry}
         elif isinstance(event, ProfileChanged):
             yield "profileChanged", {"active": event.active}
             yield "modelStatus", self.model_status()

@@ -23,19 +23,17 @@ at no cost per request.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable
 
 import gevent
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from app.observe.bus import EventBus, Subscription
+from app.observe.bus import EventBus, Subscription, consume
 from app.observe.exchange import Exchange, ExchangeObserver
 from app.observe.events import ActivityRecorded
 from scheduler.events import ModelStateChanged, SwapEnded
 from scheduler.state import ProcessState
 
-log = logging.getLogger("llama-swap.observe")
 
 PREFIX = "llamaswap_"
 # An LLM answer takes from milliseconds (a cached embedding) to minutes (a long generation).
@@ -121,19 +119,8 @@ class ModelMetrics(ExchangeObserver):
 
     def follow(self, bus: EventBus, spawn: Callable[..., Any] = gevent.spawn) -> Any:
         """Read ``bus`` in a background greenlet until ``close``; returns the greenlet."""
-        subscription = self._subscription = bus.subscribe(kinds=(ActivityRecorded, SwapEnded, ModelStateChanged))
-
-        def run() -> None:
-            while not subscription.closed:
-                item = subscription.get()
-                if item is None:
-                    continue
-                try:
-                    self.on_event(item.event)
-                except Exception:  # a bug here must not stop the counting of later events
-                    log.exception("metrics: failed on %r", item.event)
-
-        return spawn(run)
+        self._subscription = bus.subscribe(kinds=(ActivityRecorded, SwapEnded, ModelStateChanged))
+        return spawn(consume, self._subscription, self.on_event, "metrics")
 
     def close(self) -> None:
         if self._subscription is not None:

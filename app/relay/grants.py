@@ -61,7 +61,7 @@ class GrantWait:
         self._router = router
         self._environ = environ
         self.model = model
-        self.ticket: Ticket = router.submit(model)
+        self.ticket: Ticket = router.submit(model, origin_of(exchange))
         self.lease: Lease | None = None
         if exchange is not None:  # an operator's cancel takes the request out of the queue
             exchange.set_canceller(lambda: router.cancel(
@@ -104,6 +104,14 @@ class GrantWait:
             return
         if lease is not None:
             lease.release()
+
+
+def origin_of(exchange: Exchange | None) -> dict[str, str] | None:
+    """Who asks for a model, as a swap's ``cause`` tells it: the request (its in-flight id), or None."""
+    if exchange is None:
+        return None
+    return {"by": "request", "id": str(exchange.id), "method": exchange.method, "path": exchange.path,
+            "client": exchange.remote_addr}
 
 
 def acquire(router: Router, model: str, environ: dict, exchange: Exchange | None = None) -> Lease:

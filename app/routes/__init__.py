@@ -5,7 +5,7 @@
 ``status`` (health, running, unload), ``metrics`` (Prometheus), ``api`` (``/api/*``), ``logs`` (``/logs*``), ``events`` (the live
 ``/api/events`` feed, in-flight cancel), ``system``
 (``/api/performance``, ``/api/hardware``, ``/api/version``), ``metrics_api``
-(activity records and captures), ``ui``. Views
+(activity records and captures), ``timeline`` (the swap timeline), ``ui``. Views
 are thin: parse the request, ask ``naming`` / ``relay`` / the runtime, turn
 the answer into a response; refusals are raised and answered by
 ``app.errors``.
@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.routes import api, common, events, inference, logs, metrics, metrics_api, models, passthrough, status, system, ui
+from app.routes import (api, common, events, inference, logs, metrics, metrics_api, models, passthrough, status, system,
+                        timeline, ui)
 
 
 def register_routes(app: Flask) -> None:
     app.before_request(common.stamp_arrival)
-    for module in (inference, passthrough, models, status, metrics, api, logs, events, system, metrics_api, ui):
+    for module in (inference, passthrough, models, status, metrics, api, logs, events, system, metrics_api, timeline,
+                   ui):
         app.register_blueprint(module.bp)

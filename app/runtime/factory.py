@@ -52,7 +52,9 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     prometheus_client.disable_created_metrics()
     observatory = build_observatory(config)
     observatory.model_metrics.follow(observatory.bus)  # before any server publishes
+    observatory.timeline.follow(observatory.bus)
     app.extensions[EXTENSION] = build_server(config, observatory)
+    observatory.timeline.occupancy = lambda: app.extensions[EXTENSION].router.occupancy()
     observatory.registry.register(ModelGauges(lambda: app.extensions[EXTENSION].router))
     observatory.feed.model_status = lambda: model_status(app.extensions[EXTENSION])
     watch_the_machine(observatory, config)  # after build_server has set logging up

@@ -36,6 +36,7 @@ from app.observe.captures import CaptureCache
 from app.observe.recorder import Recorder
 from app.observe.model_metrics import ModelMetrics
 from app.observe.logs import LogHub
+from app.observe.timeline import SwapTimeline
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
@@ -70,6 +71,9 @@ class Observatory:
     # /api/hardware's snapshot, taken once at startup; None when detection failed.
     hardware: dict[str, Any] | None = None
 
+    # The last hour of states, swaps and queue depth (/api/timeline); its router is set by the factory.
+    timeline: SwapTimeline = field(init=False)
+
     # Requests, tokens (``count_tokens``), latencies, swaps, loads; in ``registry``.
     model_metrics: ModelMetrics = field(init=False)
 
@@ -83,6 +87,7 @@ class Observatory:
         self.observers.add(self.inflight)
         self.feed = EventFeed(self.bus)
         self.recorder = Recorder(self.activity, self.captures, self.bus.publish)
+        self.timeline = SwapTimeline(self.bus.publish)
 
     def flush(self) -> None:
         """Store every activity record still queued (at shutdown)."""
@@ -95,6 +100,7 @@ class Observatory:
         self.feed.close()
         self.inflight.close()
         self.model_metrics.close()
+        self.timeline.close()
         stopped = self.performance.stop() if self.performance is not None else True
         if stopped:  # never shut NVML down under a read still running in a thread
             self.nvml.close()

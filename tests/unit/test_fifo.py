@@ -56,7 +56,7 @@ class FakeEffects:
         gone = (ProcessState.STOPPED, ProcessState.SHUTDOWN)
         return {m: s for m, s in self.states.items() if s not in gone}
 
-    def start_swap(self, swap_id: int, model: str, evict: frozenset[str]) -> None:
+    def start_swap(self, swap_id: int, model: str, evict: frozenset[str], cause: Request) -> None:
         self.swaps.append((model, evict))
         self.swap_ids.append(swap_id)
 

@@ -113,7 +113,7 @@ class World:
     def running_models(self) -> Mapping[str, ProcessState]:
         return {m: s for m, s in self.states.items() if s is not STOPPED}
 
-    def start_swap(self, swap_id: int, model: str, evict: frozenset[str]) -> None:
+    def start_swap(self, swap_id: int, model: str, evict: frozenset[str], cause: Request) -> None:
         self.pending_swaps.append((swap_id, model, evict))
         self.event_swaps.append((model, evict))
         self.log.append(("swap", model, evict))

@@ -157,7 +157,7 @@ class ScriptedRouter:
         self.ticks = 0
         self.cancels = 0
 
-    def submit(self, model: str) -> Ticket:
+    def submit(self, model: str, origin=None) -> Ticket:
         return self.ticket
 
     def cancel(self, ticket: Ticket) -> None:
