@@ -58,6 +58,9 @@ onConnection((connected) => {
   badge.classList.toggle("up", connected);
 });
 
-window.addEventListener("hashchange", show);
+window.addEventListener("hashchange", () => {
+  show();
+  document.getElementById("page").focus({ preventScroll: true }); // the next Tab goes into the page
+});
 show();
 connectFeed();

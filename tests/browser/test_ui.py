@@ -97,3 +97,43 @@ def test_the_playground_streams_an_answer_shows_the_loading_and_stops(llama_swap
     wait_for(lambda: any(line.startswith("[INFO] slow: POST /v1/chat/completions 200")
                          and line.endswith("client gone") for line in server.log().splitlines()),
              timeout=10, what="the stopped stream's access line")
+
+
+# Each page, and what shows once its data is drawn.
+PAGES = {"activity": "tr[data-id]", "timeline": "table.swaps", "models": "tr[data-model]",
+         "logs": "pre.log:has-text('llama-swap ready')", "playground": "select[aria-label=model] option",
+         "performance": "main svg", "hardware": "main table"}
+
+
+def test_every_page_fits_a_phone_screen(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    chat(server, "alpha")  # something in every table
+    page.set_viewport_size({"width": 390, "height": 800})
+    for name, drawn in PAGES.items():
+        page.goto(server.url(f"/ui/#/{name}"))
+        expect(page.locator("#connection")).to_have_text("live", timeout=TIMEOUT)
+        expect(page.locator(drawn).first).to_be_attached(timeout=TIMEOUT)
+        shot(page, f"phone-{name}")
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the {name} page is {overflow} px wider than a phone's screen"
+
+
+def test_the_ui_works_from_the_keyboard(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    page.goto(server.url("/ui/"))
+    expect(page.locator("#connection")).to_have_text("live", timeout=TIMEOUT)
+    for _ in range(20):  # Tab along the header until the Models link has the focus
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.page") == "models":
+            break
+    else:
+        raise AssertionError("Tab never reached the Models link")
+    page.keyboard.press("Enter")
+    expect(page.locator('tr[data-model="alpha"]')).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator('nav a[aria-current="page"]')).to_have_text("Models")
+    page.keyboard.press("Tab")  # the focus moved into the page: the next Tab is the page's first control
+    assert page.evaluate("document.activeElement.closest('main') !== null")
+    theme = page.evaluate("document.documentElement.dataset.theme")
+    page.locator("#theme").focus()
+    page.keyboard.press("Space")
+    assert page.evaluate("document.documentElement.dataset.theme") != theme
