@@ -61,3 +61,4 @@ onConnection((connected) => {
 window.addEventListener("hashchange", show);
 show();
 connectFeed();
+performance.probe();
