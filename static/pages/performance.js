@@ -128,11 +128,10 @@ export function render(main) {
     const newest = Math.max(...sys.map(at), ...gpu.map(at));
     sys = sys.filter((s) => at(s) > newest - HOUR_MS);
     gpu = gpu.filter((g) => at(g) > newest - HOUR_MS);
-    if (sys.length) {
-      summary.textContent = `${sys.length} sample${sys.length === 1 ? "" : "s"} over the last `
-        + `${duration(at(sys.at(-1)) - at(sys[0]))} · newest at ${new Date(at(sys.at(-1))).toLocaleTimeString()}`;
-      host.replaceChildren(...hostCharts(sys));
-    }
+    if (!sys.length) return; // the sampler's first tick is still to come
+    summary.textContent = `${sys.length} sample${sys.length === 1 ? "" : "s"} over the last `
+      + `${duration(at(sys.at(-1)) - at(sys[0]))} · newest at ${new Date(at(sys.at(-1))).toLocaleTimeString()}`;
+    host.replaceChildren(...hostCharts(sys));
     gpus.replaceChildren(...(gpu.length ? byGpu(gpu).map(gpuCharts) : [el("p", { class: "muted" }, "No GPU found.")]));
   };
   const off = () => {
