@@ -64,3 +64,4 @@ window.addEventListener("hashchange", () => {
 });
 show();
 connectFeed();
+performance.probe();
