@@ -107,12 +107,14 @@ function chart(history, seconds, width) {
   const root = svg("svg", { class: "timeline", width, height, viewBox: `0 0 ${width} ${height}`,
                             role: "img", "aria-label": summary(history, models, since) });
 
-  // The time axis: a tick every sixth of the window.
-  for (let i = 0; i <= 6; i++) {
-    const t = since + ((until - since) * i) / 6, at = x(t);
+  // The time axis: as many ticks as there is room for their labels.
+  const ticks = Math.max(1, Math.min(6, Math.floor(plot / 110)));
+  for (let i = 0; i <= ticks; i++) {
+    const t = since + ((until - since) * i) / ticks, at = x(t);
     root.append(svg("line", { class: "grid", x1: at, x2: at, y1: AXIS - 4, y2: height }),
-      svg("text", { class: "tick", x: at, y: AXIS - 6, "text-anchor": i === 0 ? "start" : i === 6 ? "end" : "middle" },
-        i === 6 ? "now" : clock(t)));
+      svg("text", { class: "tick", x: at, y: AXIS - 6,
+                    "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" },
+        i === ticks ? "now" : clock(t)));
   }
 
   // The queue depth above the lanes.

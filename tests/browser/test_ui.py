@@ -102,7 +102,7 @@ def test_the_playground_streams_an_answer_shows_the_loading_and_stops(llama_swap
 # Each page, and what shows once its data is drawn.
 PAGES = {"activity": "tr[data-id]", "timeline": "table.swaps", "models": "tr[data-model]",
          "logs": "pre.log:has-text('llama-swap ready')", "playground": "select[aria-label=model] option",
-         "performance": "main svg", "hardware": "main table"}
+         "performance": "main svg", "hardware": "section.hw-card"}
 
 
 def test_every_page_fits_a_phone_screen(llama_swap, tmp_path, page):
