@@ -10,12 +10,12 @@ from tests.browser.conftest import TIMEOUT, shot
 from tests.helpers.server import fake_cmd, wait_for
 
 
-def capable_config(tmp_path) -> str:
+def capable_config(tmp_path, chat_flags: str = "") -> str:
     """A chat model and one model for each other tab, declared by its ``capabilities``."""
-    def model(name: str, capabilities: str = "") -> str:
+    def model(name: str, capabilities: str = "", flags: str = "") -> str:
         declared = f"    capabilities: {capabilities}\n" if capabilities else ""
-        return f"  {name}:\n    cmd: {fake_cmd(name, tmp_path, '--tokens 3')}\n{declared}"
-    return ("healthCheckTimeout: 15\nmodels:\n" + model("alpha")
+        return f"  {name}:\n    cmd: {fake_cmd(name, tmp_path, '--tokens 3', flags)}\n{declared}"
+    return ("healthCheckTimeout: 15\nmodels:\n" + model("alpha", flags=chat_flags)
             + model("painter", "{in: [text], out: [image]}") + model("voice", "{in: [text], out: [audio]}")
             + model("ears", "{in: [audio], out: [text]}") + model("ranker", "{reranker: true}"))
 
@@ -76,16 +76,19 @@ def test_the_chat_streams_an_answer_shows_the_loading_and_stops(llama_swap, tmp_
 
 
 def test_the_chat_keeps_the_conversation_under_a_system_prompt_as_plain_text(llama_swap, tmp_path, page):
-    server = llama_swap(capable_config(tmp_path))
+    server = llama_swap(capable_config(tmp_path, "--load-time 1"))
     chat = open_tab(page, server, "chat")
     expect(chat.locator("select[aria-label=model] option")).to_have_count(1, timeout=TIMEOUT)
     chat.get_by_label("system prompt").fill("Answer in tokens.")
     with page.expect_request("**/v1/chat/completions") as first:
         chat.get_by_label("message").fill("<b>not bold</b>")
         chat.get_by_label("message").press("Enter")
+    # No sendLoadingState here: while alpha starts, the page says what it waits for.
+    expect(chat.get_by_role("status")).to_have_text(re.compile("^Waiting for alpha"))
     expect(chat.locator(".msg.assistant")).to_have_text("tok0 tok1 tok2 ", timeout=TIMEOUT)
     expect(chat.locator(".msg.user")).to_have_text("<b>not bold</b>")  # shown as typed, not as HTML
     expect(chat.locator(".msg.user b")).to_have_count(0)
+    expect(chat.get_by_role("status")).to_be_hidden()
 
     with page.expect_request("**/v1/chat/completions") as second:
         chat.get_by_label("message").fill("and then?")

@@ -5,7 +5,7 @@
 
 import { pieces } from "../../api.js";
 import { el } from "../dom.js";
-import { field, modelPicker, post, runner } from "./common.js";
+import { field, modelPicker, post, runner, waitingFor } from "./common.js";
 
 export const id = "chat";
 export const label = "Chat";
@@ -39,7 +39,7 @@ export function build(models) {
   const prompt = el("textarea", { rows: "3", placeholder: "Ask something…", "aria-label": "message" });
   const send = el("button", { type: "submit" }, "Send");
   const clear = el("button", { type: "button" }, "Clear");
-  const { stop, note, run, abort } = runner(send);
+  const { stop, status, note, run, abort } = runner(send);
   let messages = []; // the conversation so far, as the model is sent it (without the system prompt)
 
   const ask = (event) => {
@@ -57,12 +57,13 @@ export function build(models) {
     run(async (signal) => {
       try {
         const response = await post("v1/chat/completions", { model: model.value, messages: sent, stream: true }, signal);
+        status.textContent = ""; // answering, or showing the loading progress
         await stream(response, thinking, answer);
       } finally {
         if (answer.textContent) turn.push({ role: "assistant", content: answer.textContent });
         if (!thinking.textContent) thinking.remove();
       }
-    });
+    }, waitingFor(model.value));
   };
 
   clear.addEventListener("click", () => {
@@ -75,5 +76,5 @@ export function build(models) {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) ask(event);
   });
   const form = el("form", { onsubmit: ask }, prompt, el("div", { class: "toolbar" }, model, send, stop, clear));
-  return { panel: [field("system prompt", system), history, note, form], leave: abort };
+  return { panel: [field("system prompt", system), history, status, note, form], leave: abort };
 }
