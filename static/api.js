@@ -35,27 +35,33 @@ function askForKey() {
   return asking;
 }
 
-export async function request(path, { method = "GET", body, raw = false, signal } = {}) {
+// ``body``: sent as JSON, or as it is when it is a FormData (multipart, the browser sets its boundary).
+export async function request(path, { method = "GET", body, raw = false, signal, headers: extra = {} } = {}) {
+  const json = body !== undefined && !(body instanceof FormData);
   for (let attempt = 0; attempt < 3; attempt++) {
     const init = { method, credentials: "omit", signal,
-                   headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }) };
-    if (body !== undefined) init.body = JSON.stringify(body);
+                   headers: headers(json ? { ...extra, "Content-Type": "application/json" } : extra) };
+    if (body !== undefined) init.body = json ? JSON.stringify(body) : body;
     const response = await fetch(apiUrl(path), init);
     if (response.status === 401) {
       await askForKey();
       continue;
     }
-    if (raw) return response;
-    const text = await response.text();
-    let data = text;
-    try { data = JSON.parse(text); } catch { /* plain text */ }
-    if (!response.ok) {
-      const message = data && data.error ? (data.error.message || data.error) : text;
-      throw new Error(`${response.status}: ${message}`);
-    }
-    return data;
+    return raw ? response : answer(response);
   }
   throw new Error("unauthorized: the API key was refused");
+}
+
+// A response's JSON (or text); when it is an error, thrown with the server's message.
+export async function answer(response) {
+  const text = await response.text();
+  let data = text;
+  try { data = JSON.parse(text); } catch { /* plain text */ }
+  if (!response.ok) {
+    const message = data && data.error ? (data.error.message || data.error) : text;
+    throw new Error(`${response.status}: ${message}`);
+  }
+  return data;
 }
 
 // ------------------------------------------------------------------------------------------ the feed

@@ -1,0 +1,80 @@
+// The Chat tab: a streamed, multi-turn conversation with a system prompt. The loading progress of a
+// swap shows as it comes (llama-swap's sendLoadingState arrives as reasoning text, in .msg.thinking);
+// Stop ends the answer where it stands and keeps it; Clear forgets the conversation. Everything a
+// model or a user wrote is shown as text, never as HTML.
+
+import { pieces } from "../../api.js";
+import { el } from "../dom.js";
+import { field, modelPicker, post, runner, waitingFor } from "./common.js";
+
+export const id = "chat";
+export const label = "Chat";
+export const flag = null; // offered by every model not only for images, speech, transcription or rerank
+export const hint = "capabilities: {in: [text], out: [text]}";
+
+async function* events(response) {
+  for await (const raw of pieces(response, "\n")) {
+    const line = raw.trim();
+    if (!line.startsWith("data:")) continue;
+    const data = line.slice(5).trim();
+    if (data === "[DONE]") return;
+    try { yield JSON.parse(data); } catch { /* not JSON: skipped */ }
+  }
+}
+
+// Streams one answer into `thinking` (reasoning, loading progress) and `answer` (the content).
+async function stream(response, thinking, answer) {
+  for await (const chunk of events(response)) {
+    if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
+    const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
+    if (delta.reasoning_content) thinking.textContent += delta.reasoning_content;
+    if (delta.content) answer.textContent += delta.content;
+  }
+}
+
+export function build(models) {
+  const model = modelPicker(models);
+  const system = el("textarea", { rows: "2", placeholder: "Optional: how the model should answer" });
+  const history = el("div", { class: "chat", "aria-live": "polite" });
+  const prompt = el("textarea", { rows: "3", placeholder: "Ask something…", "aria-label": "message" });
+  const send = el("button", { type: "submit" }, "Send");
+  const clear = el("button", { type: "button" }, "Clear");
+  const { stop, status, note, run, abort } = runner(send);
+  let messages = []; // the conversation so far, as the model is sent it (without the system prompt)
+
+  const ask = (event) => {
+    event.preventDefault();
+    const text = prompt.value.trim();
+    if (!text || send.disabled) return;
+    prompt.value = "";
+    messages.push({ role: "user", content: text });
+    const turn = messages;
+    const thinking = el("div", { class: "msg thinking muted" });
+    const answer = el("div", { class: "msg assistant" });
+    history.append(el("div", { class: "msg user" }, text), thinking, answer);
+    const instructions = system.value.trim();
+    const sent = instructions ? [{ role: "system", content: instructions }, ...turn] : [...turn];
+    run(async (signal) => {
+      try {
+        const response = await post("v1/chat/completions", { model: model.value, messages: sent, stream: true }, signal);
+        status.textContent = ""; // answering, or showing the loading progress
+        await stream(response, thinking, answer);
+      } finally {
+        if (answer.textContent) turn.push({ role: "assistant", content: answer.textContent });
+        if (!thinking.textContent) thinking.remove();
+      }
+    }, waitingFor(model.value));
+  };
+
+  clear.addEventListener("click", () => {
+    abort();
+    messages = [];
+    history.replaceChildren();
+    note.textContent = "";
+  });
+  prompt.addEventListener("keydown", (event) => { // Enter sends, Shift+Enter is a new line
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) ask(event);
+  });
+  const form = el("form", { onsubmit: ask }, prompt, el("div", { class: "toolbar" }, model, send, stop, clear));
+  return { panel: [field("system prompt", system), history, status, note, form], leave: abort };
+}
