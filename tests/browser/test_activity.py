@@ -85,22 +85,42 @@ def test_sorting_by_a_column_changes_the_order(llama_swap, tmp_path, page):
 
 def test_a_streamed_answers_capture_shows_the_assembled_text(llama_swap, tmp_path, page):
     server = llama_swap(config(tmp_path))
-    answer = requests.post(server.url("/v1/chat/completions"), timeout=30, json={
-        "model": "alpha", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-    assert answer.status_code == 200 and "tok2" in answer.text
+    for path, body in (("/v1/messages", {"max_tokens": 3}), ("/v1/chat/completions", {})):  # Anthropic, OpenAI
+        answer = requests.post(server.url(path), timeout=30, json={
+            "model": "alpha", "stream": True, "messages": [{"role": "user", "content": "hi"}], **body})
+        assert answer.status_code == 200 and "tok2" in answer.text
     page.goto(server.url("/ui/"))
     page.locator("#theme").click()
-    rows(page).first.get_by_role("button", name="Capture").click(timeout=TIMEOUT)
+    expect(rows(page)).to_have_count(2, timeout=TIMEOUT)
     dialog = page.get_by_role("dialog")
-    expect(dialog.locator("pre.capture")).to_have_text("tok0 tok1 tok2 ", timeout=TIMEOUT)
-    raw = dialog.locator("details.raw")
-    expect(raw.locator("summary")).to_contain_text("raw events")
-    expect(raw.locator("pre")).not_to_be_visible()
-    raw.locator("summary").click()
-    expect(raw.locator("pre")).to_contain_text("chat.completion.chunk")
-    shot(page, "activity-stream-capture-dark")
-    dialog.get_by_role("button", name="Close").click()
-    expect(dialog).not_to_be_visible()
+    for index, path in ((0, "/v1/chat/completions"), (1, "/v1/messages")):
+        rows(page).nth(index).get_by_role("button", name="Capture").click()
+        expect(dialog.get_by_role("heading", level=2)).to_contain_text(path)
+        expect(dialog.locator("pre.capture")).to_have_text("tok0 tok1 tok2 ", timeout=TIMEOUT)
+        if index == 0:
+            raw = dialog.locator("details.raw")
+            expect(raw.locator("summary")).to_contain_text("raw events")
+            expect(raw.locator("pre")).not_to_be_visible()
+            raw.locator("summary").click()
+            expect(raw.locator("pre")).to_contain_text("chat.completion.chunk")
+            shot(page, "activity-stream-capture-dark")
+        dialog.get_by_role("button", name="Close").click()
+        expect(dialog).not_to_be_visible()
+
+
+def test_a_streams_reasoning_is_shown_apart_from_its_answer(page, llama_swap, tmp_path):
+    server = llama_swap(config(tmp_path))  # (the simulator does not think: the reader is given the events)
+    page.goto(server.url("/ui/"))
+    chat_stream = ('data: {"choices":[{"delta":{"reasoning_content":"hmm "}}]}\n\n'
+                   'data: {"choices":[{"delta":{"content":"yes"}}]}\n\ndata: [DONE]\n\n')
+    anthropic = ('event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"thinking":"so "}}\n\n'
+                 'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"no"}}\n\n')
+    read = page.evaluate("""async (bodies) => {
+        const { assemble } = await import("./pages/sse.js");
+        return bodies.map((body) => { const s = assemble(body); return [s.text, s.reasoning, s.events.length]; });
+    }""", [chat_stream, anthropic, "data: [DONE]\n\n"])
+    assert read == [["yes", "hmm ", 3], ["no", "so ", 2], [None, None, 1]]
+    shot(page, "activity-empty")
 
 
 def test_the_speed_histograms_are_drawn_once_there_are_requests(llama_swap, tmp_path, page):
