@@ -68,7 +68,8 @@ export async function answer(response) {
 
 const listeners = new Map(); // message type -> set of callbacks
 const stateListeners = new Set();
-export const feedState = { connected: false, lastId: null, models: [], inflight: new Map(), profile: null };
+export const feedState = { connected: false, lastId: null, models: [], inflight: new Map(), profile: null,
+                           uiConfig: null };
 
 export function on(type, callback) {
   if (!listeners.has(type)) listeners.set(type, new Set());
@@ -90,6 +91,7 @@ function setConnected(connected) {
 function dispatch(type, data) {
   if (type === "modelStatus") feedState.models = data;
   if (type === "profileChanged") feedState.profile = data.active;
+  if (type === "uiConfig") feedState.uiConfig = data;
   if (type === "inflight") {
     if (data.operation === "snapshot") {
       feedState.inflight = new Map(data.requests.map((r) => [r.id, r]));

@@ -1,81 +1,239 @@
-// Activity: requests in flight (live, with cancel), then the stored activity, page by page, and totals.
+// Activity (the landing page): the requests in flight, live; the finished ones paged, filtered and sorted by
+// the server (/api/metrics/activity), each opening its capture; totals and speed histograms
+// (/api/metrics/stats, which filters by model only).
+//
+// A finished request announced by the feed (`activity`) shows up by itself while the table is on its first
+// page, newest first; otherwise a "N new" button says so and leads there.
 
-import { feedState, on, request } from "../api.js";
-import { bytes, el, ms, rate, table } from "./dom.js";
+import { feedState, on, onConnection, request } from "../api.js";
+import { captureDialog } from "./capture.js";
+import { el, ms, rate } from "./dom.js";
+import { histogram } from "./histogram.js";
+import { inflightTable } from "./inflight.js";
 
-const LIMIT = 25;
+const SIZES = [25, 50, 100];
+const TEXT_SORTS = new Set(["model", "req_path"]); // sorted A→Z on the first click; the others largest first
 
-function inflightTable(note) {
-  const rows = [...feedState.inflight.values()].sort((a, b) => a.timestamp.localeCompare(b.timestamp));
-  if (!rows.length) return el("p", { class: "muted" }, "nothing in flight");
-  return table(["model", "request", "elapsed", "received", ""], rows.map((r) => el("tr", {},
-    el("td", {}, r.model), el("td", {}, `${r.method} ${r.req_path}`), el("td", {}, ms(Math.max(0, Date.now() - Date.parse(r.timestamp)))),
-    el("td", {}, bytes(r.resp_bytes)),
-    el("td", {}, el("button", { type: "button", onclick: async () => {
-      try { await request(`api/inflight/${r.id}/cancel`, { method: "POST" }); } catch (e) { note.textContent = String(e); }
-    } }, "Cancel")))));
+const count = (n) => (n >= 0 ? n : "–");
+const total = (n, what) => el("span", {}, el("b", {}, n.toLocaleString()), ` ${what}`);
+
+function status(record) {
+  const failed = record.resp_status_code !== 200;
+  return el("span", { class: failed ? "status bad" : "status", title: record.error_msg || null },
+    record.resp_status_code);
 }
 
-function activityRow(record, capture) {
-  const t = record.tokens || {};
-  return el("tr", { "data-id": record.id },
-    el("td", {}, record.id), el("td", {}, new Date(record.timestamp).toLocaleTimeString()),
-    el("td", {}, record.model), el("td", {}, record.req_path), el("td", {}, record.resp_status_code),
-    el("td", {}, t.input_tokens >= 0 ? t.input_tokens : "–"), el("td", {}, t.output_tokens >= 0 ? t.output_tokens : "–"),
-    el("td", {}, rate(t.prompt_per_second)), el("td", {}, rate(t.tokens_per_second)),
-    el("td", {}, ms(record.queue_ms)), el("td", {}, ms(record.load_ms)), el("td", {}, ms(record.duration_ms)),
-    el("td", {}, record.has_capture
-      ? el("button", { type: "button", onclick: () => capture(record.id) }, "Capture") : ""));
+function time(record) {
+  const at = new Date(record.timestamp);
+  return el("time", { datetime: record.timestamp, title: at.toLocaleString() }, at.toLocaleTimeString());
 }
 
-function decode(b64) {
-  if (!b64) return "";
-  const text = new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
-  try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return text; }
+// The finished table's columns: heading, the server's sort key (none: not sortable), the cell.
+const COLUMNS = [
+  ["#", "id", (r) => r.id],
+  ["time", "time", time],
+  ["model", "model", (r) => r.model],
+  ["path", "req_path", (r) => r.req_path],
+  ["status", "resp_status_code", status],
+  ["cached", "cached", (r) => count(r.tokens.cache_tokens)],
+  ["in", "prompt", (r) => count(r.tokens.input_tokens)],
+  ["out", "generated", (r) => count(r.tokens.output_tokens)],
+  ["prompt t/s", "prompt_speed", (r) => rate(r.tokens.prompt_per_second)],
+  ["gen t/s", "gen_speed", (r) => rate(r.tokens.tokens_per_second)],
+  ["queued", null, (r) => ms(r.queue_ms)],
+  ["load", null, (r) => ms(r.load_ms)],
+  ["ttfb", null, (r) => ms(r.ttfb_ms)],
+  ["total", "duration", (r) => ms(r.duration_ms)],
+];
+
+// Runs `load` one at a time; calls made meanwhile make it run once more after, so the last state wins.
+function serial(load) {
+  let running = false, again = false;
+  return async function run() {
+    if (running) { again = true; return; }
+    running = true;
+    try {
+      do { again = false; await load(); } while (again);
+    } finally {
+      running = false;
+    }
+  };
+}
+
+function localInput(label) {
+  return el("input", { type: "datetime-local", step: 1, "aria-label": label });
+}
+
+function labelled(text, control) {
+  return el("label", { class: "field" }, el("span", { class: "muted" }, text), control);
+}
+
+function speedFigure(title, h) {
+  const caption = el("figcaption", {}, title);
+  if (!h) return el("figure", { class: "speed" }, caption, el("p", { class: "muted" }, "no speeds yet"));
+  return el("figure", { class: "speed" }, caption, histogram(title, h, "t/s"),
+    el("p", { class: "muted" }, `p50 ${rate(h.p50)} · p95 ${rate(h.p95)} · p99 ${rate(h.p99)}`));
 }
 
 export function render(main) {
+  const view = { model: "", start: "", end: "", limit: SIZES[0], page: 1, sort: "id", order: "desc" };
+  let unseen = 0; // finished requests announced while the table showed something else than the newest
+
   const note = el("p", { class: "note", role: "status" });
-  const inflight = el("div");
-  const totals = el("p", { class: "muted" });
+  const inflight = inflightTable(note);
+  const capture = captureDialog();
+  const models = el("select", { "aria-label": "model" });
+  const from = localInput("from"), to = localInput("to");
+  const size = el("select", { "aria-label": "rows per page" }, SIZES.map((n) => el("option", { value: n }, n)));
+  const stats = el("div", { class: "stats" });
   const records = el("div");
-  const detail = el("pre", { class: "capture", hidden: true });
-  let page = 1;
+  const pager = el("div", { class: "toolbar pager" });
+  const fresh = el("button", { type: "button", class: "fresh", hidden: true });
 
-  const capture = async (id) => {
+  const newestFirst = () => view.page === 1 && view.order === "desc" && (view.sort === "id" || view.sort === "time");
+  const rfc3339 = (local) => (local ? new Date(local).toISOString() : "");
+
+  function query() {
+    const params = new URLSearchParams({ page: view.page, limit: view.limit, sort: view.sort, order: view.order });
+    if (view.model) params.set("model", view.model);
+    if (view.start) params.set("start", rfc3339(view.start));
+    if (view.end) params.set("end", rfc3339(view.end));
+    return params;
+  }
+
+  function fillModels() {
+    const ids = feedState.models.map((m) => m.id);
+    if (view.model && !ids.includes(view.model)) ids.push(view.model);
+    models.replaceChildren(el("option", { value: "" }, "all models"), ...ids.map((id) => el("option", { value: id }, id)));
+    models.value = view.model;
+  }
+
+  function heading([label, key]) {
+    if (!key) return el("th", {}, label);
+    const sorted = view.sort === key;
+    const arrow = sorted ? (view.order === "asc" ? "▲" : "▼") : "";
+    return el("th", { "aria-sort": sorted ? (view.order === "asc" ? "ascending" : "descending") : null },
+      el("button", { type: "button", class: "sort", onclick: () => sortBy(key) },
+        label, el("span", { class: "arrow", "aria-hidden": "true" }, arrow)));
+  }
+
+  function row(record) {
+    const cells = COLUMNS.map(([, , cell]) => el("td", {}, cell(record)));
+    const open = record.has_capture
+      ? el("button", { type: "button", onclick: () => capture.open(record) }, "Capture") : "";
+    return el("tr", { "data-id": record.id, class: record.has_capture ? "opens" : null,
+                      onclick: (event) => { if (record.has_capture && event.target.closest("button") === null) capture.open(record); } },
+      cells, el("td", {}, open));
+  }
+
+  function drawTable(data) {
+    records.replaceChildren(data.data.length
+      ? el("table", { class: "finished" }, el("thead", {}, el("tr", {}, COLUMNS.map(heading), el("th", {}, ""))),
+        el("tbody", {}, data.data.map(row)))
+      : el("p", { class: "muted" }, "no finished requests match"));
+    const pages = Math.max(1, data.total_pages);
+    pager.replaceChildren(
+      el("button", { type: "button", disabled: view.page <= 1, onclick: () => go(view.page - 1) }, "‹ Previous"),
+      el("span", { class: "muted" }, `page ${data.page} of ${pages} · ${data.total} request${data.total === 1 ? "" : "s"}`),
+      el("button", { type: "button", disabled: view.page >= pages, onclick: () => go(view.page + 1) }, "Next ›"));
+  }
+
+  function drawStats(s) {
+    const scope = view.model ? `${view.model}'s requests` : "all requests";
+    const unfiltered = view.start || view.end ? " (the time range does not apply here)" : "";
+    stats.replaceChildren(
+      el("p", { class: "totals" },
+        total(s.total_requests, "requests"),
+        total(s.total_input_tokens, "tokens in"),
+        total(s.total_output_tokens, "tokens out"),
+        total(s.total_cache_tokens, "cached"),
+        el("span", { class: "muted" }, scope + unfiltered)),
+      el("div", { class: "speeds" }, speedFigure("prompt speed", s.prompt_histogram),
+        speedFigure("generation speed", s.gen_histogram)));
+  }
+
+  const loadTable = serial(async () => {
     try {
-      const c = await request(`api/captures/${id}`);
-      detail.hidden = false;
-      detail.textContent = `${c.req_path}\n\n— request —\n${decode(c.req_body)}\n\n— response —\n${decode(c.resp_body)}`;
+      const data = await request(`api/metrics/activity?${query()}`);
+      if (newestFirst()) unseen = 0;
+      showUnseen();
+      drawTable(data);
     } catch (error) {
       note.textContent = String(error);
     }
-  };
-  const refresh = async () => {
+  });
+  const loadStats = serial(async () => {
     try {
-      const [data, stats] = await Promise.all([
-        request(`api/metrics/activity?limit=${LIMIT}&page=${page}`), request("api/metrics/stats")]);
-      totals.textContent = `${stats.total_requests} requests · ${stats.total_input_tokens} tokens in · `
-        + `${stats.total_output_tokens} tokens out`;
-      records.replaceChildren(
-        table(["#", "time", "model", "path", "status", "in", "out", "prompt", "gen", "queued", "load", "total", ""],
-          data.data.map((r) => activityRow(r, capture))),
-        el("div", { class: "toolbar" },
-          el("button", { type: "button", disabled: page <= 1, onclick: () => { page -= 1; refresh(); } }, "Newer"),
-          el("span", { class: "muted" }, ` page ${data.page} of ${Math.max(1, data.total_pages)} `),
-          el("button", { type: "button", disabled: page >= data.total_pages, onclick: () => { page += 1; refresh(); } },
-            "Older")));
+      drawStats(await request(`api/metrics/stats?${view.model ? new URLSearchParams({ model: view.model }) : ""}`));
     } catch (error) {
       note.textContent = String(error);
     }
-  };
-  const drawInflight = () => inflight.replaceChildren(inflightTable(note));
+  });
 
-  main.append(el("h1", {}, "Activity"), note, el("h2", {}, "In flight"), inflight,
-    el("h2", {}, "Finished"), totals, records, detail);
-  drawInflight();
-  refresh();
-  const timer = setInterval(drawInflight, 1000);
-  const offs = [on("inflight", drawInflight), on("activity", () => { if (page === 1) refresh(); })];
-  return () => { clearInterval(timer); offs.forEach((off) => off()); };
+  function showUnseen() {
+    fresh.hidden = unseen === 0;
+    fresh.textContent = `${unseen} new`;
+  }
+  function go(page) {
+    view.page = page;
+    loadTable();
+  }
+  function sortBy(key) {
+    view.order = view.sort === key ? (view.order === "asc" ? "desc" : "asc") : (TEXT_SORTS.has(key) ? "asc" : "desc");
+    view.sort = key;
+    go(1);
+  }
+  function filter() {
+    Object.assign(view, { model: models.value, start: from.value, end: to.value, limit: Number(size.value), page: 1 });
+    note.textContent = "";
+    loadTable();
+    loadStats();
+  }
+  function reset() {
+    models.value = from.value = to.value = "";
+    size.value = SIZES[0];
+    filter();
+  }
+
+  [models, from, to, size].forEach((control) => control.addEventListener("change", filter));
+  fresh.addEventListener("click", () => {
+    Object.assign(view, { sort: "id", order: "desc" });
+    go(1);
+  });
+  fillModels();
+
+  main.append(el("h1", {}, "Activity"), note,
+    el("h2", {}, "In flight"), inflight.node,
+    el("h2", {}, "Finished"),
+    el("div", { class: "toolbar filters" }, labelled("model", models), labelled("from", from), labelled("to", to),
+      labelled("rows", size), el("button", { type: "button", onclick: reset }, "Reset"), fresh),
+    stats, records, pager);
+
+  inflight.draw();
+  loadTable();
+  loadStats();
+  const timer = setInterval(inflight.draw, 1000);
+  let wasConnected = feedState.connected;
+  const offs = [
+    on("inflight", inflight.draw),
+    on("modelStatus", fillModels),
+    on("activity", () => {
+      loadStats();
+      if (newestFirst()) {
+        loadTable();
+      } else {
+        unseen += 1;
+        showUnseen();
+      }
+    }),
+    onConnection((connected) => { // back after a gap: what finished meanwhile was not announced
+      if (connected && !wasConnected) { loadTable(); loadStats(); }
+      wasConnected = connected;
+    }),
+  ];
+  return () => {
+    clearInterval(timer);
+    offs.forEach((off) => off());
+    capture.remove();
+  };
 }

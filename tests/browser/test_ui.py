@@ -37,22 +37,6 @@ def test_the_logs_page_shows_a_line_as_it_is_written(llama_swap, tmp_path, page)
     shot(page, "logs")
 
 
-def test_the_activity_page_lists_a_request_and_opens_its_capture(llama_swap, tmp_path, page):
-    server = llama_swap(config(tmp_path))
-    chat(server, "alpha")
-    page.goto(server.url("/ui/"))
-    row = page.locator("tr[data-id]").first
-    expect(row).to_contain_text("alpha", timeout=TIMEOUT)
-    expect(row).to_contain_text("/v1/chat/completions")
-    chat(server, "beta")  # announced by the feed: the table refreshes by itself
-    expect(page.locator("tr[data-id]").first).to_contain_text("beta", timeout=TIMEOUT)
-    page.locator("tr[data-id]").first.get_by_role("button", name="Capture").click()
-    capture = page.locator("pre.capture")
-    expect(capture).to_contain_text('"model": "beta"', timeout=TIMEOUT)
-    expect(capture).to_contain_text("chat.completion")
-    shot(page, "activity")
-
-
 def test_behind_an_api_key_the_ui_asks_for_it_once(llama_swap, tmp_path, page):
     server = llama_swap(config(tmp_path, "apiKeys: [sk-ui-test]\n"))
     page.goto(server.url("/ui/models"))

@@ -1,0 +1,175 @@
+"""The Activity page in a real browser: in flight, the finished table (filters, sort, paging), totals and
+speed histograms, captures."""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+from playwright.sync_api import expect
+
+from tests.browser.conftest import TIMEOUT, chat, config, shot
+from tests.helpers.server import fake_cmd
+
+
+def rows(page):
+    return page.locator("tr[data-id]")
+
+
+def test_the_activity_page_lists_a_request_and_opens_its_capture(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    chat(server, "alpha")
+    page.goto(server.url("/ui/"))
+    row = rows(page).first
+    expect(row).to_contain_text("alpha", timeout=TIMEOUT)
+    expect(row).to_contain_text("/v1/chat/completions")
+    chat(server, "beta")  # announced by the feed: the table refreshes by itself
+    expect(rows(page).first).to_contain_text("beta", timeout=TIMEOUT)
+    rows(page).first.get_by_role("button", name="Capture").click()
+    dialog = page.get_by_role("dialog")
+    capture = dialog.locator("pre.capture")
+    expect(capture).to_contain_text('"model": "beta"', timeout=TIMEOUT)
+    expect(capture).to_contain_text("chat.completion")
+    expect(dialog.locator("pre.request-body")).to_contain_text('"content": "hi"')
+    shot(page, "activity-capture")
+    page.keyboard.press("Escape")
+    expect(dialog).not_to_be_visible()
+    shot(page, "activity")
+
+
+def test_filtering_by_model_shows_only_that_models_requests(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    for model in ("alpha", "beta", "alpha"):
+        chat(server, model)
+    page.goto(server.url("/ui/"))
+    expect(rows(page)).to_have_count(3, timeout=TIMEOUT)
+    models = page.get_by_label("model", exact=True)
+    expect(models.locator("option[value=beta]")).to_have_count(1, timeout=TIMEOUT)  # from the feed
+    models.select_option("beta")
+    expect(rows(page)).to_have_count(1, timeout=TIMEOUT)
+    expect(rows(page).first).to_contain_text("beta")
+    expect(page.locator(".totals")).to_contain_text("1 requests")
+    expect(page.locator(".totals")).to_contain_text("beta's requests")
+    shot(page, "activity-filtered")
+    page.get_by_role("button", name="Reset").click()
+    expect(rows(page)).to_have_count(3, timeout=TIMEOUT)
+    page.get_by_label("from", exact=True).fill("2099-01-01T00:00")  # a time range with nothing in it
+    expect(page.get_by_text("no finished requests match")).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator(".totals")).to_contain_text("the time range does not apply here")
+
+
+def test_sorting_by_a_column_changes_the_order(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    for model in ("alpha", "beta"):
+        chat(server, model)
+    page.goto(server.url("/ui/"))
+    expect(rows(page)).to_have_count(2, timeout=TIMEOUT)
+    expect(rows(page).first).to_contain_text("beta")  # newest first
+    heading = page.locator("th", has=page.get_by_role("button", name="model", exact=True))
+    heading.get_by_role("button").click()
+    expect(heading).to_have_attribute("aria-sort", "ascending", timeout=TIMEOUT)
+    expect(rows(page).first).to_contain_text("alpha")
+    heading.get_by_role("button").press("Enter")  # the keyboard works too: again, the other way
+    expect(heading).to_have_attribute("aria-sort", "descending", timeout=TIMEOUT)
+    expect(rows(page).first).to_contain_text("beta")
+    # Not the newest first: a new request is announced, not slipped in.
+    chat(server, "alpha")
+    expect(page.get_by_role("button", name="1 new")).to_be_visible(timeout=TIMEOUT)
+    expect(rows(page)).to_have_count(2)
+    shot(page, "activity-sorted")
+    page.get_by_role("button", name="1 new").click()
+    expect(rows(page)).to_have_count(3, timeout=TIMEOUT)
+    expect(page.locator("th[aria-sort]")).to_have_attribute("aria-sort", "descending")
+    expect(page.get_by_role("button", name="1 new")).to_be_hidden()
+
+
+def test_a_streamed_answers_capture_shows_the_assembled_text(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    for path, body in (("/v1/messages", {"max_tokens": 3}), ("/v1/chat/completions", {})):  # Anthropic, OpenAI
+        answer = requests.post(server.url(path), timeout=30, json={
+            "model": "alpha", "stream": True, "messages": [{"role": "user", "content": "hi"}], **body})
+        assert answer.status_code == 200 and "tok2" in answer.text
+    page.goto(server.url("/ui/"))
+    page.locator("#theme").click()
+    expect(rows(page)).to_have_count(2, timeout=TIMEOUT)
+    dialog = page.get_by_role("dialog")
+    for index, path in ((0, "/v1/chat/completions"), (1, "/v1/messages")):
+        rows(page).nth(index).get_by_role("button", name="Capture").click()
+        expect(dialog.get_by_role("heading", level=2)).to_contain_text(path)
+        expect(dialog.locator("pre.capture")).to_have_text("tok0 tok1 tok2 ", timeout=TIMEOUT)
+        if index == 0:
+            raw = dialog.locator("details.raw")
+            expect(raw.locator("summary")).to_contain_text("raw events")
+            expect(raw.locator("pre")).not_to_be_visible()
+            raw.locator("summary").click()
+            expect(raw.locator("pre")).to_contain_text("chat.completion.chunk")
+            shot(page, "activity-stream-capture-dark")
+        dialog.get_by_role("button", name="Close").click()
+        expect(dialog).not_to_be_visible()
+
+
+def test_a_streams_reasoning_is_shown_apart_from_its_answer(page, llama_swap, tmp_path):
+    server = llama_swap(config(tmp_path))  # (the simulator does not think: the reader is given the events)
+    page.goto(server.url("/ui/"))
+    chat_stream = ('data: {"choices":[{"delta":{"reasoning_content":"hmm "}}]}\n\n'
+                   'data: {"choices":[{"delta":{"content":"yes"}}]}\n\ndata: [DONE]\n\n')
+    anthropic = ('event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"thinking":"so "}}\n\n'
+                 'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"no"}}\n\n')
+    read = page.evaluate("""async (bodies) => {
+        const { assemble } = await import("./pages/sse.js");
+        return bodies.map((body) => { const s = assemble(body); return [s.text, s.reasoning, s.events.length]; });
+    }""", [chat_stream, anthropic, "data: [DONE]\n\n"])
+    assert read == [["yes", "hmm ", 3], ["no", "so ", 2], [None, None, 1]]
+    shot(page, "activity-empty")
+
+
+def test_the_speed_histograms_are_drawn_once_there_are_requests(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    page.goto(server.url("/ui/"))
+    expect(page.locator("figure.speed").first).to_contain_text("no speeds yet", timeout=TIMEOUT)
+    for model in ("alpha", "beta"):
+        chat(server, model)
+    charts = page.locator("svg.histogram")
+    expect(charts).to_have_count(2, timeout=TIMEOUT)
+    expect(charts.first).to_have_attribute("aria-label", "prompt speed: 2 requests from 2000 to 2000 t/s; "
+                                           "median 2000, p95 2000, p99 2000")
+    expect(charts.first.locator("rect.bar")).to_have_count(1)
+    expect(page.locator(".totals")).to_contain_text("2 requests")
+    shot(page, "activity-histograms")
+    page.locator("#theme").click()
+    page.set_viewport_size({"width": 390, "height": 800})
+    # The page's content fits (the table scrolls inside itself); the header's nav is the shell's.
+    assert page.evaluate("document.getElementById('page').scrollWidth") <= 390
+    shot(page, "activity-phone-dark")
+
+
+def test_a_request_in_flight_is_shown_live_and_cancelled(llama_swap, tmp_path, page):
+    server = llama_swap("healthCheckTimeout: 15\nmodels:\n"
+                        f"  slow:\n    cmd: {fake_cmd('slow', tmp_path, '--tokens 400 --token-delay 0.05')}\n")
+    page.goto(server.url("/ui/"))
+    expect(page.locator("#connection")).to_have_text("live", timeout=TIMEOUT)
+    ended = threading.Event()
+
+    def stream():
+        try:
+            with requests.post(server.url("/v1/chat/completions"), stream=True, timeout=30,
+                               headers={"User-Agent": "activity-test/1.0", "X-Session-Id": "session-42"},
+                               json={"model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+                for _ in r.iter_content(None):
+                    pass
+        except requests.RequestException:
+            pass  # cut by the cancel
+        ended.set()
+
+    threading.Thread(target=stream, daemon=True).start()
+    row = page.locator("tr[data-inflight]")
+    expect(row).to_contain_text("POST /v1/chat/completions", timeout=TIMEOUT)
+    expect(row).to_contain_text("activity-test/1.0")
+    expect(row).to_contain_text("session-42")  # a header the config names (ui.activity.session_id)
+    expect(row).to_contain_text("answering", timeout=TIMEOUT)
+    expect(row).not_to_contain_text("0 B", timeout=TIMEOUT)  # the bytes received move
+    shot(page, "activity-inflight")
+    row.get_by_role("button", name="Cancel").click()
+    expect(row).to_have_count(0, timeout=TIMEOUT)
+    expect(page.get_by_text("nothing in flight")).to_be_visible()
+    assert ended.wait(10), "the cancelled stream did not end"
