@@ -70,15 +70,23 @@ SORT_COLUMNS = {
     "resp_content_type": "resp_content_type", "cached": "cache_tokens", "prompt": "input_tokens",
     "generated": "output_tokens", "drafted": "draft_tokens", "prompt_speed": "prompt_per_second",
     "gen_speed": "tokens_per_second", "duration": "duration_ms",
+    # ours: where the time went
+    "queued": "queue_ms", "load": "load_ms", "ttfb": "ttfb_ms",
 }
 MIN_BINS, MAX_BINS = 5, 20
 
 
 @dataclass(frozen=True)
 class ActivityQuery:
-    """A page of records: filters (inclusive bounds; ``start``/``end`` to the second), then sort and page."""
+    """A page of records: filters (inclusive bounds; ``start``/``end`` to the second), then sort and page.
+
+    ``statuses``: inclusive ranges of status codes, any of which matches;
+    ``path``: text the request path contains.
+    """
 
     models: tuple[str, ...] = ()
+    statuses: tuple[tuple[int, int], ...] = ()
+    path: str | None = None
     start: float | None = None
     end: float | None = None
     min_id: int | None = None
@@ -231,8 +239,9 @@ class ActivityStore:
                                 [*args, query.limit, (query.page - 1) * query.limit]).fetchall()
         return ActivityPage([_record(row) for row in rows], query.page, query.limit, total)
 
-    def stats(self, model: str | None = None) -> ActivityStats:
-        where, args = _where(ActivityQuery(models=(model,) if model else ()))
+    def stats(self, query: ActivityQuery = ActivityQuery()) -> ActivityStats:
+        """Totals and speed histograms of the records ``query``'s filters select (its sort and page are ignored)."""
+        where, args = _where(query)
         totals = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
             f" COALESCE(SUM(CASE WHEN cache_tokens > 0 THEN cache_tokens ELSE 0 END), 0) FROM activity{where}",
@@ -254,6 +263,12 @@ def _where(query: ActivityQuery) -> tuple[str, list[Any]]:
     if query.models:
         clauses.append(f"model IN ({', '.join('?' * len(query.models))})")
         args.extend(query.models)
+    if query.statuses:
+        clauses.append("(" + " OR ".join("resp_status_code BETWEEN ? AND ?" for _ in query.statuses) + ")")
+        args.extend(code for bounds in query.statuses for code in bounds)
+    if query.path:
+        clauses.append("instr(req_path, ?) > 0")
+        args.append(query.path)
     if query.start is not None:
         clauses.append("ts >= ?")
         args.append(math.floor(query.start))

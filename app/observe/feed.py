@@ -218,7 +218,7 @@ class EventFeed:
         elif isinstance(event, InflightChanged):
             yield "inflight", {"operation": event.operation, **event.payload}
         elif isinstance(event, ActivityRecorded):
-            yield "activity", {"id": event.id}
+            yield "activity", {"id": event.id, "model": event.model}
         elif isinstance(event, ModelStateChanged | ConfigReloaded):
             yield "modelStatus", self.model_status()
         elif isinstance(event, TimelineChanged):

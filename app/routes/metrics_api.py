@@ -4,10 +4,13 @@
 oldest first, as a JSON array. ``GET /api/metrics/activity`` answers a page
 ``{"data", "page", "limit", "total", "total_pages"}``: filters ``model``
 (repeatable), ``start``/``end`` (RFC3339, inclusive to the second),
-``min_id``/``max_id``; ``limit`` 1–999 (25), ``page`` (1), ``sort`` (a key
-of ``SORT_COLUMNS``, default ``id``), ``order`` (``asc``/``desc``, default
-``desc``); a bad parameter is a 400. ``GET /api/metrics/stats`` answers the
-totals and the speed histograms (``model``: one model's). Each record's
+``min_id``/``max_id``, and ours: ``status`` (repeatable: a code such as
+``404`` or a class such as ``5xx``) and ``path`` (text the path contains);
+``limit`` 1–999 (25), ``page`` (1), ``sort`` (a key of ``SORT_COLUMNS``,
+default ``id``; ours add ``queued``, ``load``, ``ttfb``), ``order``
+(``asc``/``desc``, default ``desc``); a bad parameter is a 400. ``GET
+/api/metrics/stats`` answers the totals and the speed histograms of the
+records the same filters select (llama-swap takes only ``model``). Each record's
 ``has_capture`` is asked of the capture cache as it is read.
 
 ``GET /api/captures/<id>``: the capture as JSON, bodies in base64; 400 for
@@ -59,8 +62,7 @@ def activity_page() -> Response:
 
 @bp.get("/api/metrics/stats")
 def activity_stats() -> Response:
-    model = (request.args.get("model") or "").strip() or None
-    return jsonify(observatory().activity.stats(model).to_json())
+    return jsonify(observatory().activity.stats(activity_query(request.args)).to_json())
 
 
 @bp.get("/api/captures/<id>")
@@ -89,9 +91,21 @@ def activity_query(args) -> ActivityQuery:
         raise BadRequest(f"invalid order: {order} (asc or desc)")
     limit = number(args, "limit", 1, MAX_LIMIT)
     models = tuple(m.strip() for m in args.getlist("model") if m.strip())
-    return ActivityQuery(models=models, start=start, end=end, min_id=min_id, max_id=max_id,
+    statuses = tuple(status_range(s.strip()) for s in args.getlist("status") if s.strip())
+    return ActivityQuery(models=models, statuses=statuses, path=(args.get("path") or "").strip() or None,
+                         start=start, end=end, min_id=min_id, max_id=max_id,
                          limit=25 if limit is None else limit, page=number(args, "page", 1) or 1,
                          sort=sort, descending=order == "desc")
+
+
+def status_range(text: str) -> tuple[int, int]:
+    """``404`` → (404, 404); ``5xx`` → (500, 599); BadRequest otherwise."""
+    if re.fullmatch(r"[1-5]\d\d", text):
+        return int(text), int(text)
+    if re.fullmatch(r"[1-5]xx", text.lower()):
+        low = int(text[0]) * 100
+        return low, low + 99
+    raise BadRequest(f"invalid status: {text} (a code such as 404, or a class such as 5xx)")
 
 
 def number(args, name: str, low: int, high: int | None = None) -> int | None:

@@ -20,7 +20,8 @@ from app.observe.tokens import TokenMetrics
 
 
 def record(id: int, model: str = "m", ts: float = 1_700_000_000.0, **fields) -> ActivityRecord:
-    return ActivityRecord(id=id, timestamp=ts, model=model, req_path="/v1/chat/completions", **fields)
+    fields.setdefault("req_path", "/v1/chat/completions")
+    return ActivityRecord(id=id, timestamp=ts, model=model, **fields)
 
 
 # --------------------------------------------------------------------------- the meter and the recorder
@@ -194,6 +195,16 @@ def test_pages_filter_by_model_time_and_id(filled):
     assert [r.id for r in filled.page(ActivityQuery(start=1001.0, end=1001.0)).records] == [2]
 
 
+def test_pages_and_stats_filter_by_status_class_or_code_and_path_text(filled):
+    filled.insert([record(4, "a", 1003.0, resp_status_code=404, req_path="/v1/embeddings")])
+    assert [r.id for r in filled.page(ActivityQuery(statuses=((500, 599),))).records] == [2]
+    assert [r.id for r in filled.page(ActivityQuery(statuses=((404, 404), (500, 599)))).records] == [4, 2]
+    assert [r.id for r in filled.page(ActivityQuery(path="embed")).records] == [4]
+    assert filled.page(ActivityQuery(path="%")).total == 0  # text, not a pattern
+    assert filled.stats(ActivityQuery(statuses=((200, 299),))).total_requests == 2
+    assert [r.id for r in filled.page(ActivityQuery(sort="queued")).records] == [4, 3, 2, 1]  # all 0: by id
+
+
 def test_pages_sort_by_a_key_then_id_and_count_pages(filled):
     page = filled.page(ActivityQuery(sort="duration", descending=False, limit=2))
     assert [r.id for r in page.records] == [2, 3] and (page.total, page.total_pages) == (3, 2)
@@ -218,7 +229,7 @@ def test_stats_sum_tokens_count_only_positive_cache_and_histogram_positive_speed
             stats.total_cache_tokens) == (3, 30, 300, 5)
     assert stats.gen_histogram.min == 20.0 and stats.gen_histogram.max == 40.0
     assert sum(stats.gen_histogram.bins) == 2 and len(stats.gen_histogram.bins) == 5
-    assert filled.stats("b").prompt_histogram is None
+    assert filled.stats(ActivityQuery(models=("b",))).prompt_histogram is None
     doc = stats.to_json()
     assert "binSize" in doc["prompt_histogram"] and doc["prompt_histogram"]["binSize"] == 40.0
 

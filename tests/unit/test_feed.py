@@ -40,7 +40,7 @@ def test_bus_events_become_llama_swap_messages_with_increasing_ids():
     assert types_and_data(feed, start) == [
         ("logData", {"source": "upstream", "data": "loading model\n"}),
         ("modelStatus", [{"id": "m", "state": "ready"}]),
-        ("activity", {"id": 7}),
+        ("activity", {"id": 7, "model": "m"}),
         ("inflight", {"operation": "remove", "id": "3"}),
         ("profileChanged", {"active": "fast"}),
         ("modelStatus", [{"id": "m", "state": "ready"}]),
@@ -48,7 +48,7 @@ def test_bus_events_become_llama_swap_messages_with_increasing_ids():
     ids = [m.id for m in feed.replay_after(start) or []]
     assert [int(i.rpartition("-")[2]) for i in ids] == [1, 2, 3, 4, 5, 6]
     frame = (feed.replay_after(start) or [])[2].sse
-    assert frame == f'id:{ids[2]}\nevent:message\ndata:{{"type":"activity","data":"{{\\"id\\":7}}"}}\n\n'.encode()
+    assert frame == f'id:{ids[2]}\nevent:message\ndata:{{"type":"activity","data":"{{\\"id\\":7,\\"model\\":\\"m\\"}}"}}\n\n'.encode()
     feed.close()
 
 
@@ -102,7 +102,7 @@ def test_a_waiting_reader_wakes_on_a_message_and_on_close():
     settle()
     bus.publish(ActivityRecorded(1, "m"))
     assert waiter.get(timeout=2) is True
-    assert [json.loads(m.data) for m in reader.take()] == [{"id": 1}]
+    assert [json.loads(m.data) for m in reader.take()] == [{"id": 1, "model": "m"}]
     assert reader.wait(0) is False  # nothing new
     waiter = gevent.spawn(reader.wait, 5)
     settle()
