@@ -18,6 +18,8 @@ newest listing does (and over a metadata key of the same name), ``type:
 to something is listed under the pinned name with its target's record (even
 an unlisted target: the pin is what the profile offers); a pin to nothing is
 not listed, and a pinned name that is already listed keeps its own record.
+A pin's ``meta.llamaswap`` says ``type: "profile"``, as Go's does (so a pin
+to a selector is not taken for one).
 
 Capabilities follow llama-swap's rendering for OpenRouter, Hugging Face
 chat-ui and Mistral clients (llama-swap v225, "Model capabilities #842"):
@@ -69,6 +71,8 @@ def pin_records(config: Config, profile: ProfileConfig, listed: set[str],
             continue
         record = target_record(config, target, created)
         record["id"] = pin
+        meta = record.setdefault("meta", {})
+        meta["llamaswap"] = {**meta.get("llamaswap", {}), "type": "profile"}  # Go's mark of a pin
         records.append(record)
     return records
 

@@ -206,3 +206,10 @@ def test_a_selectors_own_metadata_is_kept_beside_what_the_listing_adds() -> None
     (record,) = [r for r in model_records(config, 7) if r["id"] == "any"]
     assert record["meta"]["llamaswap"] == {"purpose": "chat", "type": "selector", "strategy": "pin",
                                            "targets": ["a"]}
+
+
+def test_a_pin_is_listed_as_a_profiles_not_as_its_targets_kind() -> None:
+    records = {r["id"]: r for r in model_records(CONFIG, 7, CODING)}
+    assert records["llm-plan"]["meta"]["llamaswap"]["type"] == "profile"  # pinned to the selector fast
+    assert records["llm-code"]["meta"]["llamaswap"] == {"type": "profile"}
+    assert records["fast"]["meta"]["llamaswap"]["type"] == "selector"
