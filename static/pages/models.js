@@ -17,9 +17,9 @@ function modelRow(model, note) {
       model.description ? el("div", { class: "muted" }, model.description) : null,
       aliases.length ? el("div", { class: "muted aliases" }, "aliases: ",
         el("span", { class: "tags" }, aliases.map((alias) => el("span", { class: "tag" }, alias)))) : null),
-    el("td", {}, capabilityTags(model)),
     el("td", {}, stateBadge(model)),
-    el("td", {}, modelActions(model, note)));
+    el("td", {}, modelActions(model, note)),
+    el("td", {}, capabilityTags(model)));
 }
 
 // A name a selector or a pin points at, with the state of the local model it means.
@@ -69,7 +69,7 @@ function listing(main) {
     const { profiles, active } = profileState;
     body.replaceChildren(...[
       feedState.models.length
-        ? table(["model", "capabilities", "state", ""], local.map((m) => modelRow(m, note)))
+        ? table(["model", "state", "", "capabilities"], local.map((m) => modelRow(m, note)))
         : el("p", { class: "muted" }, "waiting for the model list…"),
       section("Profiles", profiles.length, table(["profile", "pins"], profiles.map((p) => profileRow(p, p.name === active)))),
       section("Selectors", selectors.length, table(["selector", "strategy", "targets"], selectors.map(selectorRow))),

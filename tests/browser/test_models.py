@@ -6,13 +6,13 @@ import requests
 from playwright.sync_api import expect
 
 from tests.browser.conftest import TIMEOUT, chat, config, shot
-from tests.helpers.server import fake_cmd
+from tests.helpers.server import fake_cmd, hang_up
 
 PHONE = {"width": 390, "height": 800}
 
 
 def naming_config(tmp_path) -> str:
-    """Two models (one with aliases and capabilities), a selector over both, two profiles pinning them."""
+    """Two models (one with aliases and capabilities), a selector over both, two profiles pinning them, a peer."""
     return ("healthCheckTimeout: 15\nmodels:\n"
             f"  alpha:\n    cmd: {fake_cmd('alpha', tmp_path, '--tokens 3')}\n    name: Alpha model\n"
             "    description: the first one\n    aliases: [a1, first]\n"
@@ -21,7 +21,8 @@ def naming_config(tmp_path) -> str:
             "selectors:\n  either:\n    strategy: warm\n    targets: [alpha, beta]\n"
             "    name: Whichever is warm\n"
             "profiles:\n  coding:\n    description: code work\n    pins: {llm: beta, vision: ~}\n"
-            "  writing:\n    pins: {llm: a1}\n")
+            "  writing:\n    pins: {llm: a1}\n"
+            "peers:\n  box:\n    proxy: http://127.0.0.1:9\n    models: [remote]\n")
 
 
 def no_horizontal_overflow(page) -> None:
@@ -49,6 +50,28 @@ def test_the_models_page_shows_each_model_live_unloads_and_loads_one(llama_swap,
     assert server.state_of("alpha") == "ready"
 
 
+def test_a_manual_load_waits_as_queued_while_another_model_is_busy_and_can_be_cancelled(llama_swap, tmp_path, page):
+    server = llama_swap("healthCheckTimeout: 15\nmodels:\n"
+                        f"  busy:\n    cmd: {fake_cmd('busy', tmp_path, '--tokens 400 --token-delay 0.05')}\n"
+                        f"  beta:\n    cmd: {fake_cmd('beta', tmp_path, '--tokens 3')}\n")
+    held = requests.post(server.url("/v1/chat/completions"), stream=True, timeout=30, json={
+        "model": "busy", "stream": True, "messages": [{"role": "user", "content": "long"}]})
+    try:
+        assert held.status_code == 200
+        page.goto(server.url("/ui/#/models"))
+        beta = page.locator('tr[data-model="beta"]')
+        beta.get_by_role("button", name="Load", exact=True).click()
+        expect(beta.locator(".state")).to_have_text("queued", timeout=TIMEOUT)  # busy holds the only slot
+        shot(page, "models-queued")
+        beta.get_by_role("button", name="Cancel").click()
+        expect(beta.locator(".state")).to_have_text("stopped", timeout=TIMEOUT)
+        expect(beta.get_by_role("button", name="Load", exact=True)).to_be_enabled()
+    finally:
+        hang_up(held)
+    expect(page.locator('tr[data-model="busy"] .state')).to_have_text("ready", timeout=TIMEOUT)
+    assert server.starts("beta") == [], "the cancelled load left the queue: beta never started"
+
+
 def test_aliases_capabilities_selectors_and_profiles_show_and_the_header_switches_profile(llama_swap, tmp_path, page):
     server = llama_swap(naming_config(tmp_path))
     page.goto(server.url("/ui/#/models"))
@@ -64,6 +87,9 @@ def test_aliases_capabilities_selectors_and_profiles_show_and_the_header_switche
     expect(coding.locator('[data-pin="llm"]')).to_have_text("llm → beta stopped", timeout=TIMEOUT)
     expect(coding.locator('[data-pin="vision"]')).to_have_text("vision → nothing")
     expect(page.locator('tr[data-profile="writing"] [data-pin="llm"]')).to_contain_text("a1")
+
+    peer = page.locator('tr[data-model="box/remote"]')
+    expect(peer.locator("td")).to_have_text(["box/remote", "box", "peer"])
 
     switcher = page.locator("#profile-slot select")
     expect(switcher).to_have_value("")
