@@ -6,6 +6,7 @@
 // ("#/models" → "#/models/alpha").
 
 import { connectFeed, onConnection } from "./api.js";
+import { startProfiles } from "./profile.js";
 import * as activity from "./pages/activity.js";
 import * as timeline from "./pages/timeline.js";
 import * as models from "./pages/models.js";
@@ -58,6 +59,7 @@ onConnection((connected) => {
   badge.classList.toggle("up", connected);
 });
 
+startProfiles();
 window.addEventListener("hashchange", () => {
   show();
   document.getElementById("page").focus({ preventScroll: true }); // the next Tab goes into the page

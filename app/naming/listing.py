@@ -11,10 +11,15 @@ are sorted by id. Each peer model is listed as Go lists it: id
 ``<peer>/<model>`` (the name that always reaches it), ``name``
 ``"<peer>: <model>"``, ``meta: {"llamaswap": {"peerID": <peer>}}``.
 Selectors not marked ``unlisted`` are listed with their own ``name``,
-``description`` and ``metadata``. While a profile is active, each of its pins
+``description`` and ``metadata``, to which ``meta.llamaswap`` adds, as Go's
+newest listing does (and over a metadata key of the same name), ``type:
+"selector"``, ``strategy``, ``targets`` and, for ``spillover``, its
+``spillover`` setting: what the UI's Models page shows of each selector. While a profile is active, each of its pins
 to something is listed under the pinned name with its target's record (even
 an unlisted target: the pin is what the profile offers); a pin to nothing is
 not listed, and a pinned name that is already listed keeps its own record.
+A pin's ``meta.llamaswap`` says ``type: "profile"``, as Go's does (so a pin
+to a selector is not taken for one).
 
 Capabilities follow llama-swap's rendering for OpenRouter, Hugging Face
 chat-ui and Mistral clients (llama-swap v225, "Model capabilities #842"):
@@ -66,6 +71,8 @@ def pin_records(config: Config, profile: ProfileConfig, listed: set[str],
             continue
         record = target_record(config, target, created)
         record["id"] = pin
+        meta = record.setdefault("meta", {})
+        meta["llamaswap"] = {**meta.get("llamaswap", {}), "type": "profile"}  # Go's mark of a pin
         records.append(record)
     return records
 
@@ -92,8 +99,11 @@ def selector_record(selector: SelectorConfig, created: int) -> dict[str, Any]:
         record["name"] = selector.name.strip()
     if selector.description.strip():
         record["description"] = selector.description.strip()
-    if selector.metadata:
-        record["meta"] = {"llamaswap": thaw(selector.metadata)}
+    described: dict[str, Any] = {"type": "selector", "strategy": selector.strategy,
+                                  "targets": list(selector.targets)}
+    if selector.strategy == "spillover":
+        described["spillover"] = selector.spillover
+    record["meta"] = {"llamaswap": {**thaw(selector.metadata), **described}}
     return record
 
 

@@ -1,63 +1,59 @@
-// Logs: the proxy's, the upstreams' or one model's, live from /logs/stream; filter, pause, clear.
+// Logs: the proxy's, the upstreams' (all models, or one model's), or the combined log llama-swap writes to
+// stdout; live from /logs/stream/…, in their ANSI colours; filter by model and by text, pause, clear.
+// "#/logs/<model>" opens on that model's log.
 
-import { feedState, request } from "../api.js";
+import { feedState, on } from "../api.js";
 import { el } from "./dom.js";
+import { followLog, logView } from "./logview.js";
 
-const KEEP = 200_000; // characters shown at most
-const ANSI = /\x1b\[[0-9;]*m/g; // colour codes are dropped for now
+const SOURCES = [["proxy", "proxy"], ["upstream", "upstream (every model)"], ["", "combined (as on stdout)"]];
 
-export function render(main) {
-  const source = el("select", { "aria-label": "which log" },
-    el("option", { value: "" }, "everything"), el("option", { value: "proxy" }, "proxy"),
-    el("option", { value: "upstream" }, "upstream"),
-    feedState.models.filter((m) => !m.peerID).map((m) => el("option", { value: m.id }, m.id)));
+const localModels = () => feedState.models.filter((m) => !m.peerID).map((m) => m.id);
+
+function sourceOptions() {
+  const local = localModels();
+  const fixed = SOURCES.map(([value, label]) => el("option", { value }, label));
+  return local.length
+    ? [...fixed, el("optgroup", { label: "one model's upstream" }, local.map((id) => el("option", { value: id }, id)))]
+    : fixed;
+}
+
+export function render(main, rest) {
+  const view = logView("log");
+  const source = el("select", { "aria-label": "which log" });
+  let chosen = rest.length ? rest.join("/") : "proxy";
   const filter = el("input", { type: "search", placeholder: "filter", "aria-label": "filter lines" });
   const pause = el("button", { type: "button", "aria-pressed": "false" }, "Pause");
   const clear = el("button", { type: "button" }, "Clear");
-  const view = el("pre", { class: "log", tabindex: "0" });
-  let text = "";
-  let paused = false;
   let controller = null;
+  let listed = null; // the model ids the select offers
 
-  const draw = () => {
-    if (paused) return;
-    const needle = filter.value.toLowerCase();
-    const lines = needle ? text.split("\n").filter((l) => l.toLowerCase().includes(needle)).join("\n") : text;
-    const atBottom = view.scrollTop + view.clientHeight >= view.scrollHeight - 4;
-    view.textContent = lines;
-    if (atBottom) view.scrollTop = view.scrollHeight;
-  };
-  const follow = async () => {
+  const follow = () => {
     if (controller) controller.abort();
     controller = new AbortController();
-    text = "";
-    draw();
-    const path = source.value ? `logs/stream/${source.value}` : "logs/stream";
-    try {
-      const response = await request(path, { raw: true });
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      controller.signal.addEventListener("abort", () => reader.cancel());
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text = (text + value.replace(ANSI, "")).slice(-KEEP);
-        draw();
-      }
-    } catch (error) {
-      if (!controller.signal.aborted) view.textContent = String(error);
-    }
+    view.clear();
+    followLog(chosen ? `logs/stream/${encodeURI(chosen)}` : "logs/stream", view, controller.signal);
+  };
+  const refreshSources = () => { // the model list may arrive (or change) after the page is drawn
+    if (listed === localModels().join("\n")) return;
+    listed = localModels().join("\n");
+    source.replaceChildren(...sourceOptions());
+    if (![...source.options].some((o) => o.value === chosen)) source.append(el("option", { value: chosen }, chosen));
+    source.value = chosen;
   };
 
-  source.addEventListener("change", follow);
-  filter.addEventListener("input", draw);
+  source.addEventListener("change", () => { chosen = source.value; follow(); });
+  filter.addEventListener("input", () => view.filter(filter.value));
   pause.addEventListener("click", () => {
-    paused = !paused;
+    const paused = pause.getAttribute("aria-pressed") !== "true";
     pause.setAttribute("aria-pressed", String(paused));
     pause.textContent = paused ? "Resume" : "Pause";
-    draw();
+    view.pause(paused);
   });
-  clear.addEventListener("click", () => { text = ""; draw(); });
-  main.append(el("h1", {}, "Logs"), el("div", { class: "toolbar" }, source, filter, pause, clear), view);
+  clear.addEventListener("click", () => view.clear());
+  main.append(el("h1", {}, "Logs"), el("div", { class: "toolbar" }, source, filter, pause, clear), view.element);
+  refreshSources();
   follow();
-  return () => controller && controller.abort();
+  const stopWatching = on("modelStatus", refreshSources);
+  return () => { stopWatching(); controller.abort(); };
 }

@@ -9,33 +9,6 @@ from playwright.sync_api import expect
 from tests.browser.conftest import TIMEOUT, chat, config, shot
 
 
-def test_the_models_page_shows_each_model_live_and_unloads_one(llama_swap, tmp_path, page):
-    server = llama_swap(config(tmp_path))
-    page.goto(server.url("/ui/models"))
-    expect(page.locator("#connection")).to_have_text("live", timeout=TIMEOUT)
-    alpha = page.locator('tr[data-model="alpha"]')
-    expect(alpha).to_contain_text("Alpha model", timeout=TIMEOUT)
-    expect(page.locator('tr[data-model="beta"] .state')).to_have_text("stopped")
-
-    chat(server, "alpha")
-    expect(alpha.locator(".state")).to_have_text("ready", timeout=TIMEOUT)
-    shot(page, "models")
-    alpha.get_by_role("button", name="Unload").click()
-    expect(alpha.locator(".state")).to_have_text("stopped", timeout=TIMEOUT)
-    assert server.state_of("alpha") is None
-
-
-def test_the_logs_page_shows_a_line_as_it_is_written(llama_swap, tmp_path, page):
-    server = llama_swap(config(tmp_path))
-    page.goto(server.url("/ui/#/logs"))
-    log = page.locator("pre.log")
-    expect(log).to_contain_text("llama-swap ready", timeout=TIMEOUT)
-    chat(server, "beta")
-    expect(log).to_contain_text("beta: POST /v1/chat/completions 200", timeout=TIMEOUT)
-    page.get_by_placeholder("filter").fill("beta: POST")
-    expect(log).not_to_contain_text("llama-swap ready")
-    shot(page, "logs")
-
 
 def test_behind_an_api_key_the_ui_asks_for_it_once(llama_swap, tmp_path, page):
     server = llama_swap(config(tmp_path, "apiKeys: [sk-ui-test]\n"))

@@ -188,7 +188,8 @@ def test_a_listed_selector_carries_its_name_description_and_metadata(fresh: Llam
     (record,) = [r for r in records if r["id"] == "warm-ab"]
     assert record["name"] == "Whatever is warm"
     assert record["description"] == "a or b, whichever is loaded"
-    assert record["meta"]["llamaswap"] == {"purpose": "chat"}
+    assert record["meta"]["llamaswap"]["purpose"] == "chat"
+    assert record["meta"]["llamaswap"]["targets"] == ["a", "b"]
 
 
 def test_spillover_starts_the_next_target_once_the_first_is_full(fresh: LlamaSwapServer) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from app.config import load_config_text
 from app.config.model import SelectorConfig
+from app.naming.listing import model_records
 from app.naming.resolve import Local, resolve
 from app.naming.selectors import Candidate, Warmth, choose
 from scheduler.errors import ModelNotFound
@@ -179,3 +180,36 @@ def test_spillover(loads: tuple[int, int, int], expected: str) -> None:
 def test_spill_reaches_a_peer_target_once_the_local_one_is_full() -> None:
     assert where("spill", live=FakeLive(load={"gpt": 1})) == "gpt"
     assert where("spill", live=FakeLive(load={"gpt": 2})) == "box/remote-only"
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+def test_a_listed_selector_names_its_strategy_and_targets_as_go_does() -> None:
+    records = {r["id"]: r for r in model_records(CONFIG, 7)}
+    assert records["fast"]["meta"]["llamaswap"] == {"type": "selector", "strategy": "warm",
+                                                   "targets": ["gpt", "qwen"]}
+    assert records["spill"]["meta"]["llamaswap"] == {"type": "selector", "strategy": "spillover",
+                                                    "targets": ["gpt", "box/remote-only"], "spillover": 2}
+
+
+def test_a_selectors_own_metadata_is_kept_beside_what_the_listing_adds() -> None:
+    config = load_config_text(textwrap.dedent("""
+        models:
+          a:
+            cmd: server --port ${PORT}
+        selectors:
+          any:
+            strategy: pin
+            targets: [a]
+            metadata: {purpose: chat, type: mine}
+    """))
+    (record,) = [r for r in model_records(config, 7) if r["id"] == "any"]
+    assert record["meta"]["llamaswap"] == {"purpose": "chat", "type": "selector", "strategy": "pin",
+                                           "targets": ["a"]}
+
+
+def test_a_pin_is_listed_as_a_profiles_not_as_its_targets_kind() -> None:
+    records = {r["id"]: r for r in model_records(CONFIG, 7, CODING)}
+    assert records["llm-plan"]["meta"]["llamaswap"]["type"] == "profile"  # pinned to the selector fast
+    assert records["llm-code"]["meta"]["llamaswap"] == {"type": "profile"}
+    assert records["fast"]["meta"]["llamaswap"]["type"] == "selector"
