@@ -9,7 +9,6 @@ from playwright.sync_api import expect
 from tests.browser.conftest import TIMEOUT, chat, config, shot
 
 
-
 def test_behind_an_api_key_the_ui_asks_for_it_once(llama_swap, tmp_path, page):
     server = llama_swap(config(tmp_path, "apiKeys: [sk-ui-test]\n"))
     page.goto(server.url("/ui/models"))
