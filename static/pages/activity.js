@@ -12,6 +12,7 @@ import { histogram } from "./histogram.js";
 import { inflightTable } from "./inflight.js";
 
 const SIZES = [25, 50, 100];
+const STATUSES = [["", "any"], ["2xx", "2xx"], ["4xx,5xx", "errors"], ["4xx", "4xx"], ["5xx", "5xx"]];
 const TEXT_SORTS = new Set(["model", "req_path"]); // sorted A→Z on the first click; the others largest first
 
 const count = (n) => (n >= 0 ? n : "–");
@@ -40,9 +41,9 @@ const COLUMNS = [
   ["out", "generated", (r) => count(r.tokens.output_tokens)],
   ["prompt t/s", "prompt_speed", (r) => rate(r.tokens.prompt_per_second)],
   ["gen t/s", "gen_speed", (r) => rate(r.tokens.tokens_per_second)],
-  ["queued", null, (r) => ms(r.queue_ms)],
-  ["load", null, (r) => ms(r.load_ms)],
-  ["ttfb", null, (r) => ms(r.ttfb_ms)],
+  ["queued", "queued", (r) => ms(r.queue_ms)],
+  ["load", "load", (r) => ms(r.load_ms)],
+  ["ttfb", "ttfb", (r) => ms(r.ttfb_ms)],
   ["total", "duration", (r) => ms(r.duration_ms)],
 ];
 
@@ -76,7 +77,8 @@ function speedFigure(title, h) {
 }
 
 export function render(main) {
-  const view = { model: "", start: "", end: "", limit: SIZES[0], page: 1, sort: "id", order: "desc" };
+  const view = { model: "", status: "", path: "", start: "", end: "", limit: SIZES[0], page: 1, sort: "id",
+                 order: "desc" };
   let unseen = 0; // finished requests announced while the table showed something else than the newest
 
   const note = el("p", { class: "note", role: "status" });
@@ -84,6 +86,8 @@ export function render(main) {
   const capture = captureDialog();
   const models = el("select", { "aria-label": "model" });
   const from = localInput("from"), to = localInput("to");
+  const statuses = el("select", { "aria-label": "status" }, STATUSES.map(([value, label]) => el("option", { value }, label)));
+  const path = el("input", { type: "search", "aria-label": "path", placeholder: "path contains", size: 14 });
   const size = el("select", { "aria-label": "rows per page" }, SIZES.map((n) => el("option", { value: n }, n)));
   const stats = el("div", { class: "stats" });
   const records = el("div");
@@ -93,11 +97,21 @@ export function render(main) {
   const newestFirst = () => view.page === 1 && view.order === "desc" && (view.sort === "id" || view.sort === "time");
   const rfc3339 = (local) => (local ? new Date(local).toISOString() : "");
 
-  function query() {
-    const params = new URLSearchParams({ page: view.page, limit: view.limit, sort: view.sort, order: view.order });
+  // The filters, as both the page and the stats take them.
+  function filters() {
+    const params = new URLSearchParams();
     if (view.model) params.set("model", view.model);
+    if (view.status) view.status.split(",").forEach((s) => params.append("status", s));
+    if (view.path) params.set("path", view.path);
     if (view.start) params.set("start", rfc3339(view.start));
     if (view.end) params.set("end", rfc3339(view.end));
+    return params;
+  }
+
+  function query() {
+    const params = filters();
+    Object.entries({ page: view.page, limit: view.limit, sort: view.sort, order: view.order })
+      .forEach(([key, value]) => params.set(key, value));
     return params;
   }
 
@@ -139,15 +153,15 @@ export function render(main) {
   }
 
   function drawStats(s) {
-    const scope = view.model ? `${view.model}'s requests` : "all requests";
-    const unfiltered = view.start || view.end ? " (the time range does not apply here)" : "";
+    const filtered = view.status || view.path || view.start || view.end;
+    const scope = (view.model ? `${view.model}'s requests` : "all requests") + (filtered ? " that match" : "");
     stats.replaceChildren(
       el("p", { class: "totals" },
         total(s.total_requests, "requests"),
         total(s.total_input_tokens, "tokens in"),
         total(s.total_output_tokens, "tokens out"),
         total(s.total_cache_tokens, "cached"),
-        el("span", { class: "muted" }, scope + unfiltered)),
+        el("span", { class: "muted" }, scope)),
       el("div", { class: "speeds" }, speedFigure("prompt speed", s.prompt_histogram),
         speedFigure("generation speed", s.gen_histogram)));
   }
@@ -164,7 +178,7 @@ export function render(main) {
   });
   const loadStats = serial(async () => {
     try {
-      drawStats(await request(`api/metrics/stats?${view.model ? new URLSearchParams({ model: view.model }) : ""}`));
+      drawStats(await request(`api/metrics/stats?${filters()}`));
     } catch (error) {
       note.textContent = String(error);
     }
@@ -184,18 +198,19 @@ export function render(main) {
     go(1);
   }
   function filter() {
-    Object.assign(view, { model: models.value, start: from.value, end: to.value, limit: Number(size.value), page: 1 });
+    Object.assign(view, { model: models.value, status: statuses.value, path: path.value.trim(), start: from.value,
+                          end: to.value, limit: Number(size.value), page: 1 });
     note.textContent = "";
     loadTable();
     loadStats();
   }
   function reset() {
-    models.value = from.value = to.value = "";
+    models.value = statuses.value = path.value = from.value = to.value = "";
     size.value = SIZES[0];
     filter();
   }
 
-  [models, from, to, size].forEach((control) => control.addEventListener("change", filter));
+  [models, statuses, path, from, to, size].forEach((control) => control.addEventListener("change", filter));
   fresh.addEventListener("click", () => {
     Object.assign(view, { sort: "id", order: "desc" });
     go(1);
@@ -205,7 +220,8 @@ export function render(main) {
   main.append(el("h1", {}, "Activity"), note,
     el("h2", {}, "In flight"), inflight.node,
     el("h2", {}, "Finished"),
-    el("div", { class: "toolbar filters" }, labelled("model", models), labelled("from", from), labelled("to", to),
+    el("div", { class: "toolbar filters" }, labelled("model", models), labelled("status", statuses),
+      labelled("path", path), labelled("from", from), labelled("to", to),
       labelled("rows", size), el("button", { type: "button", onclick: reset }, "Reset"), fresh),
     stats, records, pager);
 
@@ -217,7 +233,8 @@ export function render(main) {
   const offs = [
     on("inflight", inflight.draw),
     on("modelStatus", fillModels),
-    on("activity", () => {
+    on("activity", (message) => {
+      if (view.model && message.model && message.model !== view.model) return; // cannot match the filter
       loadStats();
       if (newestFirst()) {
         loadTable();

@@ -55,7 +55,21 @@ def test_filtering_by_model_shows_only_that_models_requests(llama_swap, tmp_path
     expect(rows(page)).to_have_count(3, timeout=TIMEOUT)
     page.get_by_label("from", exact=True).fill("2099-01-01T00:00")  # a time range with nothing in it
     expect(page.get_by_text("no finished requests match")).to_be_visible(timeout=TIMEOUT)
-    expect(page.locator(".totals")).to_contain_text("the time range does not apply here")
+    expect(page.locator(".totals")).to_contain_text("0 requests")  # the stats follow every filter
+    page.get_by_role("button", name="Reset").click()
+
+    # By status and by path: the simulator refuses a rerank whose documents are not a list (400).
+    refused = requests.post(server.url("/v1/rerank"), json={"model": "alpha", "query": "q", "documents": "x"},
+                            timeout=10)
+    assert refused.status_code == 400
+    page.get_by_label("status", exact=True).select_option("errors")
+    expect(rows(page)).to_have_count(1, timeout=TIMEOUT)
+    expect(rows(page).first).to_contain_text("400")
+    expect(page.locator(".totals")).to_contain_text("that match")
+    page.get_by_label("status", exact=True).select_option("")
+    page.get_by_label("path", exact=True).fill("rerank")
+    page.get_by_label("path", exact=True).press("Enter")
+    expect(rows(page)).to_have_count(1, timeout=TIMEOUT)
 
 
 def test_sorting_by_a_column_changes_the_order(llama_swap, tmp_path, page):
