@@ -59,6 +59,7 @@ class ProfileChanged:
 
 @dataclass(frozen=True)
 class ConfigReloaded:
-    """A new config is serving; the model list may have changed."""
+    """A new config is serving; the model list may have changed, and ``active_profile`` is the new server's."""
 
     models: tuple[str, ...]
+    active_profile: str | None = None

@@ -214,12 +214,16 @@ class EventFeed:
             text = event.text
             if len(text) > LOG_TEXT_LIMIT:  # a whole prompt logged by a verbose upstream: the replay stays bounded
                 text = text[:LOG_TEXT_LIMIT] + f"… ({len(event.text) - LOG_TEXT_LIMIT} characters cut)\n"
-            yield "logData", {"source": event.source, "data": text}
+            yield "logData", ({"source": event.source, "data": text} if event.model is None
+                              else {"source": event.source, "data": text, "model": event.model})
         elif isinstance(event, InflightChanged):
             yield "inflight", {"operation": event.operation, **event.payload}
         elif isinstance(event, ActivityRecorded):
             yield "activity", {"id": event.id, "model": event.model}
-        elif isinstance(event, ModelStateChanged | ConfigReloaded):
+        elif isinstance(event, ModelStateChanged):
+            yield "modelStatus", self.model_status()
+        elif isinstance(event, ConfigReloaded):  # the new server starts with its own profile (none)
+            yield "profileChanged", {"active": event.active_profile}
             yield "modelStatus", self.model_status()
         elif isinstance(event, TimelineChanged):
             yield "timeline", {"kind": event.kind, "entry": event.entry}

@@ -51,7 +51,8 @@ def watch_config(app: Flask, path: str, build: Callable[[Config], Server],
             log.info("config %s changed: stopping all models and reloading", path)
             app.extensions[EXTENSION].close()
             server = app.extensions[EXTENSION] = build(config)
-            server.observatory.bus.publish(ConfigReloaded(tuple(config.models)))
+            active = server.active_profile.name if server.active_profile is not None else None
+            server.observatory.bus.publish(ConfigReloaded(tuple(config.models), active))
             log.info("config reloaded: %d models", len(config.models))
 
     return gevent.spawn(loop)

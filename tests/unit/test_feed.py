@@ -9,7 +9,7 @@ import gevent
 import pytest
 
 from app.observe.bus import EventBus
-from app.observe.events import ActivityRecorded, InflightChanged, LogWritten, ProfileChanged
+from app.observe.events import ActivityRecorded, ConfigReloaded, InflightChanged, LogWritten, ProfileChanged
 from app.observe.exchange import Observers, Outcome
 from app.observe.feed import EventFeed, FellBehind
 from app.observe.inflight import InflightTracker
@@ -38,7 +38,7 @@ def test_bus_events_become_llama_swap_messages_with_increasing_ids():
     bus.publish(ProfileChanged("fast"))
     wait_until(lambda: len(feed.replay_after(start) or []) == 6, "six messages")
     assert types_and_data(feed, start) == [
-        ("logData", {"source": "upstream", "data": "loading model\n"}),
+        ("logData", {"source": "upstream", "data": "loading model\n", "model": "m"}),
         ("modelStatus", [{"id": "m", "state": "ready"}]),
         ("activity", {"id": 7, "model": "m"}),
         ("inflight", {"operation": "remove", "id": "3"}),
@@ -51,6 +51,16 @@ def test_bus_events_become_llama_swap_messages_with_increasing_ids():
     assert frame == f'id:{ids[2]}\nevent:message\ndata:{{"type":"activity","data":"{{\\"id\\":7,\\"model\\":\\"m\\"}}"}}\n\n'.encode()
     feed.close()
 
+
+
+def test_a_reload_tells_the_new_servers_profile_then_its_models():
+    bus = EventBus()
+    feed = feed_of(bus)
+    start = feed.last_id
+    bus.publish(ConfigReloaded(("m",), None))  # a profile was active before: the clients must drop it
+    wait_until(lambda: len(feed.replay_after(start) or []) == 2, "two messages")
+    assert types_and_data(feed, start) == [("profileChanged", {"active": None}),
+                                           ("modelStatus", [{"id": "m", "state": "ready"}])]
 
 def test_replay_gives_what_was_missed_or_none_when_it_cannot_be_whole():
     bus = EventBus()
