@@ -14,8 +14,8 @@ Selectors not marked ``unlisted`` are listed with their own ``name``,
 ``description`` and ``metadata``, to which ``meta.llamaswap`` adds, as Go's
 newest listing does (and over a metadata key of the same name), ``type:
 "selector"``, ``strategy``, ``targets`` and, for ``spillover``, its
-``spillover`` setting: what the UI's Models page shows of each selector. While a profile is active, each of its pins
-to something is listed under the pinned name with its target's record (even
+``spillover`` setting: what the UI's Models page shows of each selector.
+While a profile is active, each of its pins to something is listed under the pinned name with its target's record (even
 an unlisted target: the pin is what the profile offers); a pin to nothing is
 not listed, and a pinned name that is already listed keeps its own record.
 A pin's ``meta.llamaswap`` says ``type: "profile"``, as Go's does (so a pin
