@@ -52,7 +52,7 @@ def profiles_document(server: Server) -> dict[str, Any]:
     return {"active": active, "profiles": [
         {"id": profile.name, "name": profile.name, "description": profile.description, "pins": thaw(profile.pins),
          "active": profile.name == active}
-        for profile in server.config.profiles.values()]}
+        for profile in sorted(server.config.profiles.values(), key=lambda p: p.name)]}  # by id, as Go
 
 
 @bp.get("/api/profiles")

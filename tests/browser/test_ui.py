@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 from playwright.sync_api import expect
 
 from tests.browser.conftest import TIMEOUT, chat, config, shot
+
+
+DEMO = Path(__file__).resolve().parents[2] / "config.demo.yaml"
+
+
+def test_the_demo_configs_models_selector_and_profiles_show_and_a_demo_model_answers(llama_swap, tmp_path, page):
+    # The bundled demo config (`make run`), its simulator run by this interpreter and marked with the test's dir.
+    demo = DEMO.read_text().replace(
+        "fake: python -m simulator", f"fake: {sys.executable} -m simulator --starts-file {tmp_path}/starts-${{MODEL_ID}}")
+    server = llama_swap(demo)
+    page.goto(server.url("/ui/#/models"))
+    for model in ("demo-small", "demo-large", "demo-embed"):
+        expect(page.locator(f'tr[data-model="{model}"]')).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator("main")).to_contain_text("demo-auto")  # the selector, with its targets
+    profiles = page.locator("#profile-slot select")
+    expect(profiles.locator("option")).to_have_text(["no profile", "big", "small"])
+    chat(server, "gpt-4o-mini")  # demo-small's alias
+    expect(page.locator('tr[data-model="demo-small"] .state')).to_have_text("ready", timeout=TIMEOUT)
+    shot(page, "demo-models")
 
 
 def test_behind_an_api_key_the_ui_asks_for_it_once(llama_swap, tmp_path, page):
