@@ -102,3 +102,9 @@ def test_the_core_knows_nothing_of_http_or_the_app():
 def test_the_simulator_stands_alone():
     for path in (ROOT / "simulator").rglob("*.py"):
         assert not external_imports(path) & {"app", "scheduler", "flask", "requests", "gevent"}, path
+
+
+def test_test_modules_have_unique_names():
+    # The test folders are not packages: two test modules named alike cannot both be collected.
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(names) == sorted(set(names)), sorted({n for n in names if names.count(n) > 1})
