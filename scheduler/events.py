@@ -17,6 +17,9 @@ Publish = Callable[[object], None]
 # Who asked for a model, in the words of whoever asked (e.g. ``{"by": "request", "id": "12",
 # "method": "POST", "path": "/v1/chat/completions"}``): the core carries it, never reads it.
 Origin = Mapping[str, str]
+# How a caller hands its origin over: asked only when a swap starts for it, so a request that finds its
+# model ready (nearly all of them) never builds one.
+OriginOf = Callable[[], Origin]
 
 
 def publish_nothing(event: object) -> None:

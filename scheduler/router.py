@@ -43,7 +43,7 @@ from gevent.queue import Queue
 
 from scheduler.clock import Clock, GeventClock, Timer
 from scheduler.errors import ClientGone, InternalError, RouteError, ShuttingDown, StartFailed, Unloaded
-from scheduler.events import Origin, Publish, SwapBegan, SwapEnded, publish_nothing
+from scheduler.events import OriginOf, Publish, SwapBegan, SwapEnded, publish_nothing
 from scheduler.fifo import FifoScheduler, Occupancy, Request
 from scheduler.process import ProcessSpec
 from scheduler.state import ProcessState
@@ -79,7 +79,7 @@ class Ticket(Request):
     """One request waiting for a decision; the reply slot the router fills."""
 
     submitted_at: float = 0.0
-    origin: Origin | None = None  # who asked, as the caller described it; passed on, never read here
+    origin: OriginOf | None = None  # who asked, as the caller describes it; asked for at a swap, never read here
     _reply: AsyncResult = field(default_factory=AsyncResult, repr=False)
     _status: int = _WAITING
 
@@ -175,11 +175,11 @@ class Router:
     def processes(self) -> Mapping[str, Process]:
         return self._processes
 
-    def submit(self, model: str, origin: Origin | None = None) -> Ticket:
+    def submit(self, model: str, origin: OriginOf | None = None) -> Ticket:
         """Ask for ``model``; wait on the returned ticket for a Lease or a RouteError.
 
-        ``origin`` says who asks (a request, a preload); a swap started for
-        this ticket carries it in ``SwapBegan.cause``.
+        ``origin()`` says who asks (a request, a preload); a swap started for
+        this ticket carries what it answers in ``SwapBegan.cause``.
         """
         ticket = Ticket(model=model, submitted_at=self._clock.now(), origin=origin)
         if self._closed:
@@ -337,7 +337,7 @@ class Router:
 
     def start_swap(self, swap_id: int, model: str, evict: frozenset[str], cause: Request) -> None:
         run = self._swap_runs[swap_id] = _SwapRun(swap_id, model)
-        origin = cause.origin if isinstance(cause, Ticket) else None
+        origin = cause.origin() if isinstance(cause, Ticket) and cause.origin is not None else None
         self._publish(SwapBegan(swap_id, model, evict, self._clock.now(), origin))
         gevent.spawn(self._swap, run, evict)
 

@@ -10,7 +10,12 @@ The router does not announce queue changes (that would cost every request
 on the hot path), so the depth is sampled: every ``SAMPLE_EVERY`` seconds
 and at each swap or state change, from the router's ``occupancy()``
 snapshot. A point is kept only when the depth changed, so an idle server
-stores nothing.
+stores nothing (it still looks, four times a second: a few microseconds).
+
+Swaps are numbered here (``id``), not by the router: a config reload
+builds a new router whose swap ids start again at 1, while this history
+goes on. A swap still open at a reload is closed then, as failed ("config
+reloaded"): the router that ran it is gone.
 
 Entries older than ``RETENTION`` are dropped (at most ``MAX_ENTRIES`` of
 each kind are kept whatever the hour holds); a model's last dropped state
@@ -22,6 +27,7 @@ message) in the same JSON shape ``document()`` gives ``/api/timeline``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -31,7 +37,7 @@ from typing import Any, Callable, Mapping
 import gevent
 
 from app.observe.bus import EventBus, consume
-from app.observe.events import TimelineChanged
+from app.observe.events import ConfigReloaded, TimelineChanged
 from app.observe.timestamps import rfc3339
 from scheduler.events import ModelStateChanged, Origin, Publish, SwapBegan, SwapEnded
 
@@ -99,7 +105,8 @@ class SwapTimeline:
         self._max_entries = max_entries
         self._states: deque[_State] = deque()
         self._swaps: deque[_Swap] = deque()
-        self._open: dict[int, _Swap] = {}  # swaps begun and not ended, by id
+        self._open: dict[int, _Swap] = {}  # swaps begun and not ended, by the router's swap id
+        self._swap_ids = itertools.count(1)
         self._depths: deque[_Depth] = deque()
         self._initial_states: dict[str, str] = {}
         self._initial_depth: dict[str, int] = {}
@@ -109,7 +116,7 @@ class SwapTimeline:
     # ----------------------------------------------------------------- feeding it
 
     def record(self, event: object) -> None:
-        """Take one core event (state change, swap began or ended); anything else is ignored."""
+        """Take one event (state change, swap began or ended, config reloaded); anything else is ignored."""
         if isinstance(event, ModelStateChanged):
             entry = _State(self._wall_of(event.at), event.model, event.state.value, event.previous.value, event.pid)
             self._states.append(entry)
@@ -117,22 +124,31 @@ class SwapTimeline:
                 self._forget_state()
             self._tell("state", entry.to_json())
         elif isinstance(event, SwapBegan):
-            swap = _Swap(event.swap_id, event.model, tuple(sorted(event.evict)), event.cause,
+            swap = _Swap(next(self._swap_ids), event.model, tuple(sorted(event.evict)), event.cause,
                          self._wall_of(event.at))
             self._swaps.append(swap)
-            self._open[swap.id] = swap
+            self._open[event.swap_id] = swap
             if len(self._swaps) > self._max_entries:
-                self._open.pop(self._swaps.popleft().id, None)
+                gone = self._swaps.popleft()
+                self._open = {key: open_swap for key, open_swap in self._open.items() if open_swap is not gone}
             self._tell("swap", swap.to_json())
         elif isinstance(event, SwapEnded):
             swap = self._open.pop(event.swap_id, None)
             if swap is None:  # began before the timeline was built, or pushed out by MAX_ENTRIES
                 return
-            swap.ended, swap.seconds, swap.error = self._wall_of(event.at), event.seconds, event.error
-            self._tell("swap", swap.to_json())
+            self._close(swap, self._wall_of(event.at), event.seconds, event.error)
+        elif isinstance(event, ConfigReloaded):
+            now = self._wall()
+            for swap in self._open.values():  # its router is gone: it will never be told to end
+                self._close(swap, now, now - swap.began, "config reloaded")
+            self._open.clear()
         else:
             return
         self.sample()
+
+    def _close(self, swap: _Swap, ended: float, seconds: float, error: str | None) -> None:
+        swap.ended, swap.seconds, swap.error = ended, seconds, error
+        self._tell("swap", swap.to_json())
 
     def sample(self) -> None:
         """Look at the queue depth now; keep (and tell) a point when it changed."""
@@ -166,7 +182,8 @@ class SwapTimeline:
 
     def follow(self, bus: EventBus, sample_every: float = SAMPLE_EVERY) -> None:
         """Read ``bus`` and sample the queue in background greenlets until ``close``."""
-        subscription = self._subscription = bus.subscribe(kinds=(ModelStateChanged, SwapBegan, SwapEnded))
+        subscription = self._subscription = bus.subscribe(kinds=(ModelStateChanged, SwapBegan, SwapEnded,
+                                                                 ConfigReloaded))
 
         def poll() -> None:
             while not subscription.closed:

@@ -29,6 +29,7 @@ from app.errors import NotLoaded
 from app.observe.exchange import Exchange
 from app.relay.hangup import HangupWatch
 from scheduler.errors import RouteError
+from scheduler.events import OriginOf
 from scheduler.router import Lease, Router, Ticket
 from scheduler.state import ProcessState
 
@@ -106,12 +107,12 @@ class GrantWait:
             lease.release()
 
 
-def origin_of(exchange: Exchange | None) -> dict[str, str] | None:
+def origin_of(exchange: Exchange | None) -> OriginOf | None:
     """Who asks for a model, as a swap's ``cause`` tells it: the request (its in-flight id), or None."""
     if exchange is None:
         return None
-    return {"by": "request", "id": str(exchange.id), "method": exchange.method, "path": exchange.path,
-            "client": exchange.remote_addr}
+    return lambda: {"by": "request", "id": str(exchange.id), "method": exchange.method, "path": exchange.path,
+                    "client": exchange.remote_addr}
 
 
 def acquire(router: Router, model: str, environ: dict, exchange: Exchange | None = None) -> Lease:

@@ -29,7 +29,7 @@ def preload(router: Router, models: Sequence[str]) -> gevent.Greenlet | None:
         for model in models:
             began = time.monotonic()
             try:
-                router.submit(model, {"by": "preload"}).wait().release()
+                router.submit(model, lambda: {"by": "preload"}).wait().release()
             except RouteError as exc:
                 log.warning("preload %s failed: %s", model, exc.message)
                 continue

@@ -1,16 +1,23 @@
 // Swap timeline: for the last hour, one lane per model (starting, ready, stopping), the swaps with the
 // request that caused each, and the queue depth above them, so a user can see why a request waited.
 //
-// The history comes from /api/timeline once, then each entry the feed's "timeline" messages carry is
-// added to it (a swap comes twice: when it begins and when it ends). The chart is an SVG drawn again
-// at most once a second; the table of swaps under it says the same in words.
+// The history comes from /api/timeline (again after the event stream reconnects: what happened
+// meanwhile was not told), then each entry the feed's "timeline" messages carry is added to it (a swap
+// comes twice: when it begins and when it ends); what is older than an hour is folded into the
+// starting values, as the server does. Time is the server's: the browser's clock may be off, so "now"
+// is the browser's clock moved by the difference seen when the history was fetched. The chart is an
+// SVG drawn again every two seconds, or soon after news; the table of swaps under it says the same in
+// words.
 
-import { feedState, on, request } from "../api.js";
+import { feedState, on, onConnection, request } from "../api.js";
 import { el, ms } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const WINDOWS = [["fit", 0], ["5 min", 300], ["15 min", 900], ["1 hour", 3600]]; // 0: from the first entry to now
 const LANE = 26, QUEUE = 56, AXIS = 18, LABEL = 110; // px
+const HOUR = 3600 * 1000;
+const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800].map((s) => s * 1000); // tick spacings
+const IDLE = new Set(["stopped", "shutdown"]); // states a lane draws nothing for
 
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -31,7 +38,9 @@ function clock(t) {
 export function causeText(cause) {
   if (!cause) return "–";
   if (cause.by === "preload") return "preload at startup";
-  if (cause.by === "request") return `request ${cause.id}: ${cause.method} ${cause.path} from ${cause.client}`;
+  if (cause.by === "request") {
+    return `request ${cause.id}: ${cause.method} ${cause.path}` + (cause.client ? ` from ${cause.client}` : "");
+  }
   return JSON.stringify(cause);
 }
 
@@ -39,11 +48,29 @@ export function causeText(cause) {
 
 class History {
   constructor(doc) {
-    this.initial = doc.initial.states;
+    this.skew = Date.parse(doc.until) - Date.now(); // the server's clock minus the browser's
+    this.initial = { ...doc.initial.states };
     this.initialQueue = doc.initial.queue.waiting;
     this.states = doc.states.map((s) => ({ ...s, t: Date.parse(s.at) }));
     this.swaps = new Map(doc.swaps.map((s) => [s.id, s]));
     this.queue = doc.queue.map((q) => ({ ...q, t: Date.parse(q.at) }));
+  }
+
+  now() {
+    return Date.now() + this.skew;
+  }
+
+  // Fold what is older than an hour into the starting values.
+  prune() {
+    const since = this.now() - HOUR;
+    while (this.states.length && this.states[0].t < since) {
+      const gone = this.states.shift();
+      this.initial[gone.model] = gone.state;
+    }
+    while (this.queue.length && this.queue[0].t < since) this.initialQueue = this.queue.shift().waiting;
+    for (const [id, swap] of this.swaps) {
+      if (swap.ended && Date.parse(swap.ended) < since) this.swaps.delete(id);
+    }
   }
 
   add({ kind, entry }) {
@@ -54,9 +81,11 @@ class History {
 
   // "fit": from a little before the oldest entry to now, within 10 s and an hour.
   fitted() {
-    const times = [...this.states.map((s) => s.t), ...[...this.swaps.values()].map((s) => Date.parse(s.began))];
-    if (!times.length) return 3600;
-    return Math.min(3600, Math.max(10, ((Date.now() - Math.min(...times)) / 1000) * 1.15));
+    let oldest = Infinity;
+    for (const state of this.states) oldest = Math.min(oldest, state.t);
+    for (const swap of this.swaps.values()) oldest = Math.min(oldest, Date.parse(swap.began));
+    if (oldest === Infinity) return 3600;
+    return Math.min(3600, Math.max(10, ((this.now() - oldest) / 1000) * 1.15));
   }
 
   models() {
@@ -65,17 +94,17 @@ class History {
     return [...new Set([...local, ...seen])].sort();
   }
 
-  // A model's states as [from, to, state] spans between `since` and `until` (stopped ones left out).
+  // A model's states as [from, to, state] spans between `since` and `until` (idle ones left out).
   spans(model, since, until) {
     let state = this.initial[model] || "stopped", from = since;
     const spans = [];
     for (const entry of this.states) {
       if (entry.model !== model) continue;
-      if (entry.t > since && state !== "stopped") spans.push([from, entry.t, state]);
+      if (entry.t > since && !IDLE.has(state)) spans.push([from, entry.t, state]);
       state = entry.state;
       from = Math.max(entry.t, since);
     }
-    if (state !== "stopped") spans.push([from, until, state]);
+    if (!IDLE.has(state)) spans.push([from, until, state]);
     return spans;
   }
 
@@ -99,7 +128,7 @@ class History {
 // ------------------------------------------------------------------------------------ the chart
 
 function chart(history, seconds, width) {
-  const until = Date.now(), since = until - (seconds || history.fitted()) * 1000;
+  const until = history.now(), since = until - (seconds || history.fitted()) * 1000;
   const models = history.models();
   const plot = Math.max(120, width - LABEL - 8);
   const x = (t) => LABEL + ((Math.max(since, Math.min(until, t)) - since) / (until - since)) * plot;
@@ -107,22 +136,22 @@ function chart(history, seconds, width) {
   const root = svg("svg", { class: "timeline", width, height, viewBox: `0 0 ${width} ${height}`,
                             role: "img", "aria-label": summary(history, models, since) });
 
-  // The time axis: as many ticks as there is room for their labels.
-  const ticks = Math.max(1, Math.min(6, Math.floor(plot / 110)));
-  for (let i = 0; i <= ticks; i++) {
-    const t = since + ((until - since) * i) / ticks, at = x(t);
-    root.append(svg("line", { class: "grid", x1: at, x2: at, y1: AXIS - 4, y2: height }),
-      svg("text", { class: "tick", x: at, y: AXIS - 6,
-                    "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" },
-        i === ticks ? "now" : clock(t)));
+  // The time axis: round times, as many as there is room for their labels, and "now" at the right.
+  const room = Math.max(1, Math.floor(plot / 110));
+  const step = STEPS.find((s) => (until - since) / s <= room) || STEPS[STEPS.length - 1];
+  for (let t = Math.ceil(since / step) * step; t < until; t += step) {
+    if (x(until) - x(t) < 60) break; // leave "now" its room
+    root.append(svg("line", { class: "grid", x1: x(t), x2: x(t), y1: AXIS - 4, y2: height }),
+      svg("text", { class: "tick", x: x(t), y: AXIS - 6, "text-anchor": "middle" }, clock(t)));
   }
+  root.append(svg("text", { class: "tick", x: x(until), y: AXIS - 6, "text-anchor": "end" }, "now"));
 
   // The queue depth above the lanes.
   const depth = history.depth(since, until);
   const peak = Math.max(1, ...depth.map(([, w]) => w));
   const y = (w) => AXIS + QUEUE - 6 - (w / peak) * (QUEUE - 14);
   root.append(svg("text", { class: "label", x: 4, y: AXIS + QUEUE / 2 }, "waiting"),
-    svg("text", { class: "tick", x: LABEL - 6, y: y(peak) + 4, "text-anchor": "end" }, String(peak)),
+    svg("text", { class: "tick peak", x: LABEL - 6, y: y(peak) + 4, "text-anchor": "end" }, String(peak)),
     titled(svg("path", { class: "queue", d: "M" + depth.map(([t, w]) => `${x(t).toFixed(1)},${y(w).toFixed(1)}`).join("L") }),
       `requests waiting for a grant; at most ${peak} in this window`));
 
@@ -195,6 +224,7 @@ export function render(main) {
   const draw = () => {
     due = false;
     if (!history) return;
+    history.prune();
     area.replaceChildren(chart(history, seconds, Math.max(320, area.clientWidth || 800)));
     swaps.replaceChildren(swapTable(history));
   };
@@ -209,14 +239,38 @@ export function render(main) {
       el("i", { class: "state-stopping" }), "stopping", el("i", { class: "swap" }), "swap"));
 
   main.append(el("h1", {}, "Swap timeline"), choices, note, area, el("h2", {}, "Swaps"), swaps);
-  const pending = [];
-  const offs = [on("timeline", (message) => { if (history) { history.add(message); soon(); } else pending.push(message); }),
-    on("modelStatus", soon)];
-  request("api/timeline").then((doc) => {
-    history = new History(doc);
-    pending.forEach((m) => history.add(m));
-    draw();
-  }).catch((error) => { note.textContent = String(error); });
+  const fetching = new Set(); // for each fetch under way, the messages told meanwhile
+  const fetchHistory = async () => {
+    const pending = [];
+    fetching.add(pending);
+    try {
+      const fetched = new History(await request("api/timeline"));
+      // An entry may be both in the document and told since: added once (a swap is replaced by its id).
+      const key = (kind, entry) => `${kind}|${entry.at}|${entry.model || ""}`;
+      const known = new Set([...fetched.states.map((s) => key("state", s)), ...fetched.queue.map((q) => key("queue", q))]);
+      pending.filter((m) => m.kind === "swap" || !known.has(key(m.kind, m.entry))).forEach((m) => fetched.add(m));
+      history = fetched;
+      note.textContent = "";
+      draw();
+    } catch (error) {
+      note.textContent = String(error);
+    } finally {
+      fetching.delete(pending);
+    }
+  };
+  let wasConnected = feedState.connected;
+  const offs = [
+    on("timeline", (message) => {
+      fetching.forEach((pending) => pending.push(message));
+      if (history) { history.add(message); soon(); }
+    }),
+    on("modelStatus", soon),
+    onConnection((connected) => { // back after a gap: what happened meanwhile was not told
+      if (connected && !wasConnected) fetchHistory();
+      wasConnected = connected;
+    }),
+  ];
+  fetchHistory();
   const timer = setInterval(draw, 2000); // "now" moves on
   window.addEventListener("resize", soon);
   return () => { clearInterval(timer); window.removeEventListener("resize", soon); offs.forEach((off) => off()); };

@@ -33,7 +33,9 @@ def test_a_swap_appears_in_the_timeline_with_the_request_that_caused_it(llama_sw
     expect(page.locator('g.lane[data-model="beta"] rect.swap')).to_have_count(1)
     expect(page.locator('g.lane[data-model="beta"] rect.state-ready')).to_have_count(1, timeout=TIMEOUT)
     expect(page.locator("svg.timeline line.evict")).to_have_count(1)
+    expect(page.locator("svg.timeline text.peak")).to_have_text("2")  # both waited for beta to load
     expect(page.locator("svg.timeline")).to_have_attribute("aria-label", "Swap timeline of 2 models: 2 swaps in this window")
+    expect(page.locator("main .note")).to_have_text("")  # no error on the way
     shot(page, "timeline")  # fitted to the history: the swaps fill the width
     page.get_by_role("button", name="1 hour").click()
     expect(page.get_by_role("button", name="1 hour")).to_have_attribute("aria-pressed", "true")

@@ -100,10 +100,10 @@ def test_a_cold_model_is_started_and_the_lease_says_how_long_it_loaded(h: Harnes
 
 
 def test_a_swap_names_the_request_it_was_started_for(h: Harness):
-    first = h.router.submit("A", {"by": "request", "id": "7"})
+    first = h.router.submit("A", lambda: {"by": "request", "id": "7"})
     lease = h.answer(first)
     lease.release()
-    h.router.submit("B", {"by": "request", "id": "8"})  # B must evict A: a swap, caused by 8
+    h.router.submit("B", lambda: {"by": "request", "id": "8"})  # B must evict A: a swap, caused by 8
     wait_until(lambda: sum(isinstance(e, SwapBegan) for e in h.events) == 2, "the second swap")
     causes = [(e.model, e.evict, e.cause) for e in h.events if isinstance(e, SwapBegan)]
     assert causes == [("A", frozenset(), {"by": "request", "id": "7"}),

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from app.observe.events import TimelineChanged
+from app.observe.events import ConfigReloaded, TimelineChanged
 from app.observe.timeline import SwapTimeline
 from scheduler.events import ModelStateChanged, SwapBegan, SwapEnded
 from scheduler.fifo import Occupancy
@@ -68,7 +68,7 @@ def test_a_swap_is_one_entry_from_its_beginning_to_its_end_with_its_cause(clocks
     line.record(SwapEnded(3, "beta", None, 2.5, at=102.5))
     line.record(SwapEnded(99, "beta", "never began here", 1.0, at=102.5))  # not ours: ignored
     [swap] = line.document()["swaps"]
-    assert swap["id"] == 3 and swap["error"] is None and swap["seconds"] == 2.5
+    assert swap["id"] == 1 and swap["error"] is None and swap["seconds"] == 2.5  # numbered here
     assert unix(swap["ended"]) - unix(swap["began"]) == pytest.approx(2.5)
     assert [(t.kind, t.entry["ended"] is None) for t in told] == [("swap", True), ("swap", False)]
 
@@ -120,3 +120,19 @@ def test_past_its_size_bound_the_oldest_states_become_starting_values(clocks, to
     document = line.document()
     assert [s["state"] for s in document["states"]] == ["ready", "stopped"]
     assert document["initial"]["states"] == {"alpha": "starting"}
+
+
+def test_a_reload_closes_the_open_swaps_and_the_new_routers_ids_do_not_collide(clocks, told):
+    line = timeline(clocks, told)
+    line.record(SwapBegan(1, "alpha", frozenset(), at=100.0))
+    line.record(SwapEnded(1, "alpha", None, 1.0, at=101.0))
+    line.record(SwapBegan(2, "beta", frozenset({"alpha"}), at=102.0))  # still running when the config changes
+    clocks.monotonic = 104.0
+    line.record(ConfigReloaded(("alpha", "beta"), None))
+    line.record(SwapBegan(1, "alpha", frozenset(), at=105.0))  # the new router counts from 1 again
+    line.record(SwapEnded(2, "beta", None, 9.0, at=106.0))  # the old router's, late: not the new swap
+    line.record(SwapEnded(1, "alpha", None, 1.0, at=106.0))
+    swaps = line.document()["swaps"]
+    assert [(s["id"], s["model"], s["error"]) for s in swaps] == [
+        (1, "alpha", None), (2, "beta", "config reloaded"), (3, "alpha", None)]
+    assert swaps[1]["seconds"] == pytest.approx(2.0) and swaps[2]["seconds"] == 1.0
