@@ -83,6 +83,23 @@ export function onConnection(callback) {
   return () => stateListeners.delete(callback);
 }
 
+// `refresh` for a page that asks the server again on feed messages: called at once, then at most once per
+// `wait` ms; calls meanwhile make one more when the wait is over, so the last message is always followed
+// by a refresh. `.cancel()` drops the one pending (call it when the page is left).
+export function throttled(refresh, wait) {
+  let timer = null, again = false;
+  const run = () => {
+    if (timer) { again = true; return; }
+    refresh();
+    timer = setTimeout(() => {
+      timer = null;
+      if (again) { again = false; run(); }
+    }, wait);
+  };
+  run.cancel = () => { clearTimeout(timer); timer = null; again = false; };
+  return run;
+}
+
 function setConnected(connected) {
   feedState.connected = connected;
   stateListeners.forEach((callback) => callback(connected));

@@ -5,7 +5,7 @@
 // A finished request announced by the feed (`activity`) shows up by itself while the table is on its first
 // page, newest first; otherwise a "N new" button says so and leads there.
 
-import { feedState, on, onConnection, request } from "../api.js";
+import { feedState, on, onConnection, request, throttled } from "../api.js";
 import { captureDialog } from "./capture.js";
 import { el, ms, rate } from "./dom.js";
 import { histogram } from "./histogram.js";
@@ -14,6 +14,7 @@ import { inflightTable } from "./inflight.js";
 const SIZES = [25, 50, 100];
 const STATUSES = [["", "any"], ["2xx", "2xx"], ["4xx,5xx", "errors"], ["4xx", "4xx"], ["5xx", "5xx"]];
 const TEXT_SORTS = new Set(["model", "req_path"]); // sorted A→Z on the first click; the others largest first
+const REFRESH_MS = 1500; // finished requests announced faster than this are fetched together
 
 const count = (n) => (n >= 0 ? n : "–");
 const total = (n, what) => el("span", {}, el("b", {}, n.toLocaleString()), ` ${what}`);
@@ -229,19 +230,21 @@ export function render(main) {
   loadTable();
   loadStats();
   const timer = setInterval(inflight.draw, 1000);
+  const refresh = throttled(() => {
+    loadStats();
+    if (newestFirst()) loadTable();
+  }, REFRESH_MS);
   let wasConnected = feedState.connected;
   const offs = [
     on("inflight", inflight.draw),
     on("modelStatus", fillModels),
     on("activity", (message) => {
       if (view.model && message.model && message.model !== view.model) return; // cannot match the filter
-      loadStats();
-      if (newestFirst()) {
-        loadTable();
-      } else {
+      if (!newestFirst()) {
         unseen += 1;
         showUnseen();
       }
+      refresh();
     }),
     onConnection((connected) => { // back after a gap: what finished meanwhile was not announced
       if (connected && !wasConnected) { loadTable(); loadStats(); }
@@ -250,6 +253,7 @@ export function render(main) {
   ];
   return () => {
     clearInterval(timer);
+    refresh.cancel();
     offs.forEach((off) => off());
     capture.remove();
   };

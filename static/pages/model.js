@@ -2,12 +2,13 @@
 // activity (/api/metrics/activity?model=<id>, refreshed as requests end) and its own live log
 // (/logs/stream/<id>, in colour), which stops when the page is left.
 
-import { feedState, on, request } from "../api.js";
+import { feedState, on, request, throttled } from "../api.js";
 import { el, ms, rate, table } from "./dom.js";
 import { followLog, logView } from "./logview.js";
 import { capabilityTags, modelActions, onLoads, stateBadge } from "./modelparts.js";
 
 const RECENT = 20;
+const REFRESH_MS = 1500; // requests finishing faster than this are fetched together
 
 function details(model, note) {
   const rows = [
@@ -52,11 +53,11 @@ export function render(main, id) {
       followLog(`logs/stream/${encodeURI(id)}`, log, leaving.signal);
     }
   };
+  const names = () => [id, ...(feedState.models.find((m) => m.id === id)?.aliases || [])];
   const fetchActivity = async () => {
     try {
-      const model = feedState.models.find((m) => m.id === id);
       const query = new URLSearchParams({ limit: RECENT }); // recorded under whichever name was asked for
-      [id, ...(model?.aliases || [])].forEach((name) => query.append("model", name));
+      names().forEach((name) => query.append("model", name));
       activity.replaceChildren(activityTable((await request(`api/metrics/activity?${query}`, { signal: leaving.signal })).data));
     } catch (error) {
       if (!leaving.signal.aborted) activity.replaceChildren(el("p", { class: "note" }, String(error)));
@@ -67,6 +68,9 @@ export function render(main, id) {
     el("section", { "aria-label": "activity" }, el("h2", {}, "Recent activity"), activity), logSection);
   drawDetails();
   fetchActivity();
-  const stops = [on("modelStatus", drawDetails), onLoads(drawDetails), on("activity", fetchActivity)];
-  return () => { stops.forEach((stop) => stop()); leaving.abort(); };
+  const refresh = throttled(fetchActivity, REFRESH_MS);
+  const stops = [on("modelStatus", drawDetails), onLoads(drawDetails), on("activity", (message) => {
+    if (!message.model || names().includes(message.model)) refresh();
+  })];
+  return () => { stops.forEach((stop) => stop()); refresh.cancel(); leaving.abort(); };
 }

@@ -4,11 +4,12 @@ speed histograms, captures."""
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timedelta
 
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import TIMEOUT, chat, config, shot
+from tests.browser.conftest import TIMEOUT, chat, config, count_messages, shot
 from tests.helpers.server import fake_cmd
 
 
@@ -187,3 +188,26 @@ def test_a_request_in_flight_is_shown_live_and_cancelled(llama_swap, tmp_path, p
     expect(row).to_have_count(0, timeout=TIMEOUT)
     expect(page.get_by_text("nothing in flight")).to_be_visible()
     assert ended.wait(10), "the cancelled stream did not end"
+
+
+def test_requests_ending_in_a_burst_refresh_the_page_once_and_once_more_after_the_wait(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    chat(server, "alpha")
+    page.clock.install()  # the page's timers wait for the test: the refresh after the wait comes when told
+    page.goto(server.url("/ui/"))
+    expect(page.locator("#connection")).to_have_text("live", timeout=TIMEOUT)
+    expect(rows(page)).to_have_count(1, timeout=TIMEOUT)
+    announced = count_messages(page, server, "activity")
+    asked = []
+    page.on("request", lambda r: asked.append(r.url.split("?")[0].rsplit("/", 1)[-1]))
+    page.clock.pause_at(datetime.now() + timedelta(seconds=1))
+
+    for _ in range(5):
+        chat(server, "alpha")
+    announced(5)
+    assert (asked.count("activity"), asked.count("stats")) == (1, 1), asked  # the first message, at once
+    page.clock.run_for(1600)
+    expect(rows(page)).to_have_count(6, timeout=TIMEOUT)  # the last message is not left unshown
+    expect(page.locator(".totals")).to_contain_text("6 requests")
+    assert (asked.count("activity"), asked.count("stats")) == (2, 2), asked
+    shot(page, "activity-burst")

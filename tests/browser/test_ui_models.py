@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import TIMEOUT, chat, config, shot
+from tests.browser.conftest import TIMEOUT, chat, config, count_messages, shot
 from tests.helpers.server import fake_cmd, hang_up
 
 PHONE = {"width": 390, "height": 800}
@@ -164,3 +164,20 @@ def test_swaps_ask_nothing_more_and_a_config_reload_brings_new_profiles_and_sele
     expect(page.locator("#profile-slot select option")).to_have_text(["no profile", "coding", "reading"])
     expect(page.locator('tr[data-profile="reading"]')).to_be_visible()
     shot(page, "models-reloaded")
+
+
+def test_a_models_page_asks_for_its_activity_again_only_when_one_of_its_names_was_asked_for(llama_swap, tmp_path, page):
+    server = llama_swap(naming_config(tmp_path))
+    page.goto(server.url("/ui/#/models/alpha"))
+    expect(page.get_by_text("no requests yet")).to_be_visible(timeout=TIMEOUT)
+    announced = count_messages(page, server, "activity")
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/metrics/activity" in r.url else None)
+    chat(server, "beta")
+    chat(server, "beta")
+    announced(2)
+    assert asked == [], "another model's request made alpha's page ask for its activity"
+    chat(server, "a1")  # an alias of alpha
+    expect(page.locator("tr[data-id]")).to_have_count(1, timeout=TIMEOUT)
+    assert len(asked) == 1
+    shot(page, "model-page-activity")
