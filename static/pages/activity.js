@@ -7,7 +7,7 @@
 
 import { feedState, on, onConnection, request, throttled } from "../api.js";
 import { captureDialog } from "./capture.js";
-import { el, ms, rate } from "./dom.js";
+import { clock, el, field, ms, rate, table } from "./dom.js";
 import { histogram } from "./histogram.js";
 import { inflightTable } from "./inflight.js";
 
@@ -27,7 +27,7 @@ function status(record) {
 
 function time(record) {
   const at = new Date(record.timestamp);
-  return el("time", { datetime: record.timestamp, title: at.toLocaleString() }, at.toLocaleTimeString());
+  return el("time", { datetime: record.timestamp, title: at.toLocaleString() }, clock(at));
 }
 
 // The finished table's columns: heading, the server's sort key (none: not sortable), the cell.
@@ -64,10 +64,6 @@ function serial(load) {
 
 function localInput(label) {
   return el("input", { type: "datetime-local", step: 1, "aria-label": label });
-}
-
-function labelled(text, control) {
-  return el("label", { class: "field" }, el("span", { class: "muted" }, text), control);
 }
 
 function speedFigure(title, h) {
@@ -143,8 +139,7 @@ export function render(main) {
 
   function drawTable(data) {
     records.replaceChildren(data.data.length
-      ? el("table", { class: "finished" }, el("thead", {}, el("tr", {}, COLUMNS.map(heading), el("th", {}, ""))),
-        el("tbody", {}, data.data.map(row)))
+      ? table([...COLUMNS.map(heading), ""], data.data.map(row), { class: "finished" })
       : el("p", { class: "muted" }, "no finished requests match"));
     const pages = Math.max(1, data.total_pages);
     pager.replaceChildren(
@@ -221,9 +216,9 @@ export function render(main) {
   main.append(el("h1", {}, "Activity"), note,
     el("h2", {}, "In flight"), inflight.node,
     el("h2", {}, "Finished"),
-    el("div", { class: "toolbar filters" }, labelled("model", models), labelled("status", statuses),
-      labelled("path", path), labelled("from", from), labelled("to", to),
-      labelled("rows", size), el("button", { type: "button", onclick: reset }, "Reset"), fresh),
+    el("div", { class: "toolbar filters" }, field("model", models), field("status", statuses),
+      field("path", path), field("from", from), field("to", to),
+      field("rows", size), el("button", { type: "button", onclick: reset }, "Reset"), fresh),
     stats, records, pager);
 
   inflight.draw();

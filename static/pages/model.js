@@ -3,7 +3,7 @@
 // (/logs/stream/<id>, in colour), which stops when the page is left.
 
 import { feedState, on, request, throttled } from "../api.js";
-import { el, ms, rate, table } from "./dom.js";
+import { clock, el, ms, rate, table } from "./dom.js";
 import { followLog, logView } from "./logview.js";
 import { capabilityTags, modelActions, onLoads, stateBadge } from "./modelparts.js";
 
@@ -25,7 +25,7 @@ function activityTable(records) {
   if (!records.length) return el("p", { class: "muted" }, "no requests yet");
   return table(["time", "path", "status", "tokens in / out", "prompt", "generation", "duration"],
     records.map((r) => el("tr", { "data-id": r.id },
-      el("td", {}, new Date(r.timestamp).toLocaleTimeString()), el("td", {}, r.req_path),
+      el("td", {}, clock(r.timestamp)), el("td", {}, r.req_path),
       el("td", {}, r.resp_status_code), el("td", {}, `${r.tokens.input_tokens} / ${r.tokens.output_tokens}`),
       el("td", {}, rate(r.tokens.prompt_per_second)), el("td", {}, rate(r.tokens.tokens_per_second)),
       el("td", {}, ms(r.duration_ms)))));

@@ -3,28 +3,27 @@
 // Stop ends the answer where it stands and keeps it; Clear forgets the conversation. Everything a
 // model or a user wrote is shown as text, never as HTML.
 
-import { pieces } from "../../api.js";
-import { el } from "../dom.js";
-import { field, modelPicker, post, runner, waitingFor } from "./common.js";
+import { sseEvents } from "../../api.js";
+import { el, field } from "../dom.js";
+import { modelPicker, post, runner, waitingFor } from "./common.js";
 
 export const id = "chat";
 export const label = "Chat";
 export const flag = null; // offered by every model not only for images, speech, transcription or rerank
 export const hint = "capabilities: {in: [text], out: [text]}";
 
-async function* events(response) {
-  for await (const raw of pieces(response, "\n")) {
-    const line = raw.trim();
-    if (!line.startsWith("data:")) continue;
-    const data = line.slice(5).trim();
-    if (data === "[DONE]") return;
+// The stream's JSON chunks, until its [DONE].
+async function* chunks(response) {
+  for await (const { data } of sseEvents(response)) {
+    if (data === null) continue;
+    if (data.trim() === "[DONE]") return;
     try { yield JSON.parse(data); } catch { /* not JSON: skipped */ }
   }
 }
 
 // Streams one answer into `thinking` (reasoning, loading progress) and `answer` (the content).
 async function stream(response, thinking, answer) {
-  for await (const chunk of events(response)) {
+  for await (const chunk of chunks(response)) {
     if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
     const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
     if (delta.reasoning_content) thinking.textContent += delta.reasoning_content;
