@@ -111,10 +111,11 @@ function dispatch(type, data) {
   if (type === "profileChanged") feedState.profile = data.active;
   if (type === "uiConfig") feedState.uiConfig = data;
   if (type === "inflight") {
+    // Each entry stamped with when it arrived (performance.now()): its elapsed_ms was true then.
     if (data.operation === "snapshot") {
-      feedState.inflight = new Map(data.requests.map((r) => [r.id, r]));
+      feedState.inflight = new Map(data.requests.map((r) => [r.id, { ...r, received: performance.now() }]));
     } else if (data.operation === "upsert") {
-      feedState.inflight.set(data.request.id, data.request);
+      feedState.inflight.set(data.request.id, { ...data.request, received: performance.now() });
     } else if (data.operation === "remove") {
       feedState.inflight.delete(data.id);
     }

@@ -1,6 +1,6 @@
 // Activity (the landing page): the requests in flight, live; the finished ones paged, filtered and sorted by
 // the server (/api/metrics/activity), each opening its capture; totals and speed histograms
-// (/api/metrics/stats, which filters by model only).
+// (/api/metrics/stats, under the same filters).
 //
 // A finished request announced by the feed (`activity`) shows up by itself while the table is on its first
 // page, newest first; otherwise a "N new" button says so and leads there.
@@ -20,7 +20,7 @@ const count = (n) => (n >= 0 ? n : "–");
 const total = (n, what) => el("span", {}, el("b", {}, n.toLocaleString()), ` ${what}`);
 
 function status(record) {
-  const failed = record.resp_status_code !== 200;
+  const failed = !record.resp_status_code || record.resp_status_code >= 400; // none: no answer at all
   return el("span", { class: failed ? "status bad" : "status", title: record.error_msg || null },
     record.resp_status_code);
 }
