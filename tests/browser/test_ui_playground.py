@@ -201,3 +201,19 @@ def test_the_rerank_tab_orders_the_documents_by_score(llama_swap, tmp_path, page
     fits_a_phone(page)
     page.click("#theme")
     shot(page, "playground-rerank-phone-dark")
+
+
+def test_a_chat_turn_that_failed_is_kept_on_screen_but_not_sent_again(llama_swap, tmp_path, page):
+    server = llama_swap(capable_config(tmp_path))
+    chat = open_tab(page, server, "chat")
+    expect(chat.locator("select[aria-label=model] option")).to_have_count(1, timeout=TIMEOUT)
+    page.route("**/v1/chat/completions", lambda route: route.abort(), times=1)  # the first turn fails
+    chat.get_by_label("message").fill("lost one")
+    chat.get_by_role("button", name="Send").click()
+    expect(chat.locator(".msg.user.failed")).to_contain_text("lost one", timeout=TIMEOUT)
+    with page.expect_request("**/v1/chat/completions") as second:
+        chat.get_by_label("message").fill("second try")
+        chat.get_by_role("button", name="Send").click()
+    expect(chat.locator(".msg.assistant").last).to_have_text("tok0 tok1 tok2 ", timeout=TIMEOUT)
+    assert [(m["role"], m["content"]) for m in second.value.post_data_json["messages"]] == [("user", "second try")]
+    shot(page, "playground-failed-turn")

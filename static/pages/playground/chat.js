@@ -46,11 +46,13 @@ export function build(models) {
     const text = prompt.value.trim();
     if (!text || send.disabled) return;
     prompt.value = "";
-    messages.push({ role: "user", content: text });
+    const asked = { role: "user", content: text };
+    messages.push(asked);
     const turn = messages;
     const thinking = el("div", { class: "msg thinking muted" });
     const answer = el("div", { class: "msg assistant" });
-    history.append(el("div", { class: "msg user" }, text), thinking, answer);
+    const question = el("div", { class: "msg user" }, text);
+    history.append(question, thinking, answer);
     const instructions = system.value.trim();
     const sent = instructions ? [{ role: "system", content: instructions }, ...turn] : [...turn];
     run(async (signal) => {
@@ -59,7 +61,13 @@ export function build(models) {
         status.textContent = ""; // answering, or showing the loading progress
         await stream(response, thinking, answer);
       } finally {
-        if (answer.textContent) turn.push({ role: "assistant", content: answer.textContent });
+        if (answer.textContent) {
+          turn.push({ role: "assistant", content: answer.textContent });
+        } else { // not sent again: two user turns in a row are refused by templates that want them to alternate
+          turn.splice(turn.indexOf(asked), 1);
+          question.classList.add("failed");
+          question.append(el("span", { class: "muted" }, " (no answer: left out of the conversation)"));
+        }
         if (!thinking.textContent) thinking.remove();
       }
     }, waitingFor(model.value));
