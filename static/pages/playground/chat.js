@@ -65,6 +65,7 @@ export function build(models) {
           turn.push({ role: "assistant", content: answer.textContent });
         } else { // not sent again: two user turns in a row are refused by templates that want them to alternate
           turn.splice(turn.indexOf(asked), 1);
+          answer.remove();
           question.classList.add("failed");
           question.append(el("span", { class: "muted" }, " (no answer: left out of the conversation)"));
         }
