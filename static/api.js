@@ -52,14 +52,15 @@ export async function request(path, { method = "GET", body, raw = false, signal,
   throw new Error("unauthorized: the API key was refused");
 }
 
-// A response's JSON (or text); when it is an error, thrown with the server's message.
+// A response's JSON (or text); when it is an error, thrown with the server's message (the error's
+// `status` and `data` say the rest).
 export async function answer(response) {
   const text = await response.text();
   let data = text;
   try { data = JSON.parse(text); } catch { /* plain text */ }
   if (!response.ok) {
     const message = data && data.error ? (data.error.message || data.error) : text;
-    throw new Error(`${response.status}: ${message}`);
+    throw Object.assign(new Error(`${response.status}: ${message}`), { status: response.status, data });
   }
   return data;
 }
@@ -83,6 +84,23 @@ export function onConnection(callback) {
   return () => stateListeners.delete(callback);
 }
 
+// `refresh` for a page that asks the server again on feed messages: called at once, then at most once per
+// `wait` ms; calls meanwhile make one more when the wait is over, so the last message is always followed
+// by a refresh. `.cancel()` drops the one pending (call it when the page is left).
+export function throttled(refresh, wait) {
+  let timer = null, again = false;
+  const run = () => {
+    if (timer) { again = true; return; }
+    refresh();
+    timer = setTimeout(() => {
+      timer = null;
+      if (again) { again = false; run(); }
+    }, wait);
+  };
+  run.cancel = () => { clearTimeout(timer); timer = null; again = false; };
+  return run;
+}
+
 function setConnected(connected) {
   feedState.connected = connected;
   stateListeners.forEach((callback) => callback(connected));
@@ -93,10 +111,11 @@ function dispatch(type, data) {
   if (type === "profileChanged") feedState.profile = data.active;
   if (type === "uiConfig") feedState.uiConfig = data;
   if (type === "inflight") {
+    // Each entry stamped with when it arrived (performance.now()): its elapsed_ms was true then.
     if (data.operation === "snapshot") {
-      feedState.inflight = new Map(data.requests.map((r) => [r.id, r]));
+      feedState.inflight = new Map(data.requests.map((r) => [r.id, { ...r, received: performance.now() }]));
     } else if (data.operation === "upsert") {
-      feedState.inflight.set(data.request.id, data.request);
+      feedState.inflight.set(data.request.id, { ...data.request, received: performance.now() });
     } else if (data.operation === "remove") {
       feedState.inflight.delete(data.id);
     }
@@ -120,6 +139,33 @@ export async function* pieces(response, separator) {
   }
 }
 
+// One Server-Sent Event from its block of lines: {id, name, data (its data: lines joined; null when it has
+// none: a comment, a retry hint), raw}.
+export function sseEvent(block) {
+  let id = null, name = "";
+  const data = [];
+  for (const line of block.split("\n")) {
+    const value = line.slice(line.indexOf(":") + 1).replace(/^ /, "");
+    if (line.startsWith("id:")) id = value;
+    else if (line.startsWith("event:")) name = value;
+    else if (line.startsWith("data:")) data.push(value);
+  }
+  return { id, name, data: data.length ? data.join("\n") : null, raw: block };
+}
+
+// The events of a streamed response as they arrive (lines may end in \r\n).
+export async function* sseEvents(response) {
+  let lines = [];
+  for await (const line of pieces(response, "\n")) {
+    if (line.replace(/\r$/, "")) {
+      lines.push(line.replace(/\r$/, ""));
+    } else if (lines.length) {
+      yield sseEvent(lines.join("\n"));
+      lines = [];
+    }
+  }
+}
+
 async function readFeed() {
   const extra = feedState.lastId ? { "Last-Event-ID": feedState.lastId } : {};
   const response = await fetch(apiUrl("api/events"), { headers: headers(extra), credentials: "omit" });
@@ -129,12 +175,7 @@ async function readFeed() {
   }
   if (!response.ok || !response.body) throw new Error("events: " + response.status);
   setConnected(true);
-  for await (const block of pieces(response, "\n\n")) {
-    let id = null, data = null;
-    for (const line of block.split("\n")) {
-      if (line.startsWith("id:")) id = line.slice(3);
-      else if (line.startsWith("data:")) data = line.slice(5);
-    }
+  for await (const { id, data } of sseEvents(response)) {
     if (data === null) continue; // a comment (heartbeat) or a retry hint
     if (id) feedState.lastId = id;
     const envelope = JSON.parse(data);

@@ -21,7 +21,8 @@ let current = null; // { route, leave }
 
 function route() {
   const fromHash = location.hash.replace(/^#\/?/, "");
-  const after = location.pathname.split("/ui/")[1] || "";
+  const at = location.pathname.lastIndexOf("/ui/"); // the last, as index.html finds the mount
+  const after = at >= 0 ? location.pathname.slice(at + 4) : "";
   const parts = (fromHash || after).split("/").filter(Boolean).map(decodeURIComponent);
   return parts.length && parts[0] in PAGES ? parts : ["activity"];
 }

@@ -63,8 +63,11 @@ export function startProfiles() {
   const slot = document.getElementById("profile-slot");
   slot.hidden = true;
   onProfiles(switcher(slot));
-  on("profileChanged", (data) => switched({ active: data.active }));
-  // The feed's first messages include a modelStatus; a config reload changes the profiles (and leaves
-  // none active) but sends only a modelStatus, no profileChanged.
-  on("modelStatus", refresh);
+  // The feed sends a profileChanged first on every connection it cannot resume (a server restarted)
+  // and on a config reload, which may change the profiles themselves: the list is asked for again then,
+  // not on each modelStatus (a swap sends several).
+  on("profileChanged", (data) => {
+    switched({ active: data.active });
+    refresh();
+  });
 }

@@ -1,32 +1,33 @@
 // Activity (the landing page): the requests in flight, live; the finished ones paged, filtered and sorted by
 // the server (/api/metrics/activity), each opening its capture; totals and speed histograms
-// (/api/metrics/stats, which filters by model only).
+// (/api/metrics/stats, under the same filters).
 //
 // A finished request announced by the feed (`activity`) shows up by itself while the table is on its first
 // page, newest first; otherwise a "N new" button says so and leads there.
 
-import { feedState, on, onConnection, request } from "../api.js";
+import { feedState, on, onConnection, request, throttled } from "../api.js";
 import { captureDialog } from "./capture.js";
-import { el, ms, rate } from "./dom.js";
+import { clock, el, field, ms, rate, table } from "./dom.js";
 import { histogram } from "./histogram.js";
 import { inflightTable } from "./inflight.js";
 
 const SIZES = [25, 50, 100];
 const STATUSES = [["", "any"], ["2xx", "2xx"], ["4xx,5xx", "errors"], ["4xx", "4xx"], ["5xx", "5xx"]];
 const TEXT_SORTS = new Set(["model", "req_path"]); // sorted A→Z on the first click; the others largest first
+const REFRESH_MS = 1500; // finished requests announced faster than this are fetched together
 
 const count = (n) => (n >= 0 ? n : "–");
 const total = (n, what) => el("span", {}, el("b", {}, n.toLocaleString()), ` ${what}`);
 
 function status(record) {
-  const failed = record.resp_status_code !== 200;
+  const failed = !record.resp_status_code || record.resp_status_code >= 400; // none: no answer at all
   return el("span", { class: failed ? "status bad" : "status", title: record.error_msg || null },
     record.resp_status_code);
 }
 
 function time(record) {
   const at = new Date(record.timestamp);
-  return el("time", { datetime: record.timestamp, title: at.toLocaleString() }, at.toLocaleTimeString());
+  return el("time", { datetime: record.timestamp, title: at.toLocaleString() }, clock(at));
 }
 
 // The finished table's columns: heading, the server's sort key (none: not sortable), the cell.
@@ -63,10 +64,6 @@ function serial(load) {
 
 function localInput(label) {
   return el("input", { type: "datetime-local", step: 1, "aria-label": label });
-}
-
-function labelled(text, control) {
-  return el("label", { class: "field" }, el("span", { class: "muted" }, text), control);
 }
 
 function speedFigure(title, h) {
@@ -142,8 +139,7 @@ export function render(main) {
 
   function drawTable(data) {
     records.replaceChildren(data.data.length
-      ? el("table", { class: "finished" }, el("thead", {}, el("tr", {}, COLUMNS.map(heading), el("th", {}, ""))),
-        el("tbody", {}, data.data.map(row)))
+      ? table([...COLUMNS.map(heading), ""], data.data.map(row), { class: "finished" })
       : el("p", { class: "muted" }, "no finished requests match"));
     const pages = Math.max(1, data.total_pages);
     pager.replaceChildren(
@@ -220,28 +216,30 @@ export function render(main) {
   main.append(el("h1", {}, "Activity"), note,
     el("h2", {}, "In flight"), inflight.node,
     el("h2", {}, "Finished"),
-    el("div", { class: "toolbar filters" }, labelled("model", models), labelled("status", statuses),
-      labelled("path", path), labelled("from", from), labelled("to", to),
-      labelled("rows", size), el("button", { type: "button", onclick: reset }, "Reset"), fresh),
+    el("div", { class: "toolbar filters" }, field("model", models), field("status", statuses),
+      field("path", path), field("from", from), field("to", to),
+      field("rows", size), el("button", { type: "button", onclick: reset }, "Reset"), fresh),
     stats, records, pager);
 
   inflight.draw();
   loadTable();
   loadStats();
   const timer = setInterval(inflight.draw, 1000);
+  const refresh = throttled(() => {
+    loadStats();
+    if (newestFirst()) loadTable();
+  }, REFRESH_MS);
   let wasConnected = feedState.connected;
   const offs = [
     on("inflight", inflight.draw),
     on("modelStatus", fillModels),
     on("activity", (message) => {
       if (view.model && message.model && message.model !== view.model) return; // cannot match the filter
-      loadStats();
-      if (newestFirst()) {
-        loadTable();
-      } else {
+      if (!newestFirst()) {
         unseen += 1;
         showUnseen();
       }
+      refresh();
     }),
     onConnection((connected) => { // back after a gap: what finished meanwhile was not announced
       if (connected && !wasConnected) { loadTable(); loadStats(); }
@@ -250,6 +248,7 @@ export function render(main) {
   ];
   return () => {
     clearInterval(timer);
+    refresh.cancel();
     offs.forEach((off) => off());
     capture.remove();
   };

@@ -6,17 +6,10 @@
 // HTML placed in percent, so a chart follows its container's width without being drawn again.
 // Colours come from CSS custom properties (--series-0…3, per theme, and --muted for faint series).
 
-import { el } from "./dom.js";
+import { clock, el, ms, svg } from "./dom.js";
 
-const NS = "http://www.w3.org/2000/svg";
 const WIDTH = 1000;
 const HEIGHT = 100;
-
-function svg(tag, attrs = {}) {
-  const node = document.createElementNS(NS, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
-  return node;
-}
 
 // The smallest of 1, 2, 2.5, 5 × 10^k that is at least `value`: a round top for the y axis; with
 // `binary`, that many KiB, MiB… (1024^j) instead, for byte amounts.
@@ -24,15 +17,6 @@ function roundTop(value, binary) {
   const unit = binary ? 1024 ** Math.max(0, Math.floor(Math.log(value) / Math.log(1024))) : 1;
   const decade = 10 ** Math.floor(Math.log10(value / unit));
   return unit * [1, 2, 2.5, 5, 10].map((m) => m * decade).find((top) => top * unit >= value);
-}
-
-function clock(ms, seconds) {
-  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: seconds ? "2-digit" : undefined });
-}
-
-export function duration(ms) {
-  const s = Math.round(ms / 1000);
-  return s < 120 ? `${s} s` : `${Math.round(s / 60)} min`;
 }
 
 // series: [{name, points: [[ms, value], …] oldest first, faint}] (faint ones: thin, grey, not in the
@@ -64,7 +48,7 @@ export function lineChart({ id, title, series, format, max, least = 1, binary = 
     return `${s.name} ${format(s.points.at(-1)[1])} (peak ${format(peak)})`;
   });
   const drawing = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, preserveAspectRatio: "none", role: "img",
-    "aria-label": `${title}, last ${duration(to - from)}: ${summary.join(", ")}` });
+    "aria-label": `${title}, last ${ms(to - from)}: ${summary.join(", ")}` });
   for (const level of [0, 0.5, 1]) {
     drawing.append(svg("line", { class: "grid", x1: 0, x2: WIDTH, y1: y(level * top), y2: y(level * top) }));
   }

@@ -1,4 +1,7 @@
-// Small DOM helpers shared by the pages.
+// Small DOM helpers shared by the pages: elements (HTML and SVG), tables, labelled fields, and how numbers
+// and times are written.
+
+const SVG = "http://www.w3.org/2000/svg";
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -12,9 +15,22 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-export function table(head, rows) {
-  return el("table", {}, el("thead", {}, el("tr", {}, head.map((h) => el("th", {}, h)))),
-    el("tbody", {}, rows));
+export function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  node.append(...children);
+  return node;
+}
+
+// head: each column's heading (text, or a <th> of its own, e.g. a sortable one); attrs: the table's.
+export function table(head, rows, attrs = {}) {
+  const th = (h) => (h instanceof Element && h.tagName === "TH" ? h : el("th", {}, h));
+  return el("table", attrs, el("thead", {}, el("tr", {}, head.map(th))), el("tbody", {}, rows));
+}
+
+// A control with its visible label above it.
+export function field(label, control) {
+  return el("label", { class: "field" }, el("span", { class: "muted" }, label), control);
 }
 
 export function bytes(n) {
@@ -24,9 +40,17 @@ export function bytes(n) {
   return `${(n / 1024 ** 3).toFixed(1)} GiB`;
 }
 
+// A duration given in milliseconds: "250 ms", "2.50 s", "45 s", "12 min".
 export function ms(n) {
   if (n === null || n === undefined || n < 0) return "–";
-  return n < 1000 ? `${n} ms` : `${(n / 1000).toFixed(2)} s`;
+  if (n < 1000) return `${Math.round(n)} ms`;
+  if (n < 10_000) return `${(n / 1000).toFixed(2)} s`;
+  return n < 120_000 ? `${Math.round(n / 1000)} s` : `${Math.round(n / 60_000)} min`;
+}
+
+// A time of day (t: a Date, or milliseconds since the epoch), to the second unless `seconds` is false.
+export function clock(t, seconds = true) {
+  return new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: seconds ? "2-digit" : undefined });
 }
 
 export function rate(n) {

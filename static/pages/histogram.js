@@ -3,15 +3,9 @@
 // Colours come from the theme (activity.css styles .histogram's parts); the chart's text equivalent is
 // its aria-label, and each bar has a <title> with its range and count.
 
-const SVG = "http://www.w3.org/2000/svg";
-const WIDTH = 300, HEIGHT = 90, AXIS = 16;
+import { svg } from "./dom.js";
 
-function svg(tag, attrs = {}, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  Object.entries(attrs).forEach(([key, value]) => node.setAttribute(key, value));
-  node.append(...children);
-  return node;
-}
+const WIDTH = 300, HEIGHT = 90, AXIS = 16;
 
 const round = (n) => (n >= 100 ? Math.round(n) : Number(n.toFixed(1)));
 

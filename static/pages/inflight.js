@@ -2,8 +2,9 @@
 // session, whether the answer has begun, elapsed time (ticking), bytes received, and a Cancel button.
 //
 // Rows are kept and updated in place, so a focused Cancel button keeps its focus while the numbers move.
-// Elapsed time is the server's elapsed_ms or the time since the request's start by this browser's
-// clock, whichever is larger (a request waiting for a model is not republished while it waits).
+// Elapsed time is the server's elapsed_ms plus the time since the entry arrived (a request waiting for a
+// model is not republished while it waits); never this browser's clock against the server's timestamp,
+// which a skewed clock would get wrong.
 
 import { feedState, request } from "../api.js";
 import { headerValue } from "./capture.js";
@@ -19,7 +20,7 @@ function session(entry) {
 }
 
 function elapsed(entry) {
-  return Math.max(entry.elapsed_ms || 0, Date.now() - Date.parse(entry.timestamp));
+  return (entry.elapsed_ms || 0) + Math.max(0, performance.now() - entry.received);
 }
 
 function newRow(entry, note) {

@@ -2,12 +2,13 @@
 // activity (/api/metrics/activity?model=<id>, refreshed as requests end) and its own live log
 // (/logs/stream/<id>, in colour), which stops when the page is left.
 
-import { feedState, on, request } from "../api.js";
-import { el, ms, rate, table } from "./dom.js";
+import { feedState, on, request, throttled } from "../api.js";
+import { clock, el, ms, rate, table } from "./dom.js";
 import { followLog, logView } from "./logview.js";
 import { capabilityTags, modelActions, onLoads, stateBadge } from "./modelparts.js";
 
 const RECENT = 20;
+const REFRESH_MS = 1500; // requests finishing faster than this are fetched together
 
 function details(model, note) {
   const rows = [
@@ -24,7 +25,7 @@ function activityTable(records) {
   if (!records.length) return el("p", { class: "muted" }, "no requests yet");
   return table(["time", "path", "status", "tokens in / out", "prompt", "generation", "duration"],
     records.map((r) => el("tr", { "data-id": r.id },
-      el("td", {}, new Date(r.timestamp).toLocaleTimeString()), el("td", {}, r.req_path),
+      el("td", {}, clock(r.timestamp)), el("td", {}, r.req_path),
       el("td", {}, r.resp_status_code), el("td", {}, `${r.tokens.input_tokens} / ${r.tokens.output_tokens}`),
       el("td", {}, rate(r.tokens.prompt_per_second)), el("td", {}, rate(r.tokens.tokens_per_second)),
       el("td", {}, ms(r.duration_ms)))));
@@ -52,11 +53,11 @@ export function render(main, id) {
       followLog(`logs/stream/${encodeURI(id)}`, log, leaving.signal);
     }
   };
+  const names = () => [id, ...(feedState.models.find((m) => m.id === id)?.aliases || [])];
   const fetchActivity = async () => {
     try {
-      const model = feedState.models.find((m) => m.id === id);
       const query = new URLSearchParams({ limit: RECENT }); // recorded under whichever name was asked for
-      [id, ...(model?.aliases || [])].forEach((name) => query.append("model", name));
+      names().forEach((name) => query.append("model", name));
       activity.replaceChildren(activityTable((await request(`api/metrics/activity?${query}`, { signal: leaving.signal })).data));
     } catch (error) {
       if (!leaving.signal.aborted) activity.replaceChildren(el("p", { class: "note" }, String(error)));
@@ -67,6 +68,9 @@ export function render(main, id) {
     el("section", { "aria-label": "activity" }, el("h2", {}, "Recent activity"), activity), logSection);
   drawDetails();
   fetchActivity();
-  const stops = [on("modelStatus", drawDetails), onLoads(drawDetails), on("activity", fetchActivity)];
-  return () => { stops.forEach((stop) => stop()); leaving.abort(); };
+  const refresh = throttled(fetchActivity, REFRESH_MS);
+  const stops = [on("modelStatus", drawDetails), onLoads(drawDetails), on("activity", (message) => {
+    if (!message.model || names().includes(message.model)) refresh();
+  })];
+  return () => { stops.forEach((stop) => stop()); refresh.cancel(); leaving.abort(); };
 }

@@ -76,7 +76,7 @@ function listing(main) {
       section("Peer models", peers.length, table(["model", "peer", ""], peerRows(peers))),
     ].filter(Boolean));
   };
-  const fetchSelectors = async () => { // only a reload changes them: each modelStatus says one may have happened
+  const fetchSelectors = async () => { // only a config reload changes them, and it sends a profileChanged
     try {
       const listed = (await request("v1/models")).data;
       selectors = listed.filter((record) => record.meta?.llamaswap?.type === "selector");
@@ -93,7 +93,7 @@ function listing(main) {
     el("div", { class: "toolbar" }, unloadAll, el("label", {}, showUnlisted, " show unlisted")), note, body);
   draw();
   fetchSelectors();
-  const stops = [on("modelStatus", draw), on("modelStatus", fetchSelectors), onProfiles(draw), onLoads(draw)];
+  const stops = [on("modelStatus", draw), on("profileChanged", fetchSelectors), onProfiles(draw), onLoads(draw)];
   return () => stops.forEach((stop) => stop());
 }
 

@@ -4,8 +4,8 @@
 // answers 503 {"enabled": false}, and then the link goes and the page says the monitor is off.
 
 import { request } from "../api.js";
-import { bytes, el } from "./dom.js";
-import { duration, lineChart } from "./chart.js";
+import { bytes, clock, el, ms } from "./dom.js";
+import { lineChart } from "./chart.js";
 
 const POLL_MS = 5000; // the server samples every 5 s at most (performance.every ≥ 5)
 const HOUR_MS = 3600 * 1000;
@@ -20,11 +20,12 @@ const average = (values) => values.reduce((sum, v) => sum + v, 0) / (values.leng
 // The readings stamped after `after` (all of them when null), or null when the monitor is off.
 async function readings(after, signal) {
   const query = after ? `?after=${encodeURIComponent(after)}` : "";
-  const response = await request(`api/performance${query}`, { raw: true, signal });
-  const data = await response.json().catch(() => ({}));
-  if (data.enabled === false) return null;
-  if (!response.ok) throw new Error(`${response.status}: ${(data.error && data.error.message) || "performance"}`);
-  return data;
+  try {
+    return await request(`api/performance${query}`, { signal });
+  } catch (error) {
+    if (error.data && error.data.enabled === false) return null;
+    throw error;
+  }
 }
 
 function hideLink() {
@@ -130,7 +131,7 @@ export function render(main) {
     gpu = gpu.filter((g) => at(g) > newest - HOUR_MS);
     if (!sys.length) return; // the sampler's first tick is still to come
     summary.textContent = `${sys.length} sample${sys.length === 1 ? "" : "s"} over the last `
-      + `${duration(at(sys.at(-1)) - at(sys[0]))} · newest at ${new Date(at(sys.at(-1))).toLocaleTimeString()}`;
+      + `${ms(at(sys.at(-1)) - at(sys[0]))} · newest at ${clock(at(sys.at(-1)))}`;
     host.replaceChildren(...hostCharts(sys));
     gpus.replaceChildren(...(gpu.length ? byGpu(gpu).map(gpuCharts) : [el("p", { class: "muted" }, "No GPU found.")]));
   };

@@ -4,15 +4,10 @@
 // reasoning apart), OpenAI completions (choices[0].text), Anthropic messages (content_block_delta's text,
 // thinking apart) and OpenAI responses (response.output_text.delta, reasoning deltas apart).
 
-export function events(text) {
-  return text.replace(/\r\n?/g, "\n").split(/\n\n+/).filter((block) => block.trim()).map((block) => {
-    let name = "", data = [];
-    for (const line of block.split("\n")) {
-      if (line.startsWith("event:")) name = line.slice(6).trim();
-      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-    }
-    return { name, data: data.join("\n"), raw: block };
-  });
+import { sseEvent } from "../api.js";
+
+function events(text) {
+  return text.replace(/\r\n?/g, "\n").split(/\n\n+/).filter((block) => block.trim()).map(sseEvent);
 }
 
 // The [answer, reasoning] pieces one event's JSON carries (each "" when none).

@@ -58,3 +58,15 @@ def chat(server, model: str, headers: dict | None = None) -> None:
     r = requests.post(server.url("/v1/chat/completions"), headers=headers or {}, timeout=30,
                       json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200, r.text
+
+
+def count_messages(page, server, kind: str):
+    """Counts the feed's ``kind`` messages as the page receives them (through the page's own api.js); returns
+    a function that waits until ``n`` have arrived."""
+    page.evaluate("""async ([url, kind]) => {
+        const api = await import(url);
+        window.received = window.received || {};
+        window.received[kind] = 0;
+        api.on(kind, () => { window.received[kind] += 1; });
+    }""", [server.url("/ui/api.js"), kind])
+    return lambda n: page.wait_for_function(f"window.received[{kind!r}] >= {n}", timeout=TIMEOUT)

@@ -3,13 +3,15 @@ speed histograms, captures."""
 
 from __future__ import annotations
 
+import re
 import threading
+from datetime import datetime, timedelta
 
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import TIMEOUT, chat, config, shot
-from tests.helpers.server import fake_cmd
+from tests.browser.conftest import TIMEOUT, chat, config, count_messages, shot
+from tests.helpers.server import fake_cmd, hang_up
 
 
 def rows(page):
@@ -23,6 +25,7 @@ def test_the_activity_page_lists_a_request_and_opens_its_capture(llama_swap, tmp
     row = rows(page).first
     expect(row).to_contain_text("alpha", timeout=TIMEOUT)
     expect(row).to_contain_text("/v1/chat/completions")
+    expect(row.locator(".status")).to_have_class("status")  # 200: not drawn as an error
     chat(server, "beta")  # announced by the feed: the table refreshes by itself
     expect(rows(page).first).to_contain_text("beta", timeout=TIMEOUT)
     rows(page).first.get_by_role("button", name="Capture").click()
@@ -65,6 +68,7 @@ def test_filtering_by_model_shows_only_that_models_requests(llama_swap, tmp_path
     page.get_by_label("status", exact=True).select_option("errors")
     expect(rows(page)).to_have_count(1, timeout=TIMEOUT)
     expect(rows(page).first).to_contain_text("400")
+    expect(rows(page).first.locator(".status")).to_have_class("status bad")  # an error, drawn as one
     expect(page.locator(".totals")).to_contain_text("that match")
     page.get_by_label("status", exact=True).select_option("")
     page.get_by_label("path", exact=True).fill("rerank")
@@ -187,3 +191,44 @@ def test_a_request_in_flight_is_shown_live_and_cancelled(llama_swap, tmp_path, p
     expect(row).to_have_count(0, timeout=TIMEOUT)
     expect(page.get_by_text("nothing in flight")).to_be_visible()
     assert ended.wait(10), "the cancelled stream did not end"
+
+
+def test_requests_ending_in_a_burst_refresh_the_page_once_and_once_more_after_the_wait(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    chat(server, "alpha")
+    page.clock.install()  # the page's timers wait for the test: the refresh after the wait comes when told
+    page.goto(server.url("/ui/"))
+    expect(page.locator("#connection")).to_have_text("live", timeout=TIMEOUT)
+    expect(rows(page)).to_have_count(1, timeout=TIMEOUT)
+    announced = count_messages(page, server, "activity")
+    asked = []
+    page.on("request", lambda r: asked.append(r.url.split("?")[0].rsplit("/", 1)[-1]))
+    page.clock.pause_at(datetime.now() + timedelta(seconds=1))
+
+    for _ in range(5):
+        chat(server, "alpha")
+    announced(5)
+    assert (asked.count("activity"), asked.count("stats")) == (1, 1), asked  # the first message, at once
+    page.clock.run_for(1600)
+    expect(rows(page)).to_have_count(6, timeout=TIMEOUT)  # the last message is not left unshown
+    expect(page.locator(".totals")).to_contain_text("6 requests")
+    assert (asked.count("activity"), asked.count("stats")) == (2, 2), asked
+    shot(page, "activity-burst")
+
+
+def test_elapsed_time_in_flight_is_the_servers_whatever_the_browsers_clock_says(llama_swap, tmp_path, page):
+    server = llama_swap("healthCheckTimeout: 15\nmodels:\n"
+                        f"  slow:\n    cmd: {fake_cmd('slow', tmp_path, '--tokens 400 --token-delay 0.05')}\n")
+    page.clock.install(time=datetime.now() + timedelta(hours=1))  # a browser clock an hour fast
+    page.goto(server.url("/ui/"))
+    expect(page.locator("#connection")).to_have_text("live", timeout=TIMEOUT)
+    held = requests.post(server.url("/v1/chat/completions"), stream=True, timeout=30, json={
+        "model": "slow", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    try:
+        row = page.locator("tr[data-inflight]")
+        expect(row).to_contain_text("answering", timeout=TIMEOUT)
+        elapsed = row.locator("td").nth(6)
+        expect(elapsed).to_have_text(re.compile(r"^\d+(\.\d+)? m?s$"))  # seconds, not "60 min"
+        shot(page, "activity-inflight-skewed-clock")
+    finally:
+        hang_up(held)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import requests
+
 from playwright.sync_api import expect
 
 from tests.browser.conftest import TIMEOUT, chat, config, shot
@@ -44,9 +46,15 @@ def test_pause_holds_the_lines_back_until_resumed_and_clear_empties_the_view(lla
     log = page.locator("pre.log")
     expect(log).to_contain_text("llama-swap ready", timeout=TIMEOUT)
     page.get_by_role("button", name="Pause").click()
-    chat(server, "alpha")
     expect(page.get_by_role("button", name="Resume")).to_have_attribute("aria-pressed", "true")
+    unpaused = page.context.new_page()  # a second page, not paused, shows when the line has arrived
+    unpaused.goto(server.url("/ui/#/logs"))
+    expect(unpaused.locator("pre.log")).to_contain_text("llama-swap ready", timeout=TIMEOUT)
+    chat(server, "alpha")
+    expect(unpaused.locator("pre.log")).to_contain_text("alpha: POST /v1/chat/completions 200", timeout=TIMEOUT)
+    expect(page.locator("#connection")).to_have_text("live")
     assert "alpha: POST" not in log.text_content()
+    unpaused.close()
     page.get_by_role("button", name="Resume").click()
     expect(log).to_contain_text("alpha: POST /v1/chat/completions 200", timeout=TIMEOUT)
     page.get_by_role("button", name="Clear").click()
@@ -92,3 +100,33 @@ def test_a_model_chosen_in_the_address_opens_its_log(llama_swap, tmp_path, page)
     page.goto(server.url("/ui/#/logs/beta"))
     expect(page.get_by_label("which log")).to_have_value("beta", timeout=TIMEOUT)
     expect(page.locator("pre.log")).to_contain_text("loading model 'beta'", timeout=TIMEOUT)
+
+
+def test_a_log_stream_that_ends_or_fails_is_reconnected_with_the_gap_marked_and_no_line_twice(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    history = requests.get(server.url("/logs"), timeout=5).text  # the combined log so far, as its stream sends it
+    assert "llama-swap ready" in history
+    calls = []
+
+    def flaky(route):  # the first stream ends after its history, the second fails, then the server's own
+        calls.append(route.request.url)
+        if len(calls) == 1:
+            route.fulfill(status=200, content_type="text/plain", body=history)
+        elif len(calls) == 2:
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/logs/stream", flaky)
+    page.goto(server.url("/ui/#/logs"))
+    page.get_by_label("which log").select_option("")
+    log = page.locator("pre.log")
+    expect(log).to_contain_text("reconnecting…", timeout=TIMEOUT)
+    expect(log).to_contain_text("— log stream reconnected —", timeout=TIMEOUT)
+    assert len(calls) == 3
+    chat(server, "alpha")  # a line written after the reconnect arrives
+    expect(log).to_contain_text("alpha: POST /v1/chat/completions 200", timeout=TIMEOUT)
+    # The reconnected stream's history repeated what was shown: it is not shown twice.
+    expect(log.locator(".line", has_text="llama-swap ready")).to_have_count(1)
+    expect(log).not_to_contain_text("reconnecting…")
+    shot(page, "logs-reconnected")

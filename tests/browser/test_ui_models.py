@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import TIMEOUT, chat, config, shot
+from tests.browser.conftest import TIMEOUT, chat, config, count_messages, shot
 from tests.helpers.server import fake_cmd, hang_up
 
 PHONE = {"width": 390, "height": 800}
@@ -139,3 +139,45 @@ def test_a_models_page_shows_its_details_activity_and_its_own_log_live(llama_swa
 
     page.get_by_role("link", name="← Models").click()
     expect(page.locator('tr[data-model="beta"]')).to_be_visible(timeout=TIMEOUT)
+
+
+def test_swaps_ask_nothing_more_and_a_config_reload_brings_new_profiles_and_selectors(llama_swap, tmp_path, page):
+    server = llama_swap(naming_config(tmp_path), "--watch-config")
+    asked = []
+    page.on("request", lambda r: asked.append(r.url.split("?")[0]))
+    page.goto(server.url("/ui/#/models"))
+    expect(page.locator('tr[data-selector="either"]')).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator("#profile-slot select option")).to_have_text(["no profile", "coding", "writing"])
+    listings = lambda: [url for url in asked if url.endswith(("/api/profiles", "/v1/models"))]  # noqa: E731
+    before = len(listings())
+
+    for model in ("alpha", "beta", "alpha"):  # three swaps: a dozen modelStatus messages
+        chat(server, model)
+        expect(page.locator(f'tr[data-model="{model}"] .state')).to_have_text("ready", timeout=TIMEOUT)
+    expect(page.locator('tr[data-model="beta"] .state')).to_have_text("stopped", timeout=TIMEOUT)
+    assert listings()[before:] == [], "a swap made the page ask for the profiles or the model list"
+
+    server.config_path.write_text(server.config_path.read_text()
+                                  .replace("  either:", "  any:").replace("  writing:", "  reading:"))
+    expect(page.locator('tr[data-selector="any"]')).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator('tr[data-selector="either"]')).to_have_count(0)
+    expect(page.locator("#profile-slot select option")).to_have_text(["no profile", "coding", "reading"])
+    expect(page.locator('tr[data-profile="reading"]')).to_be_visible()
+    shot(page, "models-reloaded")
+
+
+def test_a_models_page_asks_for_its_activity_again_only_when_one_of_its_names_was_asked_for(llama_swap, tmp_path, page):
+    server = llama_swap(naming_config(tmp_path))
+    page.goto(server.url("/ui/#/models/alpha"))
+    expect(page.get_by_text("no requests yet")).to_be_visible(timeout=TIMEOUT)
+    announced = count_messages(page, server, "activity")
+    asked = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/metrics/activity" in r.url else None)
+    chat(server, "beta")
+    chat(server, "beta")
+    announced(2)
+    assert asked == [], "another model's request made alpha's page ask for its activity"
+    chat(server, "a1")  # an alias of alpha
+    expect(page.locator("tr[data-id]")).to_have_count(1, timeout=TIMEOUT)
+    assert len(asked) == 1
+    shot(page, "model-page-activity")

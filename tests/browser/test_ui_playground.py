@@ -41,6 +41,11 @@ def fits_a_phone(page) -> None:
     assert page.evaluate("document.getElementById('page').scrollWidth") <= 390
 
 
+def logged(server, line: str) -> None:
+    """Waits for ``line`` in the server's log (an access line is written when the exchange ends)."""
+    wait_for(lambda: line in server.log(), timeout=10, what=f"{line!r} in the server's log")
+
+
 def options(panel) -> list[str]:
     return panel.locator("select[aria-label=model] option").all_text_contents()
 
@@ -67,12 +72,12 @@ def test_the_chat_streams_an_answer_shows_the_loading_and_stops(llama_swap, tmp_
     chat.get_by_role("button", name="Stop").click()
     expect(chat.get_by_role("button", name="Send")).to_be_enabled(timeout=TIMEOUT)
     stopped_at = answer.text_content()
-    page.wait_for_timeout(300)  # a stream still running would add a token every 50 ms
-    assert answer.text_content() == stopped_at and "tok399" not in stopped_at
     # The server saw the hang-up: the upstream stream was cut, not left running.
     wait_for(lambda: any(line.startswith("[INFO] slow: POST /v1/chat/completions 200")
                          and line.endswith("client gone") for line in server.log().splitlines()),
              timeout=10, what="the stopped stream's access line")
+    # By then a stream still read would have added tokens (one every 50 ms).
+    assert answer.text_content() == stopped_at and "tok399" not in stopped_at
 
 
 def test_the_chat_keeps_the_conversation_under_a_system_prompt_as_plain_text(llama_swap, tmp_path, page):
@@ -151,7 +156,7 @@ def test_the_images_tab_shows_the_generated_image(llama_swap, tmp_path, page):
     expect(image).to_have_attribute("src", re.compile(r"^data:image/png;base64,"), timeout=TIMEOUT)
     expect(image).to_have_attribute("alt", "a lighthouse at dusk")
     assert image.evaluate("img => img.decode().then(() => img.naturalWidth)") == 1  # a real PNG, decoded
-    assert "[INFO] painter: POST /v1/images/generations 200" in server.log()
+    logged(server, "[INFO] painter: POST /v1/images/generations 200")
     page.click("#theme")
     shot(page, "playground-images-dark")
 
@@ -167,7 +172,7 @@ def test_the_speech_tab_plays_the_audio_the_model_returned(llama_swap, tmp_path,
     expect(audio).to_have_attribute("src", re.compile(r"^blob:"), timeout=TIMEOUT)
     # The bytes the simulator made of the text (an ID3 tag and 32 SHA-256 digests), intact in the blob.
     assert audio.evaluate("a => fetch(a.src).then(r => r.arrayBuffer()).then(b => b.byteLength)") == 10 + 32 * 32
-    assert "[INFO] voice: POST /v1/audio/speech 200" in server.log()
+    logged(server, "[INFO] voice: POST /v1/audio/speech 200")
     fits_a_phone(page)
     shot(page, "playground-speech-phone")
 
@@ -179,7 +184,7 @@ def test_the_transcription_tab_shows_the_text_of_an_uploaded_file(llama_swap, tm
     transcription.get_by_role("button", name="Transcribe").click()
     expect(transcription.locator(".transcript")).to_have_text("transcribed 1000 bytes of hello.wav with ears",
                                                               timeout=TIMEOUT)
-    assert "[INFO] ears: POST /v1/audio/transcriptions 200" in server.log()
+    logged(server, "[INFO] ears: POST /v1/audio/transcriptions 200")
     shot(page, "playground-transcription")
 
 
@@ -192,7 +197,23 @@ def test_the_rerank_tab_orders_the_documents_by_score(llama_swap, tmp_path, page
     expect(ranked).to_have_count(3, timeout=TIMEOUT)
     expect(ranked.locator(".doc")).to_have_text(["red apple", "a red car", "green pear"])
     expect(ranked.locator(".score")).to_have_text(["1.000", "0.333", "0.000"])
-    assert "[INFO] ranker: POST /v1/rerank 200" in server.log()
+    logged(server, "[INFO] ranker: POST /v1/rerank 200")
     fits_a_phone(page)
     page.click("#theme")
     shot(page, "playground-rerank-phone-dark")
+
+
+def test_a_chat_turn_that_failed_is_kept_on_screen_but_not_sent_again(llama_swap, tmp_path, page):
+    server = llama_swap(capable_config(tmp_path))
+    chat = open_tab(page, server, "chat")
+    expect(chat.locator("select[aria-label=model] option")).to_have_count(1, timeout=TIMEOUT)
+    page.route("**/v1/chat/completions", lambda route: route.abort(), times=1)  # the first turn fails
+    chat.get_by_label("message").fill("lost one")
+    chat.get_by_role("button", name="Send").click()
+    expect(chat.locator(".msg.user.failed")).to_contain_text("lost one", timeout=TIMEOUT)
+    with page.expect_request("**/v1/chat/completions") as second:
+        chat.get_by_label("message").fill("second try")
+        chat.get_by_role("button", name="Send").click()
+    expect(chat.locator(".msg.assistant").last).to_have_text("tok0 tok1 tok2 ", timeout=TIMEOUT)
+    assert [(m["role"], m["content"]) for m in second.value.post_data_json["messages"]] == [("user", "second try")]
+    shot(page, "playground-failed-turn")

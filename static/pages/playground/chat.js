@@ -3,28 +3,27 @@
 // Stop ends the answer where it stands and keeps it; Clear forgets the conversation. Everything a
 // model or a user wrote is shown as text, never as HTML.
 
-import { pieces } from "../../api.js";
-import { el } from "../dom.js";
-import { field, modelPicker, post, runner, waitingFor } from "./common.js";
+import { sseEvents } from "../../api.js";
+import { el, field } from "../dom.js";
+import { modelPicker, post, runner, waitingFor } from "./common.js";
 
 export const id = "chat";
 export const label = "Chat";
 export const flag = null; // offered by every model not only for images, speech, transcription or rerank
 export const hint = "capabilities: {in: [text], out: [text]}";
 
-async function* events(response) {
-  for await (const raw of pieces(response, "\n")) {
-    const line = raw.trim();
-    if (!line.startsWith("data:")) continue;
-    const data = line.slice(5).trim();
-    if (data === "[DONE]") return;
+// The stream's JSON chunks, until its [DONE].
+async function* chunks(response) {
+  for await (const { data } of sseEvents(response)) {
+    if (data === null) continue;
+    if (data.trim() === "[DONE]") return;
     try { yield JSON.parse(data); } catch { /* not JSON: skipped */ }
   }
 }
 
 // Streams one answer into `thinking` (reasoning, loading progress) and `answer` (the content).
 async function stream(response, thinking, answer) {
-  for await (const chunk of events(response)) {
+  for await (const chunk of chunks(response)) {
     if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
     const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
     if (delta.reasoning_content) thinking.textContent += delta.reasoning_content;
@@ -47,11 +46,13 @@ export function build(models) {
     const text = prompt.value.trim();
     if (!text || send.disabled) return;
     prompt.value = "";
-    messages.push({ role: "user", content: text });
+    const asked = { role: "user", content: text };
+    messages.push(asked);
     const turn = messages;
     const thinking = el("div", { class: "msg thinking muted" });
     const answer = el("div", { class: "msg assistant" });
-    history.append(el("div", { class: "msg user" }, text), thinking, answer);
+    const question = el("div", { class: "msg user" }, text);
+    history.append(question, thinking, answer);
     const instructions = system.value.trim();
     const sent = instructions ? [{ role: "system", content: instructions }, ...turn] : [...turn];
     run(async (signal) => {
@@ -60,7 +61,14 @@ export function build(models) {
         status.textContent = ""; // answering, or showing the loading progress
         await stream(response, thinking, answer);
       } finally {
-        if (answer.textContent) turn.push({ role: "assistant", content: answer.textContent });
+        if (answer.textContent) {
+          turn.push({ role: "assistant", content: answer.textContent });
+        } else { // not sent again: two user turns in a row are refused by templates that want them to alternate
+          turn.splice(turn.indexOf(asked), 1);
+          answer.remove();
+          question.classList.add("failed");
+          question.append(el("span", { class: "muted" }, " (no answer: left out of the conversation)"));
+        }
         if (!thinking.textContent) thinking.remove();
       }
     }, waitingFor(model.value));

@@ -1,5 +1,5 @@
 // What the playground's tabs share: the page-scoped session id their requests carry, the model
-// picker, the labelled fields, the runner that sends one request at a time with a Stop button, and
+// picker, the runner that sends one request at a time with a Stop button, and
 // the form of a tab that sends one request and shows its answer.
 
 import { answer, request } from "../../api.js";
@@ -22,11 +22,6 @@ export function modelPicker(models) {
 }
 
 export const waitingFor = (model) => `Waiting for ${model}… (it is started first if it is not running)`;
-
-// A control with its visible label above it.
-export function field(label, control) {
-  return el("label", { class: "field" }, el("span", { class: "muted" }, label), control);
-}
 
 // run(work, waiting): calls work(signal) unless a run is under way, with `go` disabled, Stop enabled
 // and `waiting` shown meanwhile; a failure is shown in `note`, an abort (Stop, abort()) is not.

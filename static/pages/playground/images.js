@@ -1,8 +1,8 @@
 // The Images tab: a prompt and a size to POST v1/images/generations; the images the model returns
 // (as base64 or as URLs) are shown below.
 
-import { el } from "../dom.js";
-import { field, post, tabForm } from "./common.js";
+import { el, field } from "../dom.js";
+import { post, tabForm } from "./common.js";
 
 export const id = "images";
 export const label = "Images";

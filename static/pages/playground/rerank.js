@@ -1,8 +1,8 @@
 // The Rerank tab: a query and documents (one a line) to POST v1/rerank; the documents come back
 // ordered by the model's relevance score, each with its score.
 
-import { el } from "../dom.js";
-import { field, post, tabForm } from "./common.js";
+import { el, field } from "../dom.js";
+import { post, tabForm } from "./common.js";
 
 export const id = "rerank";
 export const label = "Rerank";

@@ -3,8 +3,8 @@
 // since asking starts the model; any voice name can be typed.
 
 import { request } from "../../api.js";
-import { el } from "../dom.js";
-import { field, post, tabForm, waitingFor } from "./common.js";
+import { el, field } from "../dom.js";
+import { post, tabForm, waitingFor } from "./common.js";
 
 export const id = "speech";
 export const label = "Speech";

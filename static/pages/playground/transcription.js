@@ -1,8 +1,8 @@
 // The Transcription tab: an audio file chosen here is sent (multipart: file, model) to
 // POST v1/audio/transcriptions; the text the model heard is shown.
 
-import { el } from "../dom.js";
-import { field, post, tabForm } from "./common.js";
+import { el, field } from "../dom.js";
+import { post, tabForm } from "./common.js";
 
 export const id = "transcription";
 export const label = "Transcription";
