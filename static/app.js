@@ -3,7 +3,7 @@
 //
 // A route is "#/<page>/<rest…>": the page module's render(main, rest) draws it and returns what to
 // call when the page is left (or nothing). A page is drawn again when its rest changes
-// ("#/models" → "#/models/alpha").
+// ("#/models" → "#/models/alpha"), unless it keeps its own sub-route (exports ownsSubRoute).
 
 import { connectFeed, onConnection } from "./api.js";
 import { startProfiles } from "./profile.js";
@@ -29,7 +29,8 @@ function route() {
 
 function show() {
   const [name, ...rest] = route();
-  const key = [name, ...rest].join("/");
+  // A page that keeps its own sub-route in the address (the playground's tab) is not drawn again for it.
+  const key = PAGES[name].ownsSubRoute ? name : [name, ...rest].join("/");
   if (current && current.key === key) return;
   if (current && current.leave) current.leave();
   const main = document.getElementById("page");

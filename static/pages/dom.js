@@ -56,3 +56,27 @@ export function clock(t, seconds = true) {
 export function rate(n) {
   return n === null || n === undefined || n < 0 ? "–" : `${n.toFixed(1)}/s`;
 }
+
+// Redraws `container` with `redraw()` and gives the focus back to the control that had it, found again
+// by its row (the closest element with a data-model or data-id), its cell and its text; when that control
+// is gone or disabled (Load, once the model starts), to the first enabled control of the same cell, else
+// of the row.
+export function keepingFocus(container, redraw) {
+  const focused = document.activeElement;
+  if (!focused || focused === container || !container.contains(focused)) {
+    redraw();
+    return;
+  }
+  const row = focused.closest("[data-model],[data-id]");
+  const where = row ? (row.dataset.model !== undefined ? `[data-model="${CSS.escape(row.dataset.model)}"]`
+    : `[data-id="${CSS.escape(row.dataset.id)}"]`) : null;
+  const label = focused.textContent;
+  const cell = row ? [...row.children].findIndex((child) => child.contains(focused)) : -1;
+  redraw();
+  const again = where && container.querySelector(where);
+  if (!again) return;
+  const enabled = (node) => [...(node?.querySelectorAll("button, a, input, select") || [])].filter((c) => !c.disabled);
+  const controls = enabled(again);
+  const same = controls.find((c) => c.tagName === focused.tagName && c.textContent === label);
+  (same || enabled(again.children[cell])[0] || controls[0])?.focus();
+}

@@ -4,7 +4,7 @@
 
 import { feedState, on, request } from "../api.js";
 import { onProfiles, profileState } from "../profile.js";
-import { el, table } from "./dom.js";
+import { el, keepingFocus, table } from "./dom.js";
 import * as modelPage from "./model.js";
 import { capabilityTags, findModel, modelActions, modelLink, onLoads, stateBadge } from "./modelparts.js";
 
@@ -63,7 +63,7 @@ function listing(main) {
   const body = el("div");
   let selectors = [];
 
-  const draw = () => {
+  const draw = () => keepingFocus(body, () => {
     const local = feedState.models.filter((m) => !m.peerID && (showUnlisted.checked || !m.unlisted || m.state !== "stopped"));
     const peers = feedState.models.filter((m) => m.peerID);
     const { profiles, active } = profileState;
@@ -75,7 +75,7 @@ function listing(main) {
       section("Selectors", selectors.length, table(["selector", "strategy", "targets"], selectors.map(selectorRow))),
       section("Peer models", peers.length, table(["model", "peer", ""], peerRows(peers))),
     ].filter(Boolean));
-  };
+  });
   const fetchSelectors = async () => { // only a config reload changes them, and it sends a profileChanged
     try {
       const listed = (await request("v1/models")).data;

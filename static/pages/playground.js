@@ -26,6 +26,9 @@ function nobody(tab) {
     "Declare it in a model's config, e.g. ", el("code", {}, tab.hint), ".");
 }
 
+// The open tab is kept in the address (#/playground/<tab>) by this page: app.js leaves it to us.
+export const ownsSubRoute = true;
+
 export function render(main, rest) {
   const note = el("p", { class: "note", role: "alert" });
   const leaves = [];

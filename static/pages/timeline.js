@@ -10,29 +10,17 @@
 // words.
 
 import { feedState, on, onConnection, request } from "../api.js";
-import { el, ms } from "./dom.js";
+import { clock, el, ms, svg, table } from "./dom.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const WINDOWS = [["fit", 0], ["5 min", 300], ["15 min", 900], ["1 hour", 3600]]; // 0: from the first entry to now
 const LANE = 26, QUEUE = 56, AXIS = 18, LABEL = 110; // px
 const HOUR = 3600 * 1000;
 const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800].map((s) => s * 1000); // tick spacings
 const IDLE = new Set(["stopped", "shutdown"]); // states a lane draws nothing for
 
-function svg(tag, attrs = {}, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
-  node.append(...children);
-  return node;
-}
-
 function titled(node, text) {
   node.append(svg("title", {}, text));
   return node;
-}
-
-function clock(t) {
-  return new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
 export function causeText(cause) {
@@ -204,13 +192,11 @@ function summary(history, models, since) {
 function swapTable(history) {
   const swaps = [...history.swaps.values()].sort((a, b) => b.id - a.id);
   if (!swaps.length) return el("p", { class: "muted" }, "no swap in the last hour");
-  return el("table", { class: "swaps" },
-    el("thead", {}, el("tr", {}, ["began", "model", "stopped for it", "cause", "took", ""].map((h) => el("th", {}, h)))),
-    el("tbody", {}, swaps.map((s) => el("tr", { "data-swap": s.id },
-      el("td", {}, clock(Date.parse(s.began))), el("td", {}, s.model),
-      el("td", {}, s.evict.join(", ") || "–"), el("td", {}, causeText(s.cause)),
-      el("td", {}, s.seconds === null ? "running…" : ms(Math.round(s.seconds * 1000))),
-      el("td", { class: s.error ? "note" : "muted" }, s.error || (s.ended ? "ok" : ""))))));
+  return table(["began", "model", "stopped for it", "cause", "took", ""], swaps.map((s) => el("tr", { "data-swap": s.id },
+    el("td", {}, clock(Date.parse(s.began))), el("td", {}, s.model),
+    el("td", {}, s.evict.join(", ") || "–"), el("td", {}, causeText(s.cause)),
+    el("td", {}, s.seconds === null ? "running…" : ms(Math.round(s.seconds * 1000))),
+    el("td", { class: s.error ? "note" : "muted" }, s.error || (s.ended ? "ok" : "")))), { class: "swaps" });
 }
 
 // ------------------------------------------------------------------------------------ the page

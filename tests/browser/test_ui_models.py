@@ -49,6 +49,16 @@ def test_the_models_page_shows_each_model_live_unloads_and_loads_one(llama_swap,
     expect(alpha.locator(".state")).to_have_text("ready", timeout=TIMEOUT)
     assert server.state_of("alpha") == "ready"
 
+    # From the keyboard: the rows are drawn again at each state change, and the focus stays in beta's row
+    # (on Unload once Load is disabled), so Enter again unloads what Enter loaded.
+    beta = page.locator('tr[data-model="beta"]')
+    beta.get_by_role("button", name="Load", exact=True).focus()
+    page.keyboard.press("Enter")
+    expect(beta.locator(".state")).to_have_text("ready", timeout=TIMEOUT)
+    expect(beta.get_by_role("button", name="Unload")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(beta.locator(".state")).to_have_text("stopped", timeout=TIMEOUT)
+
 
 def test_a_manual_load_waits_as_queued_while_another_model_is_busy_and_can_be_cancelled(llama_swap, tmp_path, page):
     server = llama_swap("healthCheckTimeout: 15\nmodels:\n"

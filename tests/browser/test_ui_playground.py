@@ -144,6 +144,8 @@ def test_each_tab_offers_the_models_that_declare_it_and_the_arrow_keys_move_betw
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
     expect(page.get_by_role("tab", name="Transcription")).to_be_focused()
+    page.locator('nav a[data-page="playground"]').click()  # the page is not drawn again: the tab stays
+    expect(page.get_by_role("tab", name="Transcription")).to_have_attribute("aria-selected", "true")
     shot(page, "playground-no-model")
 
 
