@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import TIMEOUT, chat, config, shot
 from tests.helpers.prefix_proxy import PrefixProxy
+from tests.helpers.server import fake_cmd
 
 PREFIX = "/llama"
 
@@ -51,6 +52,32 @@ def chat_in_playground(page, model: str = "alpha") -> None:
     expect(panel.locator(".msg.assistant").last).to_have_text("tok0 tok1 tok2 ", timeout=TIMEOUT)
 
 
+def tour_every_page(page, name: str) -> None:
+    """Visit every page from the header, as a user does, and see each one's data: alpha has answered a chat
+    before, so there is a request, a swap and log lines to show. Ends on the playground, after a chat."""
+    visit(page, "activity")
+    expect(page.locator("tr[data-id]").first).to_contain_text("/v1/chat/completions", timeout=TIMEOUT)
+    shot(page, f"{name}-activity")
+    visit(page, "timeline")
+    expect(page.locator("table.swaps")).to_contain_text("alpha", timeout=TIMEOUT)
+    visit(page, "models")
+    expect(page.locator('tr[data-model="alpha"] .state')).to_have_text("ready", timeout=TIMEOUT)
+    page.locator('tr[data-model="alpha"]').get_by_role("link", name="alpha").click()
+    expect(page.locator("dl.details")).to_contain_text("Alpha model", timeout=TIMEOUT)
+    expect(page.locator("tr[data-id]").first).to_contain_text("/v1/chat/completions", timeout=TIMEOUT)
+    expect(page.locator("pre.log")).to_contain_text("request: POST /v1/chat/completions", timeout=TIMEOUT)
+    shot(page, f"{name}-model-page")
+    visit(page, "logs")
+    expect(page.locator("pre.log")).to_contain_text("llama-swap ready", timeout=TIMEOUT)
+    visit(page, "performance")
+    expect(page.locator("main svg").first).to_be_visible(timeout=TIMEOUT)
+    visit(page, "hardware")
+    expect(page.locator("section.hw-card").first).to_be_visible(timeout=TIMEOUT)
+    visit(page, "playground")
+    chat_in_playground(page)
+    shot(page, f"{name}-playground")
+
+
 # ------------------------------------------------------------------------------------ at a sub-path
 
 
@@ -62,27 +89,7 @@ def test_every_page_loads_its_data_through_a_sub_path_and_nothing_outside_it(lla
 
     page.goto(proxy.url(f"{PREFIX}/ui/"))
     live(page)
-    expect(page.locator("tr[data-id]").first).to_contain_text("/v1/chat/completions", timeout=TIMEOUT)
-    shot(page, "subpath-activity")
-    visit(page, "timeline")
-    expect(page.locator("table.swaps")).to_contain_text("alpha", timeout=TIMEOUT)
-    visit(page, "models")
-    expect(page.locator('tr[data-model="alpha"] .state')).to_have_text("ready", timeout=TIMEOUT)
-    page.locator('tr[data-model="alpha"]').get_by_role("link", name="alpha").click()
-    expect(page.locator("dl.details")).to_contain_text("Alpha model", timeout=TIMEOUT)
-    expect(page.locator("tr[data-id]").first).to_contain_text("/v1/chat/completions", timeout=TIMEOUT)
-    expect(page.locator("pre.log")).to_contain_text("request: POST /v1/chat/completions", timeout=TIMEOUT)
-    shot(page, "subpath-model-page")
-    visit(page, "logs")
-    expect(page.locator("pre.log")).to_contain_text("llama-swap ready", timeout=TIMEOUT)
-    visit(page, "playground")
-    chat_in_playground(page)
-    shot(page, "subpath-playground")
-    visit(page, "performance")
-    expect(page.locator("main svg").first).to_be_visible(timeout=TIMEOUT)
-    visit(page, "hardware")
-    expect(page.locator("section.hw-card").first).to_be_visible(timeout=TIMEOUT)
-    shot(page, "subpath-hardware")
+    tour_every_page(page, "subpath")
 
     assert proxy.outside_prefix() == []
     asked = {path.split("?")[0] for path in proxy.paths}
@@ -121,3 +128,60 @@ def test_the_sub_paths_root_leads_to_the_ui_under_it(llama_swap, tmp_path, page,
     shot(page, "subpath-root")
     assert proxy.outside_prefix() == []
     expect(page).to_have_url(proxy.url(f"{PREFIX}/ui/"))
+
+
+# ---------------------------------------------------------------------------------------- API keys
+
+KEY = "sk-deploy-test"
+
+
+def keyed_config(tmp_path) -> str:
+    """config() behind a key, plus a model that transcribes."""
+    return config(tmp_path, f"apiKeys: [{KEY}]\n") + (
+        f"  ears:\n    cmd: {fake_cmd('ears', tmp_path, '--tokens 3')}\n"
+        "    capabilities: {in: [audio], out: [text]}\n")
+
+
+def count_key_prompts(page) -> None:
+    """From the next load on, window.keyPrompts counts the times the key dialog is shown."""
+    page.add_init_script("""
+        window.keyPrompts = 0;
+        const showModal = HTMLDialogElement.prototype.showModal;
+        HTMLDialogElement.prototype.showModal = function () { window.keyPrompts++; return showModal.call(this); };
+    """)
+
+
+def give_key(page, key: str) -> None:
+    expect(page.locator("#key-dialog")).to_be_visible(timeout=TIMEOUT)
+    page.locator("#key-input").fill(key)
+    page.get_by_role("button", name="Use it").click()
+
+
+@pytest.mark.parametrize("wrong_keys", [1, 2])
+def test_behind_a_key_a_wrong_key_is_asked_again_and_then_every_page_works(llama_swap, tmp_path, page,
+                                                                            wrong_keys):
+    server = llama_swap(keyed_config(tmp_path))
+    chat(server, "alpha", {"Authorization": f"Bearer {KEY}"})
+    count_key_prompts(page)
+    page.goto(server.url("/ui/#/hardware"))  # a page that asks for its data once
+    for attempt in range(wrong_keys):
+        give_key(page, f"sk-wrong-{attempt}")
+        page.wait_for_function(f"window.keyPrompts === {attempt + 2}", timeout=TIMEOUT)  # asked again
+        expect(page.locator("#key-dialog")).to_contain_text("refused")
+        shot(page, f"key-wrong-{wrong_keys}")
+    give_key(page, KEY)
+    expect(page.locator("#key-dialog")).not_to_be_visible(timeout=TIMEOUT)
+    expect(page.locator("section.hw-card").first).to_be_visible(timeout=TIMEOUT)
+    live(page)
+
+    tour_every_page(page, f"key-after-{wrong_keys}-wrong")
+    page.get_by_role("tab", name="Transcription").click()
+    panel = page.get_by_role("tabpanel")
+    panel.get_by_label("audio file").set_input_files(
+        {"name": "hello.wav", "mimeType": "audio/wav", "buffer": b"RIFF" + bytes(996)})
+    panel.get_by_role("button", name="Transcribe").click()
+    expect(panel.locator(".transcript")).to_have_text("transcribed 1000 bytes of hello.wav with ears",
+                                                      timeout=TIMEOUT)
+    shot(page, f"key-after-{wrong_keys}-wrong-transcription")
+    assert page.evaluate("window.keyPrompts") == wrong_keys + 1, "the right key was asked for again"
+    assert page.evaluate("localStorage.getItem('llama-swap.api-key')") == KEY
