@@ -1,11 +1,13 @@
 // A live log in a <pre class="log">: its last lines (kept raw, drawn in their ANSI colours), filtered by
-// text, paused, cleared; and followLog, which reads a /logs/stream/… into one until its signal aborts.
+// text, paused, cleared; and followLog, which reads a /logs/stream/… into one (again whenever it drops)
+// until its signal aborts.
 
 import { pieces, request } from "../api.js";
 import { AnsiRenderer, stripAnsi } from "./ansi.js";
 import { el } from "./dom.js";
 
 const KEEP = 5000; // lines
+const RETRY_MS = 1000;
 
 export function logView(label) {
   const pre = el("pre", { class: "log", tabindex: "0", "aria-label": label });
@@ -59,12 +61,32 @@ export function logView(label) {
   };
 }
 
+// Reads `path` into `view` until `signal` aborts. A stream that ends or breaks (the server restarted, a
+// proxy dropped it) is read again a moment later, the view drawn anew from the backlog the server sends
+// first; a refusal (an unknown log) is shown and not asked again.
 export async function followLog(path, view, signal) {
-  try {
-    const response = await request(path, { raw: true, signal });
-    if (!response.ok) throw new Error(`${response.status}: ${await response.text()}`);
-    for await (const line of pieces(response, "\n")) view.add(line);
-  } catch (error) {
-    if (!signal.aborted) view.note(`log stream: ${error.message || error}`);
+  let told = false; // the view says the stream is down: once an outage, not once a retry
+  const down = (why) => {
+    if (!told && !signal.aborted) view.note(`log stream ${why}: reconnecting…`);
+    told = true;
+  };
+  while (!signal.aborted) {
+    try {
+      const response = await request(path, { raw: true, signal });
+      if (!response.ok) {
+        view.note(`log stream: ${response.status}: ${await response.text()}`);
+        return;
+      }
+      view.clear();
+      told = false;
+      for await (const line of pieces(response, "\n")) view.add(line);
+      down("ended");
+    } catch (error) {
+      down(`failed (${error.message || error})`);
+    }
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, RETRY_MS);
+      signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+    });
   }
 }

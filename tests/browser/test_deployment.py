@@ -185,3 +185,51 @@ def test_behind_a_key_a_wrong_key_is_asked_again_and_then_every_page_works(llama
     shot(page, f"key-after-{wrong_keys}-wrong-transcription")
     assert page.evaluate("window.keyPrompts") == wrong_keys + 1, "the right key was asked for again"
     assert page.evaluate("localStorage.getItem('llama-swap.api-key')") == KEY
+
+
+# ---------------------------------------------------------------------------------------- reconnect
+
+
+def test_a_cut_event_stream_reconnects_by_itself_and_the_models_page_catches_up(llama_swap, tmp_path, page,
+                                                                              prefix_proxy):
+    server = llama_swap(config(tmp_path))
+    proxy = prefix_proxy(server)
+    page.goto(proxy.url(f"{PREFIX}/ui/#/models"))
+    live(page)
+    alpha = page.locator('tr[data-model="alpha"] .state')
+    expect(alpha).to_have_text("stopped", timeout=TIMEOUT)
+
+    proxy.refused.add("/api/events")  # the server is out of reach for the feed...
+    assert proxy.cut("/api/events") == 1
+    expect(page.locator("#connection")).to_have_text("reconnecting…", timeout=TIMEOUT)
+    chat(server, "alpha")  # ...while alpha is loaded
+    shot(page, "reconnecting")
+    proxy.refused.clear()
+    live(page)
+    expect(alpha).to_have_text("ready", timeout=TIMEOUT)
+    shot(page, "reconnected")
+
+
+def test_after_a_server_restart_the_ui_reconnects_and_its_logs_follow_the_new_server(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    chat(server, "alpha")
+    page.goto(server.url("/ui/#/models"))
+    live(page)
+    alpha = page.locator('tr[data-model="alpha"] .state')
+    expect(alpha).to_have_text("ready", timeout=TIMEOUT)
+    log_page = page.context.new_page()  # a second tab, on the proxy's log
+    log_page.goto(server.url("/ui/#/logs"))
+    expect(log_page.locator("pre.log")).to_contain_text("llama-swap ready", timeout=TIMEOUT)
+
+    server.stop()
+    expect(page.locator("#connection")).to_have_text("reconnecting…", timeout=TIMEOUT)
+    expect(log_page.locator("pre.log")).to_contain_text("log stream ended: reconnecting…", timeout=TIMEOUT)
+    server.start()  # the same port, a new server: alpha is not running there
+    live(page)
+    expect(alpha).to_have_text("stopped", timeout=TIMEOUT)
+    chat(server, "alpha")
+    expect(alpha).to_have_text("ready", timeout=TIMEOUT)
+    shot(page, "restarted-models")
+    restarted = server.starts("alpha")[-1]
+    expect(log_page.locator("pre.log")).to_contain_text(f"alpha: ready, pid {restarted}", timeout=TIMEOUT)
+    shot(log_page, "restarted-logs")

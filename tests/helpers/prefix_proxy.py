@@ -5,8 +5,9 @@ reached at ``http://<proxy>/llama/ui/``, and anything it asks outside
 ``/llama/`` is answered 404, as another site's path would be. The proxy
 records every path it is asked (``paths``), streams each response body as
 it arrives (so ``/api/events`` and ``/logs/stream`` stay live), counts the
-responses still streaming (``streaming``) and can cut them all (``cut``), the
-way a proxy reload or a dropped network does. A client that hangs up ends
+responses still streaming (``streaming``) and can cut them (``cut``), the
+way a proxy reload or a dropped network does, and keep refusing new ones
+(``refused``: path prefixes answered 502, as while the server is away). A client that hangs up ends
 its upstream request at once, as a real proxy does, so the count is of the
 streams the browser really holds open.
 """
@@ -29,6 +30,7 @@ class PrefixProxy:
         self.target_port = target_port
         self.prefix = prefix
         self.paths: list[str] = []  # every request's path (with its query), in order
+        self.refused: set[str] = set()  # paths starting with one of these (after the prefix) get a 502
         self._lock = threading.Lock()
         self._streams: dict[int, tuple[str, socket.socket, http.client.HTTPConnection]] = {}
         self._clients: set[socket.socket] = set()
@@ -136,13 +138,17 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.startswith(proxy.prefix + "/"):
             self._answer(404, b"not under " + proxy.prefix.encode() + b"/\n")
             return
+        path = self.path[len(proxy.prefix):]
+        if any(path.startswith(refused) for refused in set(proxy.refused)):
+            self._answer(502, b"bad gateway: refused by the test\n")
+            return
         headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
         headers["X-Forwarded-For"] = self.client_address[0]
         headers["X-Forwarded-Prefix"] = proxy.prefix
         upstream = http.client.HTTPConnection("127.0.0.1", proxy.target_port)
         try:
             try:
-                upstream.request(self.command, self.path[len(proxy.prefix):], body=body or None, headers=headers)
+                upstream.request(self.command, path, body=body or None, headers=headers)
                 response = upstream.getresponse()
             except OSError as error:
                 self._answer(502, f"bad gateway: {error}\n".encode())
