@@ -5,7 +5,7 @@
 import { feedState, on, request } from "../api.js";
 import { el, ms, rate, table } from "./dom.js";
 import { followLog, logView } from "./logview.js";
-import { capabilityTags, modelActions, onLoads, stateBadge } from "./modelparts.js";
+import { capabilityTags, modelActions, modelPath, onLoads, stateBadge } from "./modelparts.js";
 
 const RECENT = 20;
 
@@ -49,7 +49,7 @@ export function render(main, id) {
     logSection.hidden = Boolean(model.peerID); // a peer's model logs on its peer
     if (!model.peerID && !following) {
       following = true;
-      followLog(`logs/stream/${encodeURI(id)}`, log, leaving.signal);
+      followLog(`logs/stream/${modelPath(id)}`, log, leaving.signal);
     }
   };
   const fetchActivity = async () => {

@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import TIMEOUT, chat, config, shot
 from tests.helpers.prefix_proxy import PrefixProxy
-from tests.helpers.server import fake_cmd
+from tests.helpers.server import fake_cmd, wait_for
 
 PREFIX = "/llama"
 
@@ -233,3 +233,59 @@ def test_after_a_server_restart_the_ui_reconnects_and_its_logs_follow_the_new_se
     restarted = server.starts("alpha")[-1]
     expect(log_page.locator("pre.log")).to_contain_text(f"alpha: ready, pid {restarted}", timeout=TIMEOUT)
     shot(log_page, "restarted-logs")
+
+
+# ------------------------------------------------------------------------------ what users run into
+
+AWKWARD = ["org/model", "my model", "c#1", "what?", "50%"]  # model ids a URL must escape
+
+
+def awkward_config(tmp_path) -> str:
+    models = "".join(f'  "{name}":\n    cmd: {fake_cmd(f"m{index}", tmp_path, "--tokens 3")}\n'
+                     for index, name in enumerate(AWKWARD))
+    return f"healthCheckTimeout: 15\nmodels:\n{models}"
+
+
+@pytest.mark.parametrize("model", AWKWARD)
+def test_a_model_id_a_url_must_escape_loads_unloads_and_has_its_page_and_log(llama_swap, tmp_path, page, model):
+    server = llama_swap(awkward_config(tmp_path))
+    page.goto(server.url("/ui/#/models"))
+    row = page.locator(f'tr[data-model="{model}"]')
+    expect(row).to_be_visible(timeout=TIMEOUT)
+    row.get_by_role("button", name="Load", exact=True).click()
+    expect(row.locator(".state")).to_have_text("ready", timeout=TIMEOUT)
+    assert server.state_of(model) == "ready"
+
+    row.get_by_role("link", name=model).click()
+    expect(page.locator("h1")).to_have_text(model)
+    expect(page.locator("dl.details")).to_contain_text("ready", timeout=TIMEOUT)
+    expect(page.locator("pre.log")).to_contain_text("listening", timeout=TIMEOUT)  # its upstream's own log
+    page.reload()  # the address alone brings the page back
+    expect(page.locator("h1")).to_have_text(model)
+    expect(page.locator("dl.details")).to_contain_text("ready", timeout=TIMEOUT)
+    shot(page, "awkward-model-page-" + str(AWKWARD.index(model)))
+    page.get_by_role("button", name="Unload").click()
+    expect(page.locator("dl.details")).to_contain_text("stopped", timeout=TIMEOUT)
+    assert server.state_of(model) is None
+
+    page.goto(server.url("/ui/#/logs"))
+    page.get_by_label("which log").select_option(model)
+    expect(page.locator("pre.log")).to_contain_text("listening", timeout=TIMEOUT)
+
+
+def test_pages_left_and_revisited_do_not_pile_up_streams(llama_swap, tmp_path, page, prefix_proxy):
+    server = llama_swap(config(tmp_path))
+    proxy = prefix_proxy(server)
+    page.goto(proxy.url(f"{PREFIX}/ui/#/models/alpha"))
+    live(page)
+    for _ in range(20):
+        page.goto(proxy.url(f"{PREFIX}/ui/#/models/alpha"))
+        expect(page.locator("dl.details")).to_contain_text("Alpha model", timeout=TIMEOUT)
+        visit(page, "logs")
+        expect(page.locator("pre.log")).to_contain_text("llama-swap ready", timeout=TIMEOUT)
+        visit(page, "activity")
+    chat(server, "alpha")  # everything still answers: the browser's six connections are not all held
+    expect(page.locator("tr[data-id]").first).to_contain_text("/v1/chat/completions", timeout=TIMEOUT)
+    shot(page, "revisited")
+    wait_for(lambda: proxy.streaming("/logs/stream") == 0, timeout=5, what="every log stream to close")
+    assert proxy.streaming("/api/events") == 1
