@@ -4,6 +4,7 @@ dropped event stream, with awkward model ids, and left open for a long time."""
 from __future__ import annotations
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
 from tests.browser.conftest import TIMEOUT, chat, config, shot
@@ -289,3 +290,15 @@ def test_pages_left_and_revisited_do_not_pile_up_streams(llama_swap, tmp_path, p
     shot(page, "revisited")
     wait_for(lambda: proxy.streaming("/logs/stream") == 0, timeout=5, what="every log stream to close")
     assert proxy.streaming("/api/events") == 1
+
+
+def test_a_very_long_log_line_wraps_within_a_phone_screen(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    long_path = "/" + "x" * 3000 + "-end"  # one unbroken word, as a base64 blob in a log would be
+    requests.get(server.url("/upstream/alpha" + long_path), timeout=30)  # alpha's log has the path
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.goto(server.url("/ui/#/models/alpha"))
+    expect(page.locator("pre.log")).to_contain_text("x" * 3000 + "-end", timeout=TIMEOUT)
+    shot(page, "long-log-line-phone")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "the page scrolls sideways"
+    assert page.locator("pre.log").evaluate("pre => pre.scrollWidth <= pre.clientWidth"), "the log scrolls sideways"
