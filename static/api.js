@@ -13,17 +13,22 @@ export function apiUrl(path) {
   return new URL("../" + path.replace(/^\//, ""), document.baseURI).toString();
 }
 
-function headers(extra = {}) {
-  const key = localStorage.getItem(KEY);
+function headers(key, extra = {}) {
   return key ? { ...extra, Authorization: "Bearer " + key } : extra;
 }
 
+// Called on a 401 to a request sent with `refused` (the stored key then, or null): resolves once another
+// key is stored. At once when one already is (another request's prompt replaced it meanwhile); else the
+// dialog asks, saying so when a key was refused. Requests refused together share one prompt.
 let asking = null;
-function askForKey() {
+function askForKey(refused) {
+  if (localStorage.getItem(KEY) !== refused) return Promise.resolve();
   if (!asking) {
     asking = new Promise((resolve) => {
       const dialog = document.getElementById("key-dialog");
       const input = document.getElementById("key-input");
+      document.getElementById("key-refused").hidden = !refused;
+      input.value = "";
       dialog.addEventListener("close", () => {
         if (input.value) localStorage.setItem(KEY, input.value);
         asking = null;
@@ -36,20 +41,19 @@ function askForKey() {
 }
 
 // ``body``: sent as JSON, or as it is when it is a FormData (multipart, the browser sets its boundary).
+// Refused for its key, a request is sent again with each key the user gives, until one is accepted.
 export async function request(path, { method = "GET", body, raw = false, signal, headers: extra = {} } = {}) {
   const json = body !== undefined && !(body instanceof FormData);
-  for (let attempt = 0; attempt < 3; attempt++) {
+  for (;;) {
+    signal?.throwIfAborted();
+    const key = localStorage.getItem(KEY);
     const init = { method, credentials: "omit", signal,
-                   headers: headers(json ? { ...extra, "Content-Type": "application/json" } : extra) };
+                   headers: headers(key, json ? { ...extra, "Content-Type": "application/json" } : extra) };
     if (body !== undefined) init.body = json ? JSON.stringify(body) : body;
     const response = await fetch(apiUrl(path), init);
-    if (response.status === 401) {
-      await askForKey();
-      continue;
-    }
-    return raw ? response : answer(response);
+    if (response.status !== 401) return raw ? response : answer(response);
+    await askForKey(key);
   }
-  throw new Error("unauthorized: the API key was refused");
 }
 
 // A response's JSON (or text); when it is an error, thrown with the server's message (the error's
@@ -167,10 +171,11 @@ export async function* sseEvents(response) {
 }
 
 async function readFeed() {
+  const key = localStorage.getItem(KEY);
   const extra = feedState.lastId ? { "Last-Event-ID": feedState.lastId } : {};
-  const response = await fetch(apiUrl("api/events"), { headers: headers(extra), credentials: "omit" });
+  const response = await fetch(apiUrl("api/events"), { headers: headers(key, extra), credentials: "omit" });
   if (response.status === 401) {
-    await askForKey();
+    await askForKey(key);
     return;
   }
   if (!response.ok || !response.body) throw new Error("events: " + response.status);

@@ -5,6 +5,7 @@
 import { feedState, on } from "../api.js";
 import { el } from "./dom.js";
 import { followLog, logView } from "./logview.js";
+import { modelPath } from "./modelparts.js";
 
 const SOURCES = [["proxy", "proxy"], ["upstream", "upstream (every model)"], ["", "combined (as on stdout)"]];
 
@@ -32,7 +33,7 @@ export function render(main, rest) {
     if (controller) controller.abort();
     controller = new AbortController();
     view.clear();
-    followLog(chosen ? `logs/stream/${encodeURI(chosen)}` : "logs/stream", view, controller.signal);
+    followLog(chosen ? `logs/stream/${modelPath(chosen)}` : "logs/stream", view, controller.signal);
   };
   const refreshSources = () => { // the model list may arrive (or change) after the page is drawn
     if (listed === localModels().join("\n")) return;

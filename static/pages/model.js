@@ -5,7 +5,7 @@
 import { feedState, on, request, throttled } from "../api.js";
 import { clock, el, ms, rate, table } from "./dom.js";
 import { followLog, logView } from "./logview.js";
-import { capabilityTags, modelActions, onLoads, stateBadge } from "./modelparts.js";
+import { capabilityTags, modelActions, modelPath, onLoads, stateBadge } from "./modelparts.js";
 
 const RECENT = 20;
 const REFRESH_MS = 1500; // requests finishing faster than this are fetched together
@@ -50,7 +50,7 @@ export function render(main, id) {
     logSection.hidden = Boolean(model.peerID); // a peer's model logs on its peer
     if (!model.peerID && !following) {
       following = true;
-      followLog(`logs/stream/${encodeURI(id)}`, log, leaving.signal);
+      followLog(`logs/stream/${modelPath(id)}`, log, leaving.signal);
     }
   };
   const names = () => [id, ...(feedState.models.find((m) => m.id === id)?.aliases || [])];

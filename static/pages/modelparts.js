@@ -21,8 +21,14 @@ function loadsChanged() {
   loadWatchers.forEach((callback) => callback());
 }
 
+// A model id as URL path segments: each escaped ("#", "?", "%"…), its slashes kept (the server reads
+// "org/model" from the segments, as llama-swap does).
+export function modelPath(id) {
+  return id.split("/").map(encodeURIComponent).join("/");
+}
+
 export function modelHref(id) {
-  return "#/models/" + id.split("/").map(encodeURIComponent).join("/");
+  return "#/models/" + modelPath(id);
 }
 
 export function modelLink(id, text = id) {
@@ -59,7 +65,7 @@ async function load(id, note) {
   loads.set(id, controller);
   loadsChanged();
   try {
-    await request(`upstream/${encodeURI(id)}/?_=${Date.now()}`, { raw: true, signal: controller.signal });
+    await request(`upstream/${modelPath(id)}/?_=${Date.now()}`, { raw: true, signal: controller.signal });
   } catch (error) {
     if (!controller.signal.aborted) note.textContent = `load ${id}: ${error.message || error}`;
   } finally {
@@ -70,7 +76,7 @@ async function load(id, note) {
 
 async function unload(id, note) {
   try {
-    await request(`api/models/unload/${encodeURI(id)}`, { method: "POST" });
+    await request(`api/models/unload/${modelPath(id)}`, { method: "POST" });
   } catch (error) {
     note.textContent = `unload ${id}: ${error.message || error}`;
   }

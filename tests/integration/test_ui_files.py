@@ -16,7 +16,7 @@ def test_the_app_page_its_files_and_its_fallback(llama_swap, tmp_path):
 
     page = requests.get(server.url("/ui/"), timeout=5)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
-    assert '<script type="module" src="app.js">' in page.text
+    assert '<script type="module">import "./app.js";</script>' in page.text
     for name in ("app.js", "api.js", "pages/models.js", "pages/activity.js", "pages/logs.js", "pages/playground.js"):
         script = requests.get(server.url(f"/ui/{name}"), timeout=5)
         assert script.status_code == 200 and "javascript" in script.headers["Content-Type"], name
