@@ -30,7 +30,7 @@ INVALID_LOGGER = "invalid logger. Use 'proxy', 'upstream' or a model's ID"
 @bp.get("/logs")
 def history() -> Response:
     if "text/html" in request.headers.get("Accept", ""):
-        return redirect("/ui/", code=302)
+        return redirect("ui/", code=302)  # relative: right behind a sub-path proxy
     return Response(current().observatory.logs.mux.history(), mimetype="text/plain")
 
 

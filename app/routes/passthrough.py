@@ -171,7 +171,7 @@ def comfyui_websocket(rest: str = "") -> Response:
 @bp.get("/upstream")
 def upstream_index() -> Response:
     # llama-swap sends this to its UI's model list; so does ours (the app page routes /ui/models).
-    return redirect("/ui/models", code=302)
+    return redirect("ui/models", code=302)  # relative: right behind a sub-path proxy
 
 
 # Rules keep double slashes: the path after the model is the upstream's to judge.

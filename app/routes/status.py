@@ -17,7 +17,7 @@ def health() -> Response:
 
 @bp.get("/")
 def root() -> Response:
-    return redirect("/ui/", code=302)
+    return redirect("ui/", code=302)  # relative: right behind a sub-path proxy
 
 
 @bp.get("/running")

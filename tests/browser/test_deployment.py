@@ -120,8 +120,6 @@ def test_a_sub_path_address_without_a_trailing_slash_or_a_bookmarked_page_works(
     assert refused == [], "the page's own files or data were not found"
 
 
-@pytest.mark.xfail(strict=True, reason="server: GET / redirects to the absolute /ui/ (app/routes/status.py), "
-                                       "which leaves the proxy's sub-path; a relative 'ui/' would stay in it")
 def test_the_sub_paths_root_leads_to_the_ui_under_it(llama_swap, tmp_path, page, prefix_proxy):
     server = llama_swap(config(tmp_path))
     proxy = prefix_proxy(server)

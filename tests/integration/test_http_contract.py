@@ -107,7 +107,7 @@ def test_health_and_root(llama_swap, tmp_path):
     r = requests.get(server.url("/health"), timeout=5)
     assert (r.status_code, r.text) == (200, "OK")
     r = requests.get(server.url("/"), allow_redirects=False, timeout=5)
-    assert (r.status_code, r.headers["Location"]) == (302, "/ui/")
+    assert (r.status_code, r.headers["Location"]) == (302, "ui/")
 
 
 def test_a_bad_config_fails_at_start_naming_the_key(tmp_path):

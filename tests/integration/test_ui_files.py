@@ -10,7 +10,7 @@ from tests.helpers.server import fake_cmd
 def test_the_app_page_its_files_and_its_fallback(llama_swap, tmp_path):
     server = llama_swap(f"models:\n  m:\n    cmd: {fake_cmd('m', tmp_path)}\n")
     root = requests.get(server.url("/"), allow_redirects=False, timeout=5)
-    assert (root.status_code, root.headers["Location"]) == (302, "/ui/")
+    assert (root.status_code, root.headers["Location"]) == (302, "ui/")
     bare = requests.get(server.url("/ui"), allow_redirects=False, timeout=5)
     assert (bare.status_code, bare.headers["Location"]) == (302, "ui/")  # relative: right behind a sub-path proxy
 
