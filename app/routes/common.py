@@ -4,7 +4,7 @@
 notes the arrival time, which an exchange's timings count from, and sets
 TCP_NODELAY on the client socket (gunicorn writes headers and body in
 separate sends: without it a delayed-ACK client would stall the body
-~40 ms).
+~40 ms). ``refuse_connect`` answers ``CONNECT`` before any route sees it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from typing import Generator, Iterator
 from urllib.parse import quote, urlsplit
 
-from flask import request
+from flask import Response, request
+from werkzeug.exceptions import MethodNotAllowed
 
-from app.errors import Refusal, status_and_code
+from app.errors import Refusal, error_response, status_and_code
 from app.observe.exchange import Exchange
 from app.runtime.server import Server
 
@@ -32,6 +33,22 @@ def stamp_arrival() -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+
+def refuse_connect() -> Response | None:
+    """``CONNECT`` asks for a tunnel, which no resource here gives: 405, ``Allow`` naming what the path takes.
+
+    The authority form (``CONNECT host:443``) names no resource at all: its
+    ``Allow`` is empty. Left to routing it would be a 404 (and a 405 for a
+    known path), as if the server had never heard of the method.
+    """
+    if request.method != "CONNECT":
+        return None
+    routing = request.routing_exception
+    allowed = list(routing.valid_methods or ()) if isinstance(routing, MethodNotAllowed) else []
+    response = error_response(405, "CONNECT is not supported: this server is no tunnel")
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
 
 
 def open_exchange(server: Server, model: str, path: str, *, peer: str | None = None,
