@@ -43,6 +43,24 @@ def raw_request(port: int, method: str, target: str | bytes, headers: dict[str, 
     return RawAnswer(int(status_line.split(" ")[1]), parsed, rest)
 
 
+def raw_status(port: int, method: str, target: str, headers: dict[str, str] | None = None,
+               timeout: float = 30.0) -> int:
+    """The status of ``method target`` (no body), read from the status line alone: a stream's body is never awaited."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if method in ("POST", "PUT", "PATCH", "DELETE"):
+        lines.append("Content-Length: 0")
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        received = b""
+        while b"\r\n" not in received:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    return int(received.split(b" ", 2)[1])
+
+
 def _dechunk(data: bytes) -> bytes:
     out = b""
     while data:
