@@ -21,8 +21,9 @@ import os
 import signal
 
 bind = os.environ.get("LLAMA_SWAP_BIND", "0.0.0.0:8080")
-worker_class = "gevent"
+worker_class = "app.worker.GeventWorker"  # gevent's, closing a refused connection without a reset
 workers = 1
+limit_request_line = 8190  # gunicorn's most (its default is 4094); a longer URL is a 414
 worker_connections = 10000  # /api/events subscribers hold one each, for hours
 timeout = 120  # heartbeat of a stuck worker, not a request timeout (gevent requests can stream for hours)
 graceful_timeout = 10

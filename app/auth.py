@@ -6,7 +6,9 @@ Mirrors llama-swap's ``internal/server/auth.go`` and the routes it wraps:
   permissive headers, before (and whatever) the key check: browsers never
   attach credentials to a preflight. Other responses get no CORS headers from
   this module, except ``/v1/models``, which echoes the request's ``Origin`` (Go
-  sets it in that handler). Proxied responses carry whatever the upstream sent:
+  sets it in that handler) and so says ``Vary: Origin``; a preflight's
+  allowed headers repeat the requested ones, so it says
+  ``Vary: Access-Control-Request-Headers``. Proxied responses carry whatever the upstream sent:
   adding ours as well would give a client two ``Access-Control-Allow-Origin``
   values (llama-swap issue #85).
 * Keys: with no ``apiKeys`` everything is open (llama-swap is default-allow).
@@ -112,6 +114,7 @@ def preflight_response() -> Response:
     response.headers["Access-Control-Allow-Headers"] = (
         sanitize_request_headers(requested) if requested else PREFLIGHT_DEFAULT_ALLOW_HEADERS)
     response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
+    response.vary.add("Access-Control-Request-Headers")  # Allow-Headers repeats them
     return response
 
 
@@ -142,8 +145,10 @@ def install(app: Flask) -> None:
 
     @app.after_request
     def _echo_origin(response: Response) -> Response:
+        if request.path not in ORIGIN_ECHO_PATHS or response.status_code >= 400:
+            return response
+        response.vary.add("Origin")  # with or without one: a cache must not answer another origin with it
         origin = request.headers.get("Origin")
-        if (origin and request.path in ORIGIN_ECHO_PATHS and response.status_code < 400
-                and "Access-Control-Allow-Origin" not in response.headers):
+        if origin and "Access-Control-Allow-Origin" not in response.headers:
             response.headers["Access-Control-Allow-Origin"] = origin
         return response

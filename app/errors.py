@@ -110,6 +110,18 @@ _ANTHROPIC_TYPES = {
 }
 
 
+ECHO_LIMIT = 200  # characters of a client's input an error message repeats
+
+
+def echoed(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` as an error message may repeat it: its first ``limit`` characters, and "…" if there were more.
+
+    A client's input can be any size (a 1 MB model name); repeating it whole
+    would send it back, and into every log and capture of the answer.
+    """
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def status_and_code(exc: RouteError | ApiError) -> tuple[int, str | None]:
     """The HTTP status (and OpenAI ``code``, None for the status's default) ``exc`` is answered with."""
     if isinstance(exc, ApiError):
@@ -160,7 +172,13 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        return error_response(exc.code or 500, exc.description or exc.name)
+        if exc.code is not None and exc.code < 400:
+            return exc.get_response()  # werkzeug's redirects (a merged double slash): their Location is the answer
+        response = error_response(exc.code or 500, exc.description or exc.name)
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value  # a 405's Allow
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol, Union
 
 from app.config import Config, ProfileConfig
+from app.errors import echoed
 from app.naming import peers
 from app.naming.selectors import Candidate, Warmth, choose
 from scheduler.errors import ModelNotFound
@@ -68,7 +69,7 @@ def resolve(config: Config, name: str, profile: ProfileConfig | None, live: Live
     if profile is not None and name in profile.pins:
         target = profile.pins[name]
         if target is None:
-            raise ModelNotFound(f"model {name} is disabled by the active profile {profile.name}")
+            raise ModelNotFound(f"model {echoed(name)} is disabled by the active profile {profile.name}")
         name = target
         steps.append(f"profile {profile.name}")
     selector = config.selectors.get(name)
@@ -76,14 +77,14 @@ def resolve(config: Config, name: str, profile: ProfileConfig | None, live: Live
         known = [(target, destination) for target in selector.targets
                  if (destination := concrete(config, target)) is not None]
         if not known:
-            raise ModelNotFound(f"selector {name}: none of its targets is a known model")
+            raise ModelNotFound(f"selector {echoed(name)}: none of its targets is a known model")
         chosen = choose(selector, [Candidate(target, live.warmth(destination), live.load(destination))
                                    for target, destination in known])
         steps.append(f"selector {selector.strategy}")
         return Resolved(dict(known)[chosen], requested, tuple(steps), selector=name)
     destination = concrete(config, name)
     if destination is None:
-        raise ModelNotFound(f"could not find model: {name}")
+        raise ModelNotFound(f"could not find model: {echoed(name)}")
     return Resolved(destination, requested, tuple(steps))
 
 

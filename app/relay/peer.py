@@ -2,7 +2,9 @@
 
 A peer request skips the router (nothing is loaded here) and goes through
 the same streaming ``forward`` as a local one, with these differences: the
-path is the one the client sent, appended to the peer's ``proxy`` base URL;
+path is the one the client sent (``app.routes.common.request_target``: never
+its scheme or host, always starting with "/"), appended to the peer's
+``proxy`` base URL;
 the body's ``model`` (the ``model`` form field of an upload, the
 ``?model=`` of a query route) becomes the peer's own name for the model; the
 peer's ``filters`` apply; the peer's ``timeouts`` apply. The client's
@@ -68,6 +70,9 @@ def peer_filters(peer: PeerConfig) -> ModelFilters:
 def outgoing_to_peer(target: PeerTarget, incoming: Incoming, environ: dict, method: str,
                      path: str) -> Outgoing:
     """What ``target``'s peer receives: its model name in place of ours, its filters and key, its timeouts."""
+    if not path.startswith("/"):
+        # Appended to the peer's URL, anything else could become part of its host, and the peer's key go there.
+        raise ValueError(f"a path sent to a peer must start with '/': {path[:100]!r}")
     body = incoming.body(target.model, incoming.name, peer_filters(target.peer))
     if incoming.payload is None and incoming.upload is None:
         path = with_query_model(path, incoming.name, target.model)

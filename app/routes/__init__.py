@@ -21,6 +21,7 @@ from app.routes import (api, common, events, inference, logs, metrics, metrics_a
 
 def register_routes(app: Flask) -> None:
     app.before_request(common.stamp_arrival)
+    app.before_request(common.refuse_connect)
     for module in (inference, passthrough, models, status, metrics, api, logs, events, system, metrics_api, timeline,
                    ui):
         app.register_blueprint(module.bp)

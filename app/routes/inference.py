@@ -48,7 +48,7 @@ from app.relay.body import (
 from app.relay.forward import Outgoing, forward, upstream_headers
 from app.relay.grants import acquire
 from app.relay.peer import outgoing_to_peer, relay_to_peer
-from app.routes.common import open_exchange, raw_path, refusals_end
+from app.routes.common import open_exchange, raw_path, raw_target, refusals_end
 from app.runtime.live import ServerLive
 from app.runtime.server import Server, current
 from scheduler.errors import ModelNotFound
@@ -151,10 +151,12 @@ def read_incoming(route: Route) -> Incoming:
 
 
 def upstream_path(route: Route, environ: dict) -> str:
-    path = raw_path(environ)
+    """The target as it goes to a local upstream: the client's path and query, ``strip_prefix`` cut."""
+    path, query = raw_target(environ, route.strip_prefix or "/")
     if route.strip_prefix and path.startswith(route.strip_prefix):
         path = path[len(route.strip_prefix):]
-    return path if path.startswith("/") else "/" + path
+    path = path if path.startswith("/") else "/" + path
+    return path + ("?" + query if query else "")
 
 
 def serve(route: Route, **_: str) -> Response:

@@ -32,6 +32,7 @@ from urllib.parse import unquote
 from flask import Blueprint, Response, redirect, request
 
 from app.config import Config
+from app.errors import echoed
 from app.observe.exchange import Exchange
 from app.relay.body import request_body
 from app.relay.forward import Outgoing, forward, upstream_headers
@@ -86,7 +87,7 @@ def locate(config: Config, environ: dict) -> Target:
         if model is not None:
             found = index, model
     if found is None:
-        raise ModelNotFound(f"model not found in path: {unquote(path)}")
+        raise ModelNotFound(f"model not found in path: {echoed(unquote(path))}")
     index, model = found
     rest = "/" + "/".join(segments[index + 1:]) if index + 1 < len(segments) else ""
     return Target(name="/".join(segments[:index + 1]), model=model, rest=rest, query=query)

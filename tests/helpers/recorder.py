@@ -1,8 +1,9 @@
 """Test helper: an OpenAI-ish server that writes down every request it is sent.
 
 ``python -m tests.helpers.recorder PORT FILE``: each POST appends one JSON
-line ``{"path", "headers", "body"}`` to FILE and is answered with an empty
-``chat.completion`` naming the body's model; GET answers ``{"status": "ok"}``
+line ``{"path", "target", "headers", "body"}`` to FILE (``target`` is the
+request line's target exactly as sent, ``path`` http.server's reading of
+it) and is answered with an empty ``chat.completion`` naming the body's model; GET answers ``{"status": "ok"}``
 (a health check passes). The tests read FILE to see exactly what reached an
 upstream or a peer: headers included, which the simulated upstream does not
 echo.
@@ -46,7 +47,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         with open(self.record, "a") as out:
-            out.write(json.dumps({"path": self.path, "headers": dict(self.headers.items()),
+            target = self.requestline.split(" ")[1] if " " in self.requestline else ""
+            out.write(json.dumps({"path": self.path, "target": target, "headers": dict(self.headers.items()),
                                   "body": body}) + "\n")
         self.reply({"object": "chat.completion", "model": body.get("model"), "choices": []})
 
