@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def parse_listen(listen: str) -> str:
     """llama-swap's ``--listen`` (``:8080``, ``host:port``, ``[::1]:port``) as a gunicorn bind."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise ValueError(f"--listen {listen!r}: expected HOST:PORT or :PORT")
+    if int(port) > 65535:
+        raise ValueError(f"--listen {listen!r}: the port must be from 0 to 65535")
     return f"{host or '0.0.0.0'}:{port}"
 
 

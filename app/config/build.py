@@ -7,20 +7,26 @@ Ports follow Go: models are visited in sorted id order and each one whose
 filters.stripParams, filters.setParamsByID (keys and values), metadata and
 capabilities; ``${PORT}`` in cmd, cmdStop, proxy, name, description and
 metadata. ``env``, ``aliases``, ``useModelName`` and ``filters.setParams``
-are taken literally. A ``${...}`` left in a macro-expanded field is an error.
+are taken literally. A ``${...}`` left in a macro-expanded field is an error,
+and so is a field that expands past ``macros.MAX_EXPANDED_LENGTH``.
+
+A port past 65535 (``startPort`` too close to the top for the models that
+take one) and a ``proxy`` that is not an http(s) URL with a host are refused
+here, naming the key, rather than failing on the first request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.config.command import split_command, strip_comments
 from app.config.errors import ConfigError
 from app.config.frozen import FrozenDict, freeze
 from app.config.macros import (
-    MacroList, expand_text, expand_value, leftover_problem, leftover_refs, merged,
+    MacroError, MacroList, expand_text, expand_value, leftover_problem, leftover_refs, merged,
 )
 from app.config.model import DEFAULT_CONCURRENCY_LIMIT, ModelConfig, ModelFilters, Timeouts
 from app.config.schema import CapabilitiesSchema, load_section, unknown_keys
@@ -29,6 +35,8 @@ DEFAULT_PROXY = "http://localhost:${PORT}"
 DEFAULT_CHECK_ENDPOINT = "/health"
 PROTECTED_PARAMS = frozenset({"model"})
 USE_GLOBAL_TTL = -1
+MAX_PORT = 65535
+SHOWN_URL_LENGTH = 200
 
 _TIMEOUT_KEYS = (("connect", "connect"), ("keepalive", "keepalive"),
                  ("responseHeader", "response_header"), ("tlsHandshake", "tls_handshake"),
@@ -74,12 +82,20 @@ def _build_model(model_id: str, raw: Mapping[str, Any], defaults: ModelDefaults,
         "name": raw.get("name", ""),
         "description": raw.get("description", ""),
     }
-    text = {key: expand_text(value, macros) for key, value in text.items()}
-    metadata = expand_value(raw.get("metadata", {}), macros)
-    by_id = {expand_text(key, macros): expand_value(params, macros)
+    text = {key: expanded(f"{path}.{key}", expand_text, value, macros)
+            for key, value in text.items()}
+    metadata = expanded(f"{path}.metadata", expand_value, raw.get("metadata", {}), macros)
+    by_id_key = f"{path}.filters.setParamsByID"
+    by_id = {expanded(by_id_key, expand_text, key, macros):
+             expanded(f"{by_id_key}.{key}", expand_value, params, macros)
              for key, params in raw_filters.get("setParamsByID", {}).items()}
-    capabilities = expand_value(raw.get("capabilities"), macros)
+    capabilities = expanded(f"{path}.capabilities", expand_value, raw.get("capabilities"),
+                            macros)
 
+    if free_port > MAX_PORT and "${PORT}" in text["cmd"]:
+        raise ConfigError(f"{defaults.start_port} leaves no port for model '{model_id}' (the "
+                          "models whose cmd uses ${PORT} take one port each from startPort up, "
+                          f"and the last port is {MAX_PORT})", "startPort")
     port, metadata = _assign_port(path, raw, text, metadata, free_port, warnings)
     _reject_leftovers(path, macros, text, metadata, by_id, capabilities)
 
@@ -87,7 +103,7 @@ def _build_model(model_id: str, raw: Mapping[str, Any], defaults: ModelDefaults,
         id=model_id,
         cmd=_argv(text["cmd"], f"{path}.cmd", required=True),
         cmd_stop=_argv(text["cmdStop"], f"{path}.cmdStop", required=False),
-        proxy=text["proxy"],
+        proxy=proxy_url(text["proxy"], f"{path}.proxy"),
         check_endpoint=_check_endpoint(text["checkEndpoint"]),
         env=_env(raw.get("env", ()), f"{path}.env"),
         ttl=_ttl(raw.get("ttl", USE_GLOBAL_TTL), defaults.global_ttl, f"{path}.ttl"),
@@ -134,6 +150,29 @@ def _assign_port(path: str, raw: Mapping[str, Any], text: dict[str, str], metada
     for key in ("cmd", "cmdStop", "proxy", "name", "description"):
         text[key] = expand_text(text[key], with_port)
     return free_port, expand_value(metadata, with_port)
+
+
+def expanded(key: str, expand: Callable[[Any, MacroList], Any], value: Any,
+             macros: MacroList) -> Any:
+    """``expand(value, macros)``, a MacroError becoming a ConfigError naming ``key``."""
+    try:
+        return expand(value, macros)
+    except MacroError as err:
+        raise ConfigError(str(err), key) from None
+
+
+def proxy_url(url: str, key: str) -> str:
+    """``url`` if it is an http(s) URL with a host (and a valid port); ConfigError naming ``key``."""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError:
+        valid = False
+    if not valid:
+        shown = url if len(url) <= SHOWN_URL_LENGTH else url[:SHOWN_URL_LENGTH] + "…"
+        raise ConfigError(f'must be an http:// or https:// URL with a host, got "{shown}"', key)
+    return url
 
 
 def _reject_leftovers(path: str, macros: MacroList, text: Mapping[str, str], metadata: Any,

@@ -8,7 +8,9 @@ and reject the rest with a message that the loader prefixes with the key path:
 * ``Flag``: a bool, or one of YAML 1.1's words (yes/no/on/off/y/n), which
   yaml.v3 still accepts for a bool field.
 * ``Integer`` / ``Seconds``: a number, not a bool and not a string;
-  ``Integer`` also refuses a fraction.
+  ``Seconds`` refuses ``.nan`` and ``.inf`` (a timer that never fires hangs
+  at run time), ``Integer`` refuses a fraction and what does not fit Go's
+  64-bit int.
 * ``TextList``: a list of ``Text``.
 * ``MappingOf``: a mapping whose values are loaded by another field, errors
   keyed by the mapping key (no marshmallow "value" layer in the path).
@@ -18,6 +20,7 @@ and reject the rest with a message that the loader prefixes with the key path:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -54,26 +57,38 @@ class Flag(fields.Field):
         raise self.make_error("invalid")
 
 
+MAX_INT = 2**63 - 1  # Go's int
+
+
 class Seconds(fields.Field):
-    default_error_messages = {"invalid": "must be a number"}
+    default_error_messages = {"invalid": "must be a number", "infinite": "must be a finite number"}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.make_error("invalid")
-        return float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond a float's range
+            raise self.make_error("infinite") from None
+        if not math.isfinite(seconds):
+            raise self.make_error("infinite")
+        return seconds
 
 
 class Integer(fields.Field):
-    default_error_messages = {"invalid": "must be a whole number"}
+    default_error_messages = {"invalid": "must be a whole number",
+                              "too_large": f"must be a whole number of at most {MAX_INT}"}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool):
             raise self.make_error("invalid")
-        if isinstance(value, int):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise self.make_error("invalid")
+            value = int(value)
+        if not isinstance(value, int):
+            raise self.make_error("invalid")
+        if abs(value) > MAX_INT:
+            raise self.make_error("too_large")
+        return value
 
 
 class TextList(fields.List):
@@ -154,9 +169,12 @@ class Duration(fields.Field):
         if not isinstance(value, str):
             raise self.make_error("invalid")
         try:
-            return parse_go_duration(value)
+            seconds = parse_go_duration(value)
         except ValueError:
             raise self.make_error("invalid") from None
+        if not math.isfinite(seconds):
+            raise self.make_error("invalid")
+        return seconds
 
 
 class MacroDefinitions(fields.Field):

@@ -81,6 +81,8 @@ def _build(raw: Mapping[str, Any], warnings: list[str]) -> Config:
     warnings += unknown_targets(profiles, selectors,
                                 known_names(models, aliases, peers, selectors))
 
+    if not models and not peers:
+        warnings.append("no models and no peers are defined: every request for a model will fail")
     performance = raw.get("performance", {})
     store = raw.get("store")
     return Config(

@@ -13,6 +13,9 @@ it must expand the same way here:
   replaced and is left over, which is reported as "used before it is defined".
 * ``${PORT}`` is replaced after the user macros (so macros may contain it),
   ``${PID}`` is left in ``cmdStop`` for the stop-time caller.
+* A field may expand to at most ``MAX_EXPANDED_LENGTH`` characters: macros
+  that each repeat the one before grow exponentially, and would otherwise
+  take the loader's memory (a MemoryError, or minutes of swapping) first.
 * In structured values (metadata, setParamsByID, a peer's setParams) a string
   that is exactly one macro reference takes the macro's value with its type (``"${temp}"`` →
   ``0.7``); a reference inside a longer string is replaced by text.
@@ -30,6 +33,7 @@ MacroList = tuple[tuple[str, Any], ...]
 
 RESERVED = frozenset({"PORT", "MODEL_ID", "PID"})
 MAX_NAME_LENGTH = 63
+MAX_EXPANDED_LENGTH = 1 << 20
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
 REF_RE = re.compile(r"\$\{([a-zA-Z0-9_-]+)\}")
@@ -74,10 +78,20 @@ def merged(model_id: str, global_macros: MacroList, model_macros: MacroList) -> 
 def expand_text(text: str, macros: MacroList) -> str:
     """Replace every macro of ``macros`` in ``text``, last defined first."""
     for name, value in reversed(macros):
-        slug = f"${{{name}}}"
-        if slug in text:
-            text = text.replace(slug, go_text(value))
+        text = _replaced(text, f"${{{name}}}", value)
     return text
+
+
+def _replaced(text: str, slug: str, value: Any) -> str:
+    """``text`` with ``slug`` replaced by ``value``'s text; MacroError if it grows too long."""
+    count = text.count(slug)
+    if not count:
+        return text
+    replacement = go_text(value)
+    if len(text) + count * (len(replacement) - len(slug)) > MAX_EXPANDED_LENGTH:
+        raise MacroError(f"expands to more than {MAX_EXPANDED_LENGTH} characters (a macro "
+                         "that repeats another grows exponentially)")
+    return text.replace(slug, replacement)
 
 
 def expand_value(value: Any, macros: MacroList) -> Any:
@@ -90,8 +104,8 @@ def expand_value(value: Any, macros: MacroList) -> Any:
             slug = f"${{{name}}}"
             if current == slug:
                 current = macro_value
-            elif slug in current:
-                current = current.replace(slug, go_text(macro_value))
+            else:
+                current = _replaced(current, slug, macro_value)
         return current
     if isinstance(value, Mapping):
         return {k: expand_value(v, macros) for k, v in value.items()}

@@ -32,6 +32,8 @@ from typing import Union
 # Expanding "(a1|..|a32) & (b1|..|b32)" makes 1024 sets; llama-swap caps the
 # expansion at 1000 so a typo cannot make config loading explode.
 MAX_EXPANDED_SETS = 1000
+# The parser recurses once per "(": a bound well inside Python's stack, far beyond any real set.
+MAX_PARENTHESES = 100
 
 _NAME_PUNCTUATION = frozenset("_-./:")
 _OPERATORS = frozenset("&|()")
@@ -160,6 +162,7 @@ class _Parser:
     def __init__(self, expression: str) -> None:
         self._tokens = list(_tokens(expression))
         self._at = 0
+        self._depth = 0
 
     def parse(self) -> _Node:
         if self._peek().kind == "end":
@@ -198,7 +201,12 @@ class _Parser:
         if token.kind == "ref":
             return _Ref(token.text, token.position)
         if token.kind == "(":
+            if self._depth == MAX_PARENTHESES:
+                raise _SyntaxError(f"parentheses nested deeper than {MAX_PARENTHESES} levels",
+                                   token.position)
+            self._depth += 1
             inner = self._choice()
+            self._depth -= 1
             if self._peek().kind != ")":
                 raise _SyntaxError("'(' is never closed", token.position)
             self._take()
@@ -299,29 +307,34 @@ def _dependency_order(expressions: Mapping[str, str], trees: Mapping[str, _Node]
     """Set names so that each comes after the sets it references.
 
     A depth-first walk from each set in definition order, references in source
-    order: the order llama-swap expands (and so breaks ties) in.
+    order: the order llama-swap expands (and so breaks ties) in. The walk keeps
+    its own stack, so a chain of thousands of references cannot overflow Python's.
     """
     order: list[str] = []
     done: set[str] = set()
-    path: list[str] = []  # the sets being visited, outermost first
-
-    def visit(name: str) -> None:
-        path.append(name)
-        for ref in _refs(trees[name]):
-            if ref.set_name not in trees:
+    for start in expressions:
+        if start in done:
+            continue
+        # the sets being visited, outermost first, each with its references still to follow
+        path: list[tuple[str, Iterator[_Ref]]] = [(start, _refs(trees[start]))]
+        on_path = {start}
+        while path:
+            name, refs = path[-1]
+            ref = next(refs, None)
+            if ref is None:
+                path.pop()
+                on_path.discard(name)
+                done.add(name)
+                order.append(name)
+            elif ref.set_name not in trees:
                 raise MatrixError(name, expressions[name], f"unknown set '+{ref.set_name}'",
                                   ref.position)
-            if ref.set_name in path:
-                cycle = path[path.index(ref.set_name):] + [ref.set_name]
+            elif ref.set_name in on_path:
+                names = [visiting for visiting, _ in path]
+                cycle = names[names.index(ref.set_name):] + [ref.set_name]
                 raise MatrixError(name, expressions[name],
                                   f"reference cycle {' -> '.join(cycle)}", ref.position)
-            if ref.set_name not in done:
-                visit(ref.set_name)
-        path.pop()
-        done.add(name)
-        order.append(name)
-
-    for name in expressions:
-        if name not in done:
-            visit(name)
+            elif ref.set_name not in done:
+                path.append((ref.set_name, _refs(trees[ref.set_name])))
+                on_path.add(ref.set_name)
     return order

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.config.build import settable, strip_param_list, timeouts
+from app.config.build import expanded, proxy_url, settable, strip_param_list, timeouts
 from app.config.errors import ConfigError
 from app.config.frozen import FrozenDict
 from app.config.macros import MacroList, expand_text, expand_value, leftover_problem, leftover_refs
@@ -41,9 +41,11 @@ def _peer(peer_id: str, raw: Mapping[str, Any], macros: MacroList,
             raise ConfigError("must not be empty", f"{path}.models[{index}]")
 
     raw_filters = raw.get("filters", {})
-    api_key = expand_text(raw.get("apiKey", ""), macros)
-    strip = expand_text(raw_filters.get("stripParams", ""), macros)
-    set_params = expand_value(raw_filters.get("setParams", {}), macros)
+    api_key = expanded(f"{path}.apiKey", expand_text, raw.get("apiKey", ""), macros)
+    strip = expanded(f"{path}.filters.stripParams", expand_text,
+                     raw_filters.get("stripParams", ""), macros)
+    set_params = expanded(f"{path}.filters.setParams", expand_value,
+                          raw_filters.get("setParams", {}), macros)
     leftovers = [*leftover_refs(api_key, f"{path}.apiKey"),
                  *leftover_refs(strip, f"{path}.filters.stripParams"),
                  *leftover_refs(set_params, f"{path}.filters.setParams")]
@@ -53,7 +55,7 @@ def _peer(peer_id: str, raw: Mapping[str, Any], macros: MacroList,
 
     return PeerConfig(
         id=peer_id,
-        proxy=raw["proxy"].strip(),
+        proxy=proxy_url(raw["proxy"].strip(), f"{path}.proxy"),
         models=tuple(dict.fromkeys(raw["models"])),
         api_key=api_key,
         filters=PeerFilters(

@@ -9,7 +9,9 @@
   looks at the data, and never in comments. A plain (unquoted) scalar is typed
   after the replacement, so ``ttl: ${env.TTL}`` with ``TTL=60`` is the integer
   60, as with Go's text-level replacement.
-* Every error is a ConfigError naming the source and line.
+* Every error is a ConfigError naming the source and line, or the key and
+  line; ``yamlguard`` bounds nesting and aliasing and refuses characters no
+  config can use.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
-from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
@@ -30,6 +31,9 @@ from yaml.scanner import Scanner
 
 from app.config.errors import ConfigError
 from app.config.macros import MacroError, substitute_env
+from app.config.yamlguard import (
+    ExpansionCheck, GuardedComposer, hide_characters, scalar_problem, where,
+)
 
 class _CoreResolver(BaseResolver):
     """YAML 1.2 core schema, the one yaml.v3 uses for untyped values."""
@@ -85,32 +89,48 @@ for _tag, _method in (("bool", _Constructor.construct_yaml_bool),
     _Constructor.add_constructor(f"tag:yaml.org,2002:{_tag}", _method)
 
 
-class _Loader(Reader, Scanner, Parser, Composer, _Constructor, _CoreResolver):
+class _Loader(Reader, Scanner, Parser, GuardedComposer, _Constructor, _CoreResolver):
     def __init__(self, stream: str) -> None:
         Reader.__init__(self, stream)
         Scanner.__init__(self)
         Parser.__init__(self)
-        Composer.__init__(self)
+        GuardedComposer.__init__(self)
         _Constructor.__init__(self)
         _CoreResolver.__init__(self)
 
 
 def parse(text: str, source: str = "<config>",
           env: Callable[[str], str | None] = os.environ.get) -> Any:
-    """The data of ``text``, ``${env.NAME}`` replaced; ConfigError on any problem."""
-    loader = _Loader(text)
+    """The data of ``text``, ``${env.NAME}`` replaced; ConfigError on any problem.
+
+    A character YAML refuses is named by the key whose value holds it; where no
+    value does (a comment, or the document does not parse without it), by its line.
+    """
+    readable, hidden_at = hide_characters(text)
+    loader = _Loader(readable)
     try:
         root = loader.get_single_node()
         if root is None:
             return None
+        ExpansionCheck(loader).run(root)
         _substitute_env(loader, root, "", env, set())
+        _check_scalars(root, "", set(), hidden_at, text)
+        if hidden_at is not None:  # outside every value: in a comment or between tokens
+            raise _bad_character(source, text, hidden_at)
         return loader.construct_document(root)
-    except yaml.MarkedYAMLError as err:
-        raise ConfigError(_describe(err, source)) from None
     except yaml.YAMLError as err:
+        if hidden_at is not None:  # the likelier cause
+            raise _bad_character(source, text, hidden_at) from None
+        if isinstance(err, yaml.MarkedYAMLError):
+            raise ConfigError(_describe(err, source)) from None
         raise ConfigError(f"{source}: invalid YAML: {err}") from None
     finally:
         loader.dispose()
+
+
+def _bad_character(source: str, text: str, position: int) -> ConfigError:
+    return ConfigError(f"{source}: {where(text, position)}: the character "
+                       f"U+{ord(text[position]):04X} is not allowed in YAML")
 
 
 def _describe(err: yaml.MarkedYAMLError, source: str) -> str:
@@ -136,6 +156,26 @@ def _reject_duplicate_keys(node: MappingNode) -> None:
                 f"duplicate key '{key_node.value}' (first defined on line {seen[key_node.value]})",
                 key_node.start_mark)
         seen[key_node.value] = key_node.start_mark.line + 1
+
+
+def _check_scalars(node: Node, path: str, done: set[int], hidden_at: int | None,
+                   text: str) -> None:
+    """Refuse the first scalar, key or value, that holds a character no config can use."""
+    if id(node) in done:
+        return
+    done.add(id(node))
+    if isinstance(node, ScalarNode):
+        problem = scalar_problem(node, hidden_at, text)
+        if problem:
+            raise ConfigError(problem, path or "<top>")
+    elif isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            _check_scalars(key_node, path, done, hidden_at, text)
+            key = key_node.value if isinstance(key_node, ScalarNode) else "?"
+            _check_scalars(value_node, join(path, key), done, hidden_at, text)
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_scalars(item, f"{path}[{index}]", done, hidden_at, text)
 
 
 def _substitute_env(loader: _Loader, node: Node, path: str,

@@ -155,6 +155,8 @@ ERRORS = [
     ("+ref cycle through two sets", {"a": "x & +b", "b": "y | +a"}, "b",
      "reference cycle a -> b -> a at position 4"),
     ("error in a later set", {"ok": "a", "bad": "a &| b"}, "bad", "unexpected '|' at position 3"),
+    ("3,000 nested parentheses", {"s": "(" * 3000 + "a" + ")" * 3000}, "s",
+     "parentheses nested deeper than 100 levels at position 100"),
 ]
 
 
@@ -211,3 +213,15 @@ def test_many_sets_beyond_1000_in_all_are_refused() -> None:
     with pytest.raises(MatrixError, match="more than 1000 combinations in all") as caught:
         expand_sets({"first": wide, "second": wide})
     assert caught.value.set_name == "second"
+
+
+def test_parentheses_nested_up_to_the_limit_expand() -> None:
+    assert expansion("(" * 100 + "a" + ")" * 100) == [["a"]]
+
+
+def test_a_long_chain_of_references_defined_last_first_expands() -> None:
+    chain = {f"s{i}": f"+s{i - 1}" for i in range(3000, 0, -1)}
+
+    sets = expand_sets({**chain, "s0": "a"}, limit=10_000)
+    assert {s.name for s in sets} == {f"s{i}" for i in range(3001)}
+    assert [s.name for s in sets][:2] == ["s0", "s1"]
