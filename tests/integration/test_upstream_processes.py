@@ -1,0 +1,89 @@
+"""Upstream processes never outlive the proxy, and never share a port.
+
+Against the real server: a model whose ``cmd`` is a wrapper (``sh -c
+'<simulator>; echo done'``, so the simulator is a grandchild the kernel's
+parent-death signal never reaches) must go with the proxy however it dies;
+an ordinary stop must take the whole wrapped server too; a port another
+program listens on is never handed to a model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import psutil
+import pytest
+import requests
+
+from tests.helpers.server import fake_cmd, wait_for
+
+
+def chat(name: str) -> dict:
+    return {"model": name, "messages": [{"role": "user", "content": "hello"}]}
+
+
+def wrapped_config(tmp_path, flags: str = "") -> str:
+    inner = fake_cmd("A", tmp_path, flags)
+    return f"""
+healthCheckTimeout: 15
+models:
+  A:
+    cmd: sh -c '{inner}; echo done'
+"""
+
+
+def simulators(server) -> list[psutil.Process]:
+    """The simulator processes themselves (not the ``sh`` wrapping them)."""
+    return [p for p in server.upstream_processes() if p.cmdline()[:1] == [sys.executable]]
+
+
+def guardians_of(pid: int) -> list[psutil.Process]:
+    """The guardian process (``scheduler.guardian``) a server's worker started."""
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "--guarding" in (p.info["cmdline"] or ()) and p.info["cmdline"][-1] == str(pid)]
+
+
+def load_wrapped(llama_swap, tmp_path, flags: str = ""):
+    server = llama_swap(wrapped_config(tmp_path, flags))
+    r = requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15)
+    assert r.status_code == 200, r.text
+    sims = simulators(server)
+    assert len(sims) == 1 and sims[0].pid == server.starts("A")[-1]
+    assert sims[0].ppid() != psutil.Process(server.proc.pid).children()[0].pid, "the simulator is a grandchild"
+    return server, sims[0]
+
+
+def gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("victims", ["worker", "master", "master and worker"])
+def test_a_wrapped_upstream_dies_with_a_sigkilled_proxy(llama_swap, tmp_path, victims):
+    server, sim = load_wrapped(llama_swap, tmp_path)
+    master = psutil.Process(server.proc.pid)
+    worker = master.children()[0]
+    [guardian] = guardians_of(worker.pid)
+    targets = {"worker": [worker], "master": [master], "master and worker": [master, worker]}[victims]
+    for proc in targets:
+        os.kill(proc.pid, signal.SIGKILL)
+    wait_for(lambda: gone(sim), timeout=5, what=f"the wrapped simulator to die after SIGKILL of the {victims}")
+    wait_for(lambda: gone(guardian), timeout=5, what="the guardian to exit once its work is done")
+    if victims == "worker":  # gunicorn's master starts a new worker: it still serves
+        r = requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=30)
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("flags", ["", "--ignore-sigterm"])
+def test_unloading_a_wrapped_upstream_stops_the_server_it_wraps(llama_swap, tmp_path, flags):
+    server, sim = load_wrapped(llama_swap, tmp_path, flags)
+    assert requests.post(server.url("/api/models/unload"), timeout=30).status_code == 200
+    wait_for(lambda: gone(sim), timeout=5, what="the wrapped simulator to die on unload")
+    assert server.state_of("A") is None
+    [guardian] = guardians_of(psutil.Process(server.proc.pid).children()[0].pid)
+    server.stop()
+    wait_for(lambda: gone(guardian), timeout=5, what="the guardian to exit with the server")
