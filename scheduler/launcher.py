@@ -126,5 +126,13 @@ class PosixLauncher:
         return PosixChild(popen, self._guardian)
 
     def run(self, argv: Sequence[str], timeout: float) -> None:
-        gevent.subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=timeout, check=False)
+        """Run it in a group of its own; on overrun, SIGKILL the group (a wrapper's children too) and raise."""
+        popen = gevent.subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+        self._guardian.watch(popen.pid)
+        try:
+            popen.wait(timeout=max(0.0, timeout))
+        finally:
+            kill_group(popen.pid, signal.SIGKILL)  # on overrun, or what it left behind
+            popen.wait()
+            self._guardian.forget(popen.pid)

@@ -390,9 +390,9 @@ class UpstreamProcess:
         generation = self._generation
         self._overdue_timer = self._clock.call_later(
             self.spec.unload_timeout, lambda: self._mailbox.put(("stop_overdue", generation)))
-        gevent.spawn(self._ask_to_stop, self._child)
+        gevent.spawn(self._ask_to_stop, self._child, self._stop_began + self.spec.unload_timeout)
 
-    def _ask_to_stop(self, child: Child) -> None:
+    def _ask_to_stop(self, child: Child, deadline: float) -> None:
         """Drop idle connections to it, then cmdStop (or SIGTERM to its group); the exit is watched elsewhere."""
         try:
             self._services.release_connections(self.model_id)
@@ -403,9 +403,15 @@ class UpstreamProcess:
             return
         argv = [arg.replace("${PID}", str(child.pid)) for arg in self.spec.stop_argv]
         log.info("%s: running cmdStop for pid %d: %s", self.model_id, child.pid, " ".join(argv))
+        # One bound for the whole stop: cmdStop gets what is left of
+        # unloadTimeout, and is killed when the child is (never outlives it).
         try:
-            self._services.launcher.run(argv, self.spec.unload_timeout)
+            self._services.launcher.run(argv, deadline - self._clock.now())
         except Exception as exc:
+            if self._clock.now() >= deadline:
+                log.warning("%s: cmdStop did not finish within unloadTimeout (%gs): %s",
+                            self.model_id, self.spec.unload_timeout, exc)
+                return  # the child has had its SIGKILL
             log.warning("%s: cmdStop failed: %s; sending SIGTERM", self.model_id, exc)
             child.signal_group(signal.SIGTERM)
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 import psutil
 import pytest
 import requests
 
-from tests.helpers.server import fake_cmd, wait_for
+from tests.helpers.server import fake_cmd, processes_under, wait_for
 
 
 def chat(name: str) -> dict:
@@ -87,3 +88,27 @@ def test_unloading_a_wrapped_upstream_stops_the_server_it_wraps(llama_swap, tmp_
     [guardian] = guardians_of(psutil.Process(server.proc.pid).children()[0].pid)
     server.stop()
     wait_for(lambda: gone(guardian), timeout=5, what="the guardian to exit with the server")
+
+
+def test_a_hung_cmd_stop_is_bounded_by_unload_timeout_and_leaves_nothing_behind(llama_swap, tmp_path):
+    # The model ignores SIGTERM and its cmdStop hangs (a wrapper around a
+    # sleeper): the stop must end in unloadTimeout (1 s), the model SIGKILLed
+    # and the whole cmdStop with it (the fixture's leak check finds the
+    # sleeper: it carries tmp_path in its command line).
+    sleeper = f'{sys.executable} -c "import time; time.sleep(60)" {tmp_path}'
+    server = llama_swap(f"""
+healthCheckTimeout: 15
+models:
+  A:
+    cmd: {fake_cmd("A", tmp_path, "--ignore-sigterm")}
+    cmdStop: sh -c '{sleeper}; echo stopped ${{PID}}'
+    unloadTimeout: 1
+""")
+    assert requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15).status_code == 200
+    began = time.monotonic()
+    assert requests.post(server.url("/api/models/unload"), timeout=30).status_code == 200
+    took = time.monotonic() - began
+    assert 1.0 <= took < 1.5, f"unload took {took:.2f}s with unloadTimeout 1"
+    wait_for(lambda: not [p for p in processes_under(str(tmp_path)) if "time.sleep" in " ".join(p.cmdline())],
+             timeout=2, what="the hung cmdStop to be killed with its children")
+    assert "still running 1s after stop request; sending SIGKILL" in server.log()

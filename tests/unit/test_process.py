@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 
 import gevent
+from gevent.event import Event
 import pytest
 
 from scheduler.errors import InternalError, RouteError, ShuttingDown, StartFailed
@@ -180,6 +181,30 @@ def test_cmd_stop_runs_with_the_pid_in_place_of_the_macro():
     assert outcome(h.stop()) is None
     assert h.launcher.ran == [["docker", "stop", "--pid", str(h.child.pid)]]
     assert signal.SIGTERM not in h.child.signals
+
+
+def test_a_hung_cmd_stop_shares_the_one_unload_timeout_and_is_not_followed_by_sigterm():
+    # The whole stop, cmdStop included, is bounded by unloadTimeout once: the
+    # child is SIGKILLed at 5 s, cmdStop was given those same 5 s, and its
+    # overrun does not send a late SIGTERM after the SIGKILL.
+    h = Harness(unload_timeout=5.0, stop_argv=("stop-it", "${PID}"))
+    h.launcher.ignores_sigterm = True
+    h.become_ready()
+    overran = Event()
+
+    def hang(argv):
+        overran.wait()
+        raise TimeoutError("cmdStop overran")
+
+    h.launcher.on_run = hang
+    stopping = h.stop()
+    h.clock.advance(4.9)
+    assert not stopping.ready() and h.launcher.run_timeouts == [5.0]
+    h.clock.advance(0.1)
+    assert outcome(stopping) is None
+    overran.set()
+    settle()
+    assert h.child.signals == [signal.SIGKILL, signal.SIGKILL]
 
 
 def test_a_stop_while_starting_fails_the_start():
