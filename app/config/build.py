@@ -22,7 +22,7 @@ from app.config.frozen import FrozenDict, freeze
 from app.config.macros import (
     MacroList, expand_text, expand_value, leftover_problem, leftover_refs, merged,
 )
-from app.config.model import DEFAULT_CONCURRENCY_LIMIT, ModelConfig, ModelFilters, Timeouts
+from app.config.model import DEFAULT_CONCURRENCY_LIMIT, ModelConfig, ModelFilters, PortTemplate, Timeouts
 from app.config.schema import CapabilitiesSchema, load_section, unknown_keys
 
 DEFAULT_PROXY = "http://localhost:${PORT}"
@@ -80,8 +80,14 @@ def _build_model(model_id: str, raw: Mapping[str, Any], defaults: ModelDefaults,
              for key, params in raw_filters.get("setParamsByID", {}).items()}
     capabilities = expand_value(raw.get("capabilities"), macros)
 
+    unported = dict(text)
     port, metadata = _assign_port(path, raw, text, metadata, free_port, warnings)
     _reject_leftovers(path, macros, text, metadata, by_id, capabilities)
+    port_template = None
+    if port is not None and "${PORT}" in unported["cmd"]:  # a port the proxy starts the server on
+        port_template = PortTemplate(cmd=_argv(unported["cmd"], f"{path}.cmd", required=True),
+                                     cmd_stop=_argv(unported["cmdStop"], f"{path}.cmdStop", required=False),
+                                     proxy=unported["proxy"])
 
     return ModelConfig(
         id=model_id,
@@ -112,6 +118,7 @@ def _build_model(model_id: str, raw: Mapping[str, Any], defaults: ModelDefaults,
         capabilities=_capabilities(capabilities, f"{path}.capabilities", warnings),
         ignore_websockets=raw.get("compat", {}).get("ignoreWebsockets", False),
         port=port,
+        port_template=port_template,
     )
 
 

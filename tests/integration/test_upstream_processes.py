@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -19,6 +20,7 @@ import pytest
 import requests
 
 from tests.helpers.server import fake_cmd, processes_under, wait_for
+from tests.helpers.upstream import free_port_block
 
 
 def chat(name: str) -> dict:
@@ -112,3 +114,36 @@ models:
     wait_for(lambda: not [p for p in processes_under(str(tmp_path)) if "time.sleep" in " ".join(p.cmdline())],
              timeout=2, what="the hung cmdStop to be killed with its children")
     assert "still running 1s after stop request; sending SIGKILL" in server.log()
+
+
+def test_a_port_another_program_listens_on_is_never_used(llama_swap, tmp_path):
+    # Another program listens on the port A is assigned (a plain socket that
+    # never answers): A must start on the next free port, the one B (which is
+    # assigned the next) is not given, and the log must say so.
+    base = free_port_block(4)
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", base))
+    squatter.listen()
+    try:
+        server = llama_swap(f"""
+startPort: {base}
+healthCheckTimeout: 5
+groups:
+  both: {{swap: false, members: [A, B]}}
+models:
+  A:
+    cmd: {fake_cmd("A", tmp_path)}
+  B:
+    cmd: {fake_cmd("B", tmp_path)}
+""")
+        for model in ("A", "B"):
+            r = requests.post(server.url("/v1/chat/completions"), json=chat(model), timeout=15)
+            assert r.status_code == 200, r.text
+            assert r.json()["model"] == model
+        assert len(server.starts("A")) == 1 and len(server.starts("B")) == 1
+        ports = {p.cmdline()[p.cmdline().index("--model") + 1]: int(p.cmdline()[p.cmdline().index("--port") + 1])
+                 for p in simulators(server)}
+        assert ports == {"A": base + 2, "B": base + 1}
+        assert f"A: port {base} is already in use by another program; using port {base + 2} instead" in server.log()
+    finally:
+        squatter.close()
