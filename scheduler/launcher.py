@@ -6,10 +6,12 @@ child whose output, exit and signals the test controls.
 
 ``PosixLauncher``, the real one:
 - each child runs in its own session, so one ``killpg`` reaches everything
-  it spawned (a ``bash -c`` wrapper, a script, ``docker run``);
-- each child asks the kernel to SIGKILL it when we die
-  (``PR_SET_PDEATHSIG``), so even a SIGKILLed proxy leaves no orphan holding
-  a GPU (the owner SIGKILLs the rest of the group when the child exits);
+  it spawned (a ``bash -c`` wrapper, a script, ``docker run``); once the
+  child exits, whatever it left in its group is SIGKILLed;
+- each child's group is handed to the guardian (``scheduler.guardian``), a
+  separate process that SIGKILLs it if we die first, however we die: the
+  kernel's parent-death signal (``PR_SET_PDEATHSIG``, also set) reaches only
+  the direct child, not the server a wrapper started;
 - stdout and stderr are one pipe, read line by line.
 
 It expects gevent's monkey patching (gunicorn's gevent worker does it), so
@@ -26,6 +28,8 @@ import subprocess
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 import gevent.subprocess
+
+from scheduler.guardian import Guardian
 
 PR_SET_PDEATHSIG = 1
 
@@ -79,11 +83,15 @@ def kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-class PosixChild:
-    __slots__ = ("_popen",)
+_GUARDIAN = Guardian()  # one per process, started on the first launch
 
-    def __init__(self, popen: gevent.subprocess.Popen):
+
+class PosixChild:
+    __slots__ = ("_popen", "_guardian")
+
+    def __init__(self, popen: gevent.subprocess.Popen, guardian: Guardian):
         self._popen = popen
+        self._guardian = guardian
 
     @property
     def pid(self) -> int:
@@ -94,7 +102,10 @@ class PosixChild:
             yield raw.decode("utf-8", "replace").rstrip("\r\n")
 
     def wait(self) -> int:
-        return self._popen.wait()
+        returncode = self._popen.wait()
+        kill_group(self._popen.pid, signal.SIGKILL)  # whatever it left in its group
+        self._guardian.forget(self._popen.pid)
+        return returncode
 
     def signal_group(self, sig: int) -> None:
         kill_group(self._popen.pid, sig)  # its own session: pgid == pid
@@ -103,13 +114,25 @@ class PosixChild:
 class PosixLauncher:
     """Children in their own session, dying with us, their output on one pipe."""
 
+    def __init__(self, guardian: Guardian | None = None):
+        self._guardian = guardian or _GUARDIAN
+
     def launch(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> Child:
         popen = gevent.subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env={**os.environ, **env}, cwd=cwd, close_fds=True, start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()))
-        return PosixChild(popen)
+        self._guardian.watch(popen.pid)  # its own session: pgid == pid
+        return PosixChild(popen, self._guardian)
 
     def run(self, argv: Sequence[str], timeout: float) -> None:
-        gevent.subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=timeout, check=False)
+        """Run it in a group of its own; on overrun, SIGKILL the group (a wrapper's children too) and raise."""
+        popen = gevent.subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+        self._guardian.watch(popen.pid)
+        try:
+            popen.wait(timeout=max(0.0, timeout))
+        finally:
+            kill_group(popen.pid, signal.SIGKILL)  # on overrun, or what it left behind
+            popen.wait()
+            self._guardian.forget(popen.pid)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import collections
 import logging
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import gevent
@@ -50,12 +50,23 @@ from scheduler.errors import InternalError, RouteError, ShuttingDown, StartFaile
 from scheduler.events import ModelStateChanged, Publish, publish_nothing
 from scheduler.health import HEALTH_FIRST_INTERVAL, READY_HINT, HealthProbe, next_health_interval
 from scheduler.launcher import Child, Launcher
+from scheduler.ports import AssignedPorts, Ports
 from scheduler.state import ProcessState
 
 log = logging.getLogger("llama-swap.process")
 
 LAST_LINES_KEPT = 20
 PUMP_DRAIN_S = 0.5  # after an exit, how long the last output lines may take to arrive
+
+
+@dataclass(frozen=True)
+class PortTemplate:
+    """The parts of a spec that name its port, with the literal ``${PORT}`` where the number goes."""
+
+    argv: tuple[str, ...]
+    stop_argv: tuple[str, ...]
+    proxy_url: str
+    check_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,21 @@ class ProcessSpec:
     unload_timeout: float = 10.0
     ttl: float = 0.0  # seconds idle before unloading; 0 = never
     cwd: str | None = None
+    port: int | None = None  # the assigned ${PORT}, already in argv and the URLs
+    port_template: PortTemplate | None = None  # set when port is
+
+    def at_port(self, port: int) -> "ProcessSpec":
+        """This spec with ``port`` in place of the assigned one."""
+        template = self.port_template
+        if template is None or port == self.port:
+            return self
+
+        def put(text: str) -> str:
+            return text.replace("${PORT}", str(port))
+
+        return replace(self, port=port, argv=tuple(map(put, template.argv)),
+                       stop_argv=tuple(map(put, template.stop_argv)), proxy_url=put(template.proxy_url),
+                       check_url=None if template.check_url is None else put(template.check_url))
 
 
 def _no_output(model: str, line: str) -> None:
@@ -92,13 +118,15 @@ class ProcessServices:
     publish: Publish = publish_nothing
     on_output: Callable[[str, str], None] = _no_output  # (model, line) for each line the child prints
     release_connections: Callable[[str], None] = _keep_connections  # (model) before it is signalled
+    ports: Ports = field(default_factory=AssignedPorts)  # which port each start uses
 
 
 class UpstreamProcess:
     """Owns one upstream's child process, its state, health checks and TTL."""
 
     def __init__(self, spec: ProcessSpec, services: ProcessServices):
-        self.spec = spec
+        self._assigned = spec
+        self.spec = spec  # as the newest child runs it: its port may differ from the assigned one
         self._services = services
         self._clock = services.clock
         self._mailbox: Queue = Queue()
@@ -306,6 +334,7 @@ class UpstreamProcess:
         previous, child = self._state, self._child
         self._cancel_health()
         self._cancel_timers()
+        self._services.ports.release(self.model_id)
         self._become(ProcessState.SHUTDOWN if self._shutdown_after_stop else ProcessState.STOPPED)
         if previous == ProcessState.STARTING:
             log.warning("%s: pid %d exited with code %s while starting", self.model_id, child.pid, returncode)
@@ -329,8 +358,10 @@ class UpstreamProcess:
         self._generation += 1
         self._last_lines.clear()
         try:
+            spec = self.spec = self._on_free_port()
             child = self._services.launcher.launch(spec.argv, spec.env, spec.cwd)
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv: the caller must hear
+            self._services.ports.release(self.model_id)
             command = spec.argv[0] if spec.argv else "(empty cmd)"
             log.error("%s: cannot start %r: %s", self.model_id, command, exc)
             self._fail_ready_waiters(StartFailed(f"cannot start model {self.model_id}: {exc}"))
@@ -346,6 +377,17 @@ class UpstreamProcess:
             self._mailbox.put(("healthy", generation))
         else:
             self._health = gevent.spawn(self._poll_health, generation, spec.check_url, self._started_at)
+
+    def _on_free_port(self) -> ProcessSpec:
+        """The assigned spec, moved to the next free port if another program listens on its own."""
+        assigned = self._assigned
+        if assigned.port is None:
+            return assigned
+        port = self._services.ports.pick(self.model_id, assigned.port)
+        if port != assigned.port:
+            log.warning("%s: port %d is already in use by another program; using port %d instead",
+                        self.model_id, assigned.port, port)
+        return assigned.at_port(port)
 
     def _pump_output(self, child: Child) -> None:
         for line in child.lines():
@@ -390,9 +432,9 @@ class UpstreamProcess:
         generation = self._generation
         self._overdue_timer = self._clock.call_later(
             self.spec.unload_timeout, lambda: self._mailbox.put(("stop_overdue", generation)))
-        gevent.spawn(self._ask_to_stop, self._child)
+        gevent.spawn(self._ask_to_stop, self._child, self._stop_began + self.spec.unload_timeout)
 
-    def _ask_to_stop(self, child: Child) -> None:
+    def _ask_to_stop(self, child: Child, deadline: float) -> None:
         """Drop idle connections to it, then cmdStop (or SIGTERM to its group); the exit is watched elsewhere."""
         try:
             self._services.release_connections(self.model_id)
@@ -403,9 +445,15 @@ class UpstreamProcess:
             return
         argv = [arg.replace("${PID}", str(child.pid)) for arg in self.spec.stop_argv]
         log.info("%s: running cmdStop for pid %d: %s", self.model_id, child.pid, " ".join(argv))
+        # One bound for the whole stop: cmdStop gets what is left of
+        # unloadTimeout, and is killed when the child is (never outlives it).
         try:
-            self._services.launcher.run(argv, self.spec.unload_timeout)
+            self._services.launcher.run(argv, deadline - self._clock.now())
         except Exception as exc:
+            if self._clock.now() >= deadline:
+                log.warning("%s: cmdStop did not finish within unloadTimeout (%gs): %s",
+                            self.model_id, self.spec.unload_timeout, exc)
+                return  # the child has had its SIGKILL
             log.warning("%s: cmdStop failed: %s; sending SIGTERM", self.model_id, exc)
             child.signal_group(signal.SIGTERM)
 

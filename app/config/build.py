@@ -28,7 +28,7 @@ from app.config.frozen import FrozenDict, freeze
 from app.config.macros import (
     MacroError, MacroList, expand_text, expand_value, leftover_problem, leftover_refs, merged,
 )
-from app.config.model import DEFAULT_CONCURRENCY_LIMIT, ModelConfig, ModelFilters, Timeouts
+from app.config.model import DEFAULT_CONCURRENCY_LIMIT, ModelConfig, ModelFilters, PortTemplate, Timeouts
 from app.config.schema import CapabilitiesSchema, load_section, unknown_keys
 
 DEFAULT_PROXY = "http://localhost:${PORT}"
@@ -96,8 +96,14 @@ def _build_model(model_id: str, raw: Mapping[str, Any], defaults: ModelDefaults,
         raise ConfigError(f"{defaults.start_port} leaves no port for model '{model_id}' (the "
                           "models whose cmd uses ${PORT} take one port each from startPort up, "
                           f"and the last port is {MAX_PORT})", "startPort")
+    unported = dict(text)
     port, metadata = _assign_port(path, raw, text, metadata, free_port, warnings)
     _reject_leftovers(path, macros, text, metadata, by_id, capabilities)
+    port_template = None
+    if port is not None and "${PORT}" in unported["cmd"]:  # a port the proxy starts the server on
+        port_template = PortTemplate(cmd=_argv(unported["cmd"], f"{path}.cmd", required=True),
+                                     cmd_stop=_argv(unported["cmdStop"], f"{path}.cmdStop", required=False),
+                                     proxy=unported["proxy"])
 
     return ModelConfig(
         id=model_id,
@@ -128,6 +134,7 @@ def _build_model(model_id: str, raw: Mapping[str, Any], defaults: ModelDefaults,
         capabilities=_capabilities(capabilities, f"{path}.capabilities", warnings),
         ignore_websockets=raw.get("compat", {}).get("ignoreWebsockets", False),
         port=port,
+        port_template=port_template,
     )
 
 

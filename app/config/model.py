@@ -46,6 +46,15 @@ class ModelFilters:
 
 
 @dataclass(frozen=True)
+class PortTemplate:
+    """A model's cmd, cmdStop and proxy before ``${PORT}`` is put in: another port if the assigned one is taken."""
+
+    cmd: tuple[str, ...]
+    cmd_stop: tuple[str, ...]
+    proxy: str
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     id: str
     cmd: tuple[str, ...]
@@ -68,6 +77,7 @@ class ModelConfig:
     capabilities: Mapping[str, Any] | None = None
     ignore_websockets: bool = False
     port: int | None = None
+    port_template: PortTemplate | None = None  # set when ``port`` is
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from app.runtime.preload import preload
 from app.runtime.server import Observatory, Server
 from scheduler.clock import GeventClock
 from scheduler.launcher import PosixLauncher
-from scheduler.process import ProcessServices, ProcessSpec, UpstreamProcess
+from scheduler.ports import LocalPorts
+from scheduler.process import PortTemplate, ProcessServices, ProcessSpec, UpstreamProcess
 from scheduler.router import Router
 from scheduler.swappers import Group, GroupSwapper, MatrixSwapper, ModelSet, Swapper
 
@@ -27,14 +28,20 @@ log = logging.getLogger("llama-swap")
 
 
 def process_spec(model: ModelConfig, config: Config) -> ProcessSpec:
-    check_url = None
-    if model.check_endpoint is not None:
-        check_url = model.proxy.rstrip("/") + "/" + model.check_endpoint.lstrip("/")
+    def check_url(proxy: str) -> str | None:
+        if model.check_endpoint is None:
+            return None
+        return proxy.rstrip("/") + "/" + model.check_endpoint.lstrip("/")
+
+    template = model.port_template
     return ProcessSpec(
         model_id=model.id,
         argv=model.cmd,
         proxy_url=model.proxy.rstrip("/"),
-        check_url=check_url,
+        check_url=check_url(model.proxy),
+        port=model.port,
+        port_template=None if template is None else PortTemplate(
+            template.cmd, template.cmd_stop, template.proxy.rstrip("/"), check_url(template.proxy)),
         stop_argv=model.cmd_stop,
         env=dict(model.env),
         health_timeout=config.health_check_timeout,
@@ -47,14 +54,16 @@ def build_router(config: Config, transport: UpstreamTransport, observatory: Obse
                  on_output: Callable[[str, str], None]) -> Router:
     clock = GeventClock()
     specs = {m.id: process_spec(m, config) for m in config.models.values()}
+    processes: dict[str, UpstreamProcess] = {}
 
     def release_connections(model: str) -> None:
-        transport.drop_idle(specs[model].proxy_url)
+        transport.drop_idle(processes[model].spec.proxy_url)  # the port its child runs on
 
+    ports = LocalPorts(spec.port for spec in specs.values() if spec.port is not None)
     services = ProcessServices(launcher=PosixLauncher(), probe=HealthProbe(), clock=clock,
                                publish=observatory.bus.publish, on_output=on_output,
-                               release_connections=release_connections)
-    processes = {model: UpstreamProcess(spec, services) for model, spec in specs.items()}
+                               release_connections=release_connections, ports=ports)
+    processes.update((model, UpstreamProcess(spec, services)) for model, spec in specs.items())
     limits = {m.id: m.concurrency_limit for m in config.models.values()}
     return Router(processes, build_swapper(config), limits=limits, priority=dict(config.fifo_priority),
                   max_wait=config.fifo_max_wait, clock=clock, publish=observatory.bus.publish)

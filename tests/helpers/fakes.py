@@ -148,6 +148,7 @@ class FakeLauncher:
     def __init__(self, ignores_sigterm: bool = False) -> None:
         self.children: list[FakeChild] = []
         self.ran: list[list[str]] = []  # cmdStop command lines
+        self.run_timeouts: list[float] = []  # the time each was given
         self.ignores_sigterm = ignores_sigterm
         self.fail_with: Exception | None = None
         self.on_run: Callable[[list[str]], None] = lambda argv: None
@@ -161,6 +162,7 @@ class FakeLauncher:
 
     def run(self, argv: Sequence[str], timeout: float) -> None:
         self.ran.append(list(argv))
+        self.run_timeouts.append(timeout)
         self.on_run(list(argv))
 
     @property

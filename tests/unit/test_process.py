@@ -12,12 +12,14 @@ from __future__ import annotations
 import signal
 
 import gevent
+from gevent.event import Event
 import pytest
 
 from scheduler.errors import InternalError, RouteError, ShuttingDown, StartFailed
 from scheduler.events import ModelStateChanged
 from scheduler.launcher import PosixLauncher
-from scheduler.process import ProcessServices, ProcessSpec, UpstreamProcess
+from scheduler.ports import LocalPorts
+from scheduler.process import PortTemplate, ProcessServices, ProcessSpec, UpstreamProcess
 from scheduler.state import ProcessState as S
 from tests.helpers.fakes import FakeClock, FakeLauncher, FakeProbe, settle, wait_until
 
@@ -27,21 +29,23 @@ CHECK = "http://127.0.0.1:5800/health"
 class Harness:
     def __init__(self, ttl: float = 0.0, unload_timeout: float = 5.0, health_timeout: float = 30.0,
                  stop_argv: tuple[str, ...] = (), check_url: str | None = CHECK, launcher=None,
-                 publish=None) -> None:
+                 publish=None, argv: tuple[str, ...] = ("llama-server", "--port", "5800"), port=None,
+                 port_template=None, ports=None) -> None:
         self.clock = FakeClock()
         self.launcher = launcher or FakeLauncher()
         self.probe = FakeProbe(self.clock)
         self.events: list[ModelStateChanged] = []
         self.output: list[str] = []
         self.released: list[tuple[str, list[int]]] = []  # (model, signals the child had seen by then)
-        spec = ProcessSpec("m", ("llama-server", "--port", "5800"), "http://127.0.0.1:5800", check_url=check_url,
+        spec = ProcessSpec("m", argv, "http://127.0.0.1:5800", check_url=check_url,
                            stop_argv=stop_argv, ttl=ttl, unload_timeout=unload_timeout,
-                           health_timeout=health_timeout)
+                           health_timeout=health_timeout, port=port, port_template=port_template)
         services = ProcessServices(
             launcher=self.launcher, probe=self.probe, clock=self.clock,
             publish=publish or self.events.append,
             on_output=lambda model, line: self.output.append(line),
-            release_connections=lambda model: self.released.append((model, list(self.child.signals))))
+            release_connections=lambda model: self.released.append((model, list(self.child.signals))),
+            **({} if ports is None else {"ports": ports}))
         self.process = UpstreamProcess(spec, services)
 
     @property
@@ -133,8 +137,7 @@ def test_a_child_that_exits_while_starting_fails_its_waiters_with_its_exit_code_
 
 def test_a_nul_byte_in_the_command_fails_the_start_instead_of_hanging_it():
     # Popen raises ValueError("embedded null byte") before forking: a real launcher, no child.
-    h = Harness(launcher=PosixLauncher())
-    h.process.spec = ProcessSpec("m", ("llama-server", "--alias", "a\0b"), "http://127.0.0.1:5800", check_url=CHECK)
+    h = Harness(launcher=PosixLauncher(), argv=("llama-server", "--alias", "a\0b"))
     asking = gevent.spawn(h.process.ensure_ready)
     error = outcome(asking)
     assert isinstance(error, StartFailed) and "null byte" in error.message
@@ -180,6 +183,30 @@ def test_cmd_stop_runs_with_the_pid_in_place_of_the_macro():
     assert outcome(h.stop()) is None
     assert h.launcher.ran == [["docker", "stop", "--pid", str(h.child.pid)]]
     assert signal.SIGTERM not in h.child.signals
+
+
+def test_a_hung_cmd_stop_shares_the_one_unload_timeout_and_is_not_followed_by_sigterm():
+    # The whole stop, cmdStop included, is bounded by unloadTimeout once: the
+    # child is SIGKILLed at 5 s, cmdStop was given those same 5 s, and its
+    # overrun does not send a late SIGTERM after the SIGKILL.
+    h = Harness(unload_timeout=5.0, stop_argv=("stop-it", "${PID}"))
+    h.launcher.ignores_sigterm = True
+    h.become_ready()
+    overran = Event()
+
+    def hang(argv):
+        overran.wait()
+        raise TimeoutError("cmdStop overran")
+
+    h.launcher.on_run = hang
+    stopping = h.stop()
+    h.clock.advance(4.9)
+    assert not stopping.ready() and h.launcher.run_timeouts == [5.0]
+    h.clock.advance(0.1)
+    assert outcome(stopping) is None
+    overran.set()
+    settle()
+    assert h.child.signals == [signal.SIGKILL, signal.SIGKILL]
 
 
 def test_a_stop_while_starting_fails_the_start():
@@ -320,3 +347,23 @@ def test_an_output_line_saying_the_model_is_loaded_makes_the_health_check_happen
     h.child.print("main: model loaded")  # llama-server's line, a few ms before the next poll
     wait_until(asking.ready, "the start to finish without the clock moving")
     assert outcome(asking) is None and len(h.probe.checks) == checks + 1
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def test_a_start_whose_port_is_taken_runs_on_the_next_free_one_and_its_urls_follow():
+    template = PortTemplate(("llama-server", "--port", "${PORT}"), ("stop", "${PORT}", "${PID}"),
+                            "http://127.0.0.1:${PORT}", "http://127.0.0.1:${PORT}/health")
+    ports = LocalPorts([5800], is_free=lambda port: port != 5800)
+    h = Harness(port=5800, port_template=template, ports=ports, stop_argv=("stop", "5800", "${PID}"))
+    asking = h.start()
+    assert h.child.argv == ["llama-server", "--port", "5801"]
+    assert h.process.spec.proxy_url == "http://127.0.0.1:5801"
+    h.probe.healthy.add("http://127.0.0.1:5801/health")
+    h.clock.advance(0.01)
+    assert outcome(asking) is None
+    h.launcher.on_run = lambda argv: h.child.exit(0)
+    assert outcome(h.stop()) is None
+    assert h.launcher.ran == [["stop", "5801", str(h.child.pid)]]
+    assert ports.pick("other", 5801) == 5801  # released with its child
