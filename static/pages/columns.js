@@ -38,8 +38,8 @@ export function columnChooser(storageKey, columns, changed) {
     const shown = order.filter((id) => !hidden.has(id)).length;
     list.replaceChildren(...order.map((id, i) => {
       const label = labels.get(id);
-      const box = el("input", { type: "checkbox", checked: !hidden.has(id), disabled: shown === 1 && !hidden.has(id),
-                                onchange: () => toggle(id, box.checked) });
+      const box = el("input", { type: "checkbox", "aria-label": `show ${label}`, checked: !hidden.has(id),
+                                disabled: shown === 1 && !hidden.has(id), onchange: () => toggle(id, box.checked) });
       return el("li", { "data-column": id }, el("label", {}, box, ` ${label}`),
         el("button", { type: "button", "data-by": -1, disabled: i === 0, "aria-label": `move ${label} up`,
                        onclick: () => move(id, -1) }, "↑"),

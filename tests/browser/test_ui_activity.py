@@ -248,7 +248,7 @@ def test_a_column_hidden_or_moved_stays_so_after_a_reload(llama_swap, tmp_path, 
     finished = page.locator("table.finished")
     expect(finished.locator("th")).to_contain_text(["#", "time", "model", "path"], timeout=TIMEOUT)
     menu = column_menu(page)
-    menu.get_by_role("checkbox", name="path").uncheck()
+    menu.get_by_role("checkbox", name="show path").uncheck()
     menu.get_by_role("button", name="move model up").click()
     shot(page, "activity-columns")
     expect(finished.locator("th", has_text="path")).to_have_count(0)
@@ -270,7 +270,7 @@ def test_the_finished_table_downloads_as_markdown_as_it_is_sorted_with_its_visib
     chat(server, "alpha")
     page.goto(server.url("/ui/"))
     expect(rows(page)).to_have_count(2, timeout=TIMEOUT)
-    column_menu(page).get_by_role("checkbox", name="cached").uncheck()
+    column_menu(page).get_by_role("checkbox", name="show cached").uncheck()
     page.locator("details.columns summary").click()  # closed again
     page.get_by_role("button", name="model").click()  # sorted by model, A→Z
     expect(rows(page).first).to_contain_text("alpha", timeout=TIMEOUT)
