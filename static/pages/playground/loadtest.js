@@ -62,7 +62,7 @@ function numberInput(label, value, max) {
 
 function resultRow(r) {
   return el("tr", { "data-request": r.index, class: r.error ? "failed" : null },
-    el("td", {}, r.index), el("td", { class: r.error ? "bad" : "ok" }, r.error || "ok"),
+    el("td", {}, r.index), el("td", { class: r.error === "stopped" ? "muted" : r.error ? "bad" : "ok" }, r.error || "ok"),
     el("td", {}, ms(r.ttft)), el("td", {}, ms(r.total)), el("td", {}, r.tokens), el("td", {}, rate(r.speed)));
 }
 
