@@ -19,15 +19,15 @@ function headers(key, extra = {}) {
 
 // Called on a 401 to a request sent with `refused` (the stored key then, or null): resolves once another
 // key is stored. At once when one already is (another request's prompt replaced it meanwhile); else the
-// dialog asks, saying so when a key was refused. Requests refused together share one prompt.
+// dialog asks, saying so when a key was refused (`saying`). Requests refused together share one prompt.
 let asking = null;
-function askForKey(refused) {
+function askForKey(refused, saying = Boolean(refused)) {
   if (localStorage.getItem(KEY) !== refused) return Promise.resolve();
   if (!asking) {
     asking = new Promise((resolve) => {
       const dialog = document.getElementById("key-dialog");
       const input = document.getElementById("key-input");
-      document.getElementById("key-refused").hidden = !refused;
+      document.getElementById("key-refused").hidden = !saying;
       input.value = "";
       dialog.addEventListener("close", () => {
         if (input.value) localStorage.setItem(KEY, input.value);
@@ -39,6 +39,12 @@ function askForKey(refused) {
   }
   return asking;
 }
+
+// The key as the Settings page manages it: whether one is stored, forgetting it (the next request refused
+// asks again), and asking for another now (resolves when the dialog closes; cancelled, the key stays).
+export const hasKey = () => localStorage.getItem(KEY) !== null;
+export const forgetKey = () => localStorage.removeItem(KEY);
+export const changeKey = () => askForKey(localStorage.getItem(KEY), false);
 
 // ``body``: sent as JSON, or as it is when it is a FormData (multipart, the browser sets its boundary).
 // Refused for its key, a request is sent again with each key the user gives, until one is accepted.

@@ -1,5 +1,5 @@
 // The app: which page is shown (by the URL's hash, or the path a bookmark or /upstream sent us to),
-// the theme, the connection state of the event stream.
+// the theme toggle (theme.js), the connection state of the event stream.
 //
 // A route is "#/<page>/<rest…>": the page module's render(main, rest) draws it and returns what to
 // call when the page is left (or nothing). A page is drawn again when its rest changes
@@ -14,9 +14,10 @@ import * as logs from "./pages/logs.js";
 import * as playground from "./pages/playground.js";
 import * as performance from "./pages/performance.js";
 import * as hardware from "./pages/hardware.js";
+import * as settings from "./pages/settings.js";
+import { toggleTheme } from "./theme.js";
 
-const PAGES = { activity, timeline, models, logs, playground, performance, hardware };
-const THEME = "llama-swap.theme";
+const PAGES = { activity, timeline, models, logs, playground, performance, hardware, settings };
 let current = null; // { route, leave }
 
 function route() {
@@ -44,16 +45,7 @@ function show() {
   document.title = `llama-swap · ${[name, ...rest].join(" · ")}`;
 }
 
-function applyTheme(theme) {
-  document.documentElement.dataset.theme = theme;
-  localStorage.setItem(THEME, theme);
-}
-
-const preferred = localStorage.getItem(THEME)
-  || (matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
-applyTheme(preferred);
-document.getElementById("theme").addEventListener("click", () =>
-  applyTheme(document.documentElement.dataset.theme === "dark" ? "light" : "dark"));
+document.getElementById("theme").addEventListener("click", toggleTheme);
 
 onConnection((connected) => {
   const badge = document.getElementById("connection");

@@ -1,15 +1,17 @@
 // Activity (the landing page): the requests in flight, live; the finished ones paged, filtered and sorted by
-// the server (/api/metrics/activity), each opening its capture; totals and speed histograms
-// (/api/metrics/stats, under the same filters).
+// the server (/api/metrics/activity), each opening its capture, its columns chosen (columns.js) and the page
+// exportable as Markdown (markdown.js); totals and speed histograms (/api/metrics/stats, same filters).
 //
 // A finished request announced by the feed (`activity`) shows up by itself while the table is on its first
 // page, newest first; otherwise a "N new" button says so and leads there.
 
 import { feedState, on, onConnection, request, throttled } from "../api.js";
 import { captureDialog } from "./capture.js";
+import { columnChooser } from "./columns.js";
 import { clock, el, field, ms, rate, table } from "./dom.js";
 import { histogram } from "./histogram.js";
 import { inflightTable } from "./inflight.js";
+import { markdownButtons, markdownTable } from "./markdown.js";
 
 const SIZES = [25, 50, 100];
 const STATUSES = [["", "any"], ["2xx", "2xx"], ["4xx,5xx", "errors"], ["4xx", "4xx"], ["5xx", "5xx"]];
@@ -30,10 +32,11 @@ function time(record) {
   return el("time", { datetime: record.timestamp, title: at.toLocaleString() }, clock(at));
 }
 
-// The finished table's columns: heading, the server's sort key (none: not sortable), the cell.
+// The finished table's columns: heading, the server's sort key (also the column's id), the cell, and the
+// cell as exported text when it is not the cell's own text.
 const COLUMNS = [
   ["#", "id", (r) => r.id],
-  ["time", "time", time],
+  ["time", "time", time, (r) => new Date(r.timestamp).toLocaleString()],
   ["model", "model", (r) => r.model],
   ["path", "req_path", (r) => r.req_path],
   ["status", "resp_status_code", status],
@@ -61,6 +64,9 @@ function serial(load) {
     }
   };
 }
+
+const textOf = (content) => (content instanceof Node ? content.textContent : String(content));
+const exported = ([, , cell, text], record) => (text ? text(record) : textOf(cell(record)));
 
 function localInput(label) {
   return el("input", { type: "datetime-local", step: 1, "aria-label": label });
@@ -90,6 +96,23 @@ export function render(main) {
   const records = el("div");
   const pager = el("div", { class: "toolbar pager" });
   const fresh = el("button", { type: "button", class: "fresh", hidden: true });
+  const byId = new Map(COLUMNS.map((column) => [column[1], column]));
+  const chooser = columnChooser("llama-swap.activity.columns",
+    COLUMNS.map(([label, key]) => ({ id: key, label: label === "#" ? "# (id)" : label })), () => drawTable());
+  const shownColumns = () => chooser.visible().map((id) => byId.get(id));
+  let shown = null; // the page of finished requests drawn last
+
+  // The page shown, as it is filtered and sorted, with its visible columns.
+  function exportable() {
+    if (!shown || !shown.data.length) return null;
+    const columns = shownColumns();
+    return {
+      text: markdownTable(columns.map(([label]) => label),
+                          shown.data.map((record) => columns.map((column) => exported(column, record)))),
+      name: `llama-swap-activity-${new Date().toISOString().slice(0, 19).replace(/:/g, "-")}.md`,
+      what: `${shown.data.length} row${shown.data.length === 1 ? "" : "s"}`,
+    };
+  }
 
   const newestFirst = () => view.page === 1 && view.order === "desc" && (view.sort === "id" || view.sort === "time");
   const rfc3339 = (local) => (local ? new Date(local).toISOString() : "");
@@ -128,8 +151,8 @@ export function render(main) {
         label, el("span", { class: "arrow", "aria-hidden": "true" }, arrow)));
   }
 
-  function row(record) {
-    const cells = COLUMNS.map(([, , cell]) => el("td", {}, cell(record)));
+  function row(record, columns) {
+    const cells = columns.map(([, , cell]) => el("td", {}, cell(record)));
     const open = record.has_capture
       ? el("button", { type: "button", onclick: () => capture.open(record) }, "Capture") : "";
     return el("tr", { "data-id": record.id, class: record.has_capture ? "opens" : null,
@@ -137,9 +160,12 @@ export function render(main) {
       cells, el("td", {}, open));
   }
 
-  function drawTable(data) {
+  function drawTable(data = shown) {
+    if (!data) return;
+    shown = data;
+    const columns = shownColumns();
     records.replaceChildren(data.data.length
-      ? table([...COLUMNS.map(heading), ""], data.data.map(row), { class: "finished" })
+      ? table([...columns.map(heading), ""], data.data.map((record) => row(record, columns)), { class: "finished" })
       : el("p", { class: "muted" }, "no finished requests match"));
     const pages = Math.max(1, data.total_pages);
     pager.replaceChildren(
@@ -219,7 +245,7 @@ export function render(main) {
     el("div", { class: "toolbar filters" }, field("model", models), field("status", statuses),
       field("path", path), field("from", from), field("to", to),
       field("rows", size), el("button", { type: "button", onclick: reset }, "Reset"), fresh),
-    stats, records, pager);
+    stats, el("div", { class: "toolbar table-tools" }, chooser.node, ...markdownButtons(exportable)), records, pager);
 
   inflight.draw();
   loadTable();

@@ -1,5 +1,6 @@
 // What the Models page and a model's own page both show of a model: the link to its page, its state
-// (with "queued" for a manual load still waiting its turn), its capability tags, and its Load, Cancel and
+// (with "queued" for a manual load still waiting its turn), its capability tags (and whether the list
+// shows them), and its Load, Cancel and
 // Unload buttons. A manual load is a GET of /upstream/<id>/, as llama-swap's UI does: the model starts when
 // the router lets it, and cancelling the request takes it out of the queue.
 
@@ -51,6 +52,11 @@ export function stateBadge(model) {
   const state = stateOf(model);
   return el("span", { class: `state state-${state}` }, state);
 }
+
+// Whether the Models page shows the capability tags (a setting, on unless turned off: #1007's opt-in).
+const TAGS = "llama-swap.models.capability-tags";
+export const tagsShown = () => localStorage.getItem(TAGS) !== "off";
+export const showTags = (on) => localStorage.setItem(TAGS, on ? "on" : "off");
 
 // withContext: the context length as one more tag (where it has no place of its own).
 export function capabilityTags(model, withContext = true) {

@@ -1,14 +1,14 @@
-// Models: every local model (with its aliases and capability tags), selector (with its targets), profile
-// (with its pins) and peer model, each with its state live from the feed; load, unload, unload all.
-// "#/models/<id>" is one model's own page (model.js).
+// Models: every local model (with its aliases and, unless Settings turns them off, its capability tags),
+// selector (with its targets), profile (with its pins) and peer model, each with its state live from the
+// feed; load, unload, unload all. "#/models/<id>" is one model's own page (model.js).
 
 import { feedState, on, request } from "../api.js";
 import { onProfiles, profileState } from "../profile.js";
 import { el, keepingFocus, table } from "./dom.js";
 import * as modelPage from "./model.js";
-import { capabilityTags, findModel, modelActions, modelLink, onLoads, stateBadge } from "./modelparts.js";
+import { capabilityTags, findModel, modelActions, modelLink, onLoads, stateBadge, tagsShown } from "./modelparts.js";
 
-function modelRow(model, note) {
+function modelRow(model, note, tags) {
   const aliases = model.aliases || [];
   return el("tr", { "data-model": model.id, class: model.unlisted ? "unlisted" : null },
     el("td", {},
@@ -19,7 +19,7 @@ function modelRow(model, note) {
         el("span", { class: "tags" }, aliases.map((alias) => el("span", { class: "tag" }, alias)))) : null),
     el("td", {}, stateBadge(model)),
     el("td", {}, modelActions(model, note)),
-    el("td", {}, capabilityTags(model)));
+    tags ? el("td", {}, capabilityTags(model)) : null);
 }
 
 // A name a selector or a pin points at, with the state of the local model it means.
@@ -67,9 +67,10 @@ function listing(main) {
     const local = feedState.models.filter((m) => !m.peerID && (showUnlisted.checked || !m.unlisted || m.state !== "stopped"));
     const peers = feedState.models.filter((m) => m.peerID);
     const { profiles, active } = profileState;
+    const tags = tagsShown();
     body.replaceChildren(...[
       feedState.models.length
-        ? table(["model", "state", "", "capabilities"], local.map((m) => modelRow(m, note)))
+        ? table(["model", "state", "", ...(tags ? ["capabilities"] : [])], local.map((m) => modelRow(m, note, tags)))
         : el("p", { class: "muted" }, "waiting for the model list…"),
       section("Profiles", profiles.length, table(["profile", "pins"], profiles.map((p) => profileRow(p, p.name === active)))),
       section("Selectors", selectors.length, table(["selector", "strategy", "targets"], selectors.map(selectorRow))),

@@ -1,7 +1,8 @@
-// Playground: a tab for each kind of request (chat, images, speech, transcription, rerank), each
-// offering the models whose /v1/models record declares it (the `capabilities` flags); a model that
-// declares none is offered for chat only. A tab no model offers says how to declare one. The tab
-// shown is kept in the URL (#/playground/<tab>) without drawing the page again.
+// Playground: a tab for each kind of request (chat, images, speech, transcription, rerank) and a load
+// test (many streamed chats at once), each offering the models whose /v1/models record declares it (the
+// `capabilities` flags); a model that declares none is offered for chat and the load test only. A tab no
+// model offers says how to declare one. The tab shown is kept in the URL (#/playground/<tab>) without
+// drawing the page again.
 
 import { request } from "../api.js";
 import { el } from "./dom.js";
@@ -10,9 +11,10 @@ import * as images from "./playground/images.js";
 import * as speech from "./playground/speech.js";
 import * as transcription from "./playground/transcription.js";
 import * as rerank from "./playground/rerank.js";
+import * as loadtest from "./playground/loadtest.js";
 import { tabs } from "./playground/tabs.js";
 
-const TABS = [chat, images, speech, transcription, rerank];
+const TABS = [chat, images, speech, transcription, rerank, loadtest];
 const NOT_CHAT = new Set(TABS.map((tab) => tab.flag).filter(Boolean));
 
 function offers(tab, record) {

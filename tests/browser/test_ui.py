@@ -49,7 +49,7 @@ def test_behind_an_api_key_the_ui_asks_for_it_once(llama_swap, tmp_path, page):
 # Each page, and what shows once its data is drawn.
 PAGES = {"activity": "tr[data-id]", "timeline": "table.swaps", "models": "tr[data-model]",
          "logs": "pre.log:has-text('llama-swap ready')", "playground": "select[aria-label=model] option",
-         "performance": "main svg", "hardware": "section.hw-card"}
+         "performance": "main svg", "hardware": "section.hw-card", "settings": "section[aria-label=Server] dd"}
 
 
 def test_every_page_fits_a_phone_screen(llama_swap, tmp_path, page):

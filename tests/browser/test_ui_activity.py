@@ -232,3 +232,58 @@ def test_elapsed_time_in_flight_is_the_servers_whatever_the_browsers_clock_says(
         shot(page, "activity-inflight-skewed-clock")
     finally:
         hang_up(held)
+
+
+def column_menu(page):
+    """The finished table's column chooser, opened."""
+    menu = page.locator("details.columns")
+    menu.locator("summary").click()
+    return menu
+
+
+def test_a_column_hidden_or_moved_stays_so_after_a_reload(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    chat(server, "alpha")
+    page.goto(server.url("/ui/"))
+    finished = page.locator("table.finished")
+    expect(finished.locator("th")).to_contain_text(["#", "time", "model", "path"], timeout=TIMEOUT)
+    menu = column_menu(page)
+    menu.get_by_role("checkbox", name="show path").uncheck()
+    menu.get_by_role("button", name="move model up").click()
+    shot(page, "activity-columns")
+    expect(finished.locator("th", has_text="path")).to_have_count(0)
+    page.reload()
+    expect(rows(page).first).to_contain_text("alpha", timeout=TIMEOUT)
+    headings = finished.locator("th").all_text_contents()
+    assert "path" not in headings and headings.index("model") < headings.index("time"), headings
+    assert "/v1/chat/completions" not in rows(page).first.inner_text()
+    assert "path" in page.evaluate("localStorage.getItem('llama-swap.activity.columns')")
+    page.set_viewport_size({"width": 390, "height": 800})
+    column_menu(page)
+    shot(page, "activity-columns-phone")
+    assert page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth") <= 0
+
+
+def test_the_finished_table_downloads_as_markdown_as_it_is_sorted_with_its_visible_columns(llama_swap, tmp_path, page):
+    server = llama_swap(config(tmp_path))
+    chat(server, "beta")
+    chat(server, "alpha")
+    page.goto(server.url("/ui/"))
+    expect(rows(page)).to_have_count(2, timeout=TIMEOUT)
+    column_menu(page).get_by_role("checkbox", name="show cached").uncheck()
+    page.locator("details.columns summary").click()  # closed again
+    page.get_by_role("button", name="model").click()  # sorted by model, A→Z
+    expect(rows(page).first).to_contain_text("alpha", timeout=TIMEOUT)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download .md").click()
+    assert re.fullmatch(r"llama-swap-activity-[\d-]+T[\d-]+\.md", download.value.suggested_filename)
+    lines = open(download.value.path(), encoding="utf-8").read().splitlines()
+    assert lines[0].startswith("| # | time | model | path | status | in | out |"), lines[0]
+    assert "cached" not in lines[0]
+    assert lines[1].startswith("| --- | --- |")
+    assert len(lines) == 4 and "| alpha |" in lines[2] and "| beta |" in lines[3], lines
+    assert "/v1/chat/completions | 200 |" in lines[2]
+    expect(page.get_by_role("status").filter(has_text="downloaded 2 rows")).to_be_visible()
+    shot(page, "activity-markdown")
+    page.locator("#theme").click()
+    shot(page, "activity-markdown-dark")

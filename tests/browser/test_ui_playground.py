@@ -1,4 +1,4 @@
-"""The playground page in a real browser: chat, and the images, speech, transcription and rerank tabs."""
+"""The playground page in a real browser: chat, the images, speech, transcription and rerank tabs, the load test."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ def capable_config(tmp_path, chat_flags: str = "") -> str:
             + model("ears", "{in: [audio], out: [text]}") + model("ranker", "{reranker: true}"))
 
 
-def open_tab(page, server, tab: str):
-    """The playground opened on ``tab``; its (visible) panel."""
+def open_tab(page, server, tab: str, name: str = ""):
+    """The playground opened on ``tab`` (its button's ``name``: the id capitalized unless given); its (visible) panel."""
     page.goto(server.url(f"/ui/#/playground/{tab}"))
-    expect(page.get_by_role("tab", name=tab.capitalize())).to_have_attribute("aria-selected", "true",
+    expect(page.get_by_role("tab", name=name or tab.capitalize())).to_have_attribute("aria-selected", "true",
                                                                           timeout=TIMEOUT)
     return page.get_by_role("tabpanel")
 
@@ -137,12 +137,16 @@ def test_each_tab_offers_the_models_that_declare_it_and_the_arrow_keys_move_betw
     expect(page.get_by_role("tabpanel")).to_contain_text("No model offers speech")
     expect(page.get_by_role("tabpanel")).to_contain_text("capabilities: {in: [text], out: [audio]}")
     page.keyboard.press("End")
+    expect(page.get_by_role("tab", name="Load test")).to_have_attribute("aria-selected", "true")
+    assert options(page.get_by_role("tabpanel")) == ["alpha"]  # offered as chat is
+    page.keyboard.press("ArrowLeft")
     expect(page.get_by_role("tab", name="Rerank")).to_have_attribute("aria-selected", "true")
     expect(page.get_by_role("tabpanel")).to_contain_text("capabilities: {reranker: true}")
+    page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")  # round the row
     expect(page.get_by_role("tab", name="Chat")).to_have_attribute("aria-selected", "true")
-    page.keyboard.press("ArrowLeft")
-    page.keyboard.press("ArrowLeft")
+    for _ in range(3):
+        page.keyboard.press("ArrowLeft")
     expect(page.get_by_role("tab", name="Transcription")).to_be_focused()
     page.locator('nav a[data-page="playground"]').click()  # the page is not drawn again: the tab stays
     expect(page.get_by_role("tab", name="Transcription")).to_have_attribute("aria-selected", "true")
@@ -219,3 +223,47 @@ def test_a_chat_turn_that_failed_is_kept_on_screen_but_not_sent_again(llama_swap
     expect(chat.locator(".msg.assistant").last).to_have_text("tok0 tok1 tok2 ", timeout=TIMEOUT)
     assert [(m["role"], m["content"]) for m in second.value.post_data_json["messages"]] == [("user", "second try")]
     shot(page, "playground-failed-turn")
+
+
+def test_the_load_test_runs_six_requests_three_at_a_time_and_sums_them_up(llama_swap, tmp_path, page):
+    server = llama_swap("healthCheckTimeout: 15\nmodels:\n"
+                        f"  alpha:\n    cmd: {fake_cmd('alpha', tmp_path, '--tokens 20 --token-delay 0.02')}\n")
+    panel = open_tab(page, server, "loadtest", "Load test")
+    assert options(panel) == ["alpha"]
+    panel.get_by_label("requests").fill("6")
+    panel.get_by_label("concurrency").fill("3")
+    panel.get_by_label("max tokens").fill("12")
+    panel.get_by_role("button", name="Run").click()
+    expect(panel.get_by_role("button", name="Stop")).to_be_enabled(timeout=TIMEOUT)
+    expect(panel.locator(".loadtest-progress")).to_contain_text("running", timeout=TIMEOUT)
+    summary = panel.locator(".loadtest-summary")
+    expect(summary).to_contain_text("6 ok", timeout=30_000)
+    expect(summary).to_contain_text("0 failed")
+    expect(panel.locator(".loadtest-progress")).to_contain_text("6 of 6 done")
+    requests_shown = panel.locator("table.loadtest-requests tbody tr")
+    expect(requests_shown).to_have_count(6)
+    assert requests_shown.locator("td.ok").all_text_contents() == ["ok"] * 6
+    assert requests_shown.nth(0).locator("td").nth(4).inner_text() == "12"  # the tokens, as the usage says
+    stats = panel.locator("table.loadtest-stats")
+    expect(stats.locator("tr", has_text="time to first token")).to_contain_text("ms")
+    expect(stats.locator("tr", has_text="generation speed")).to_contain_text("/s")
+    shot(page, "playground-loadtest")
+    page.locator("#theme").click()
+    shot(page, "playground-loadtest-dark")
+    fits_a_phone(page)
+    shot(page, "playground-loadtest-phone")
+
+
+def test_stop_ends_a_load_test_and_counts_what_did_not_finish_as_stopped(llama_swap, tmp_path, page):
+    server = llama_swap("healthCheckTimeout: 15\nmodels:\n"
+                        f"  slow:\n    cmd: {fake_cmd('slow', tmp_path, '--tokens 400 --token-delay 0.05')}\n")
+    panel = open_tab(page, server, "loadtest", "Load test")
+    panel.get_by_label("requests").fill("4")
+    panel.get_by_label("concurrency").fill("2")
+    panel.get_by_role("button", name="Run").click()
+    expect(panel.locator(".loadtest-progress")).to_contain_text("2 running", timeout=TIMEOUT)
+    panel.get_by_role("button", name="Stop").click()
+    summary = panel.locator(".loadtest-summary")
+    expect(summary).to_contain_text("0 ok · 0 failed · 4 stopped", timeout=TIMEOUT)
+    expect(panel.get_by_role("button", name="Run")).to_be_enabled()
+    shot(page, "playground-loadtest-stopped")

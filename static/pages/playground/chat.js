@@ -3,28 +3,17 @@
 // Stop ends the answer where it stands and keeps it; Clear forgets the conversation. Everything a
 // model or a user wrote is shown as text, never as HTML.
 
-import { sseEvents } from "../../api.js";
 import { el, field } from "../dom.js";
-import { modelPicker, post, runner, waitingFor } from "./common.js";
+import { chunks, modelPicker, post, runner, waitingFor } from "./common.js";
 
 export const id = "chat";
 export const label = "Chat";
 export const flag = null; // offered by every model not only for images, speech, transcription or rerank
 export const hint = "capabilities: {in: [text], out: [text]}";
 
-// The stream's JSON chunks, until its [DONE].
-async function* chunks(response) {
-  for await (const { data } of sseEvents(response)) {
-    if (data === null) continue;
-    if (data.trim() === "[DONE]") return;
-    try { yield JSON.parse(data); } catch { /* not JSON: skipped */ }
-  }
-}
-
 // Streams one answer into `thinking` (reasoning, loading progress) and `answer` (the content).
 async function stream(response, thinking, answer) {
   for await (const chunk of chunks(response)) {
-    if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
     const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
     if (delta.reasoning_content) thinking.textContent += delta.reasoning_content;
     if (delta.content) answer.textContent += delta.content;

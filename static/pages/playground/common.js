@@ -1,8 +1,8 @@
-// What the playground's tabs share: the page-scoped session id their requests carry, the model
-// picker, the runner that sends one request at a time with a Stop button, and
-// the form of a tab that sends one request and shows its answer.
+// What the playground's tabs share: the page-scoped session id their requests carry, a streamed
+// answer's chunks, the model picker, the runner that sends one request at a time with a Stop button,
+// and the form of a tab that sends one request and shows its answer.
 
-import { answer, request } from "../../api.js";
+import { answer, request, sseEvents } from "../../api.js";
 import { el } from "../dom.js";
 
 // One id per page load, as the Go UI sends: the server shows it with the request (in flight and in the
@@ -14,6 +14,18 @@ export async function post(path, body, signal) {
   const response = await request(path, { method: "POST", body, raw: true, signal, headers: SESSION });
   if (!response.ok) await answer(response); // throws with the server's message
   return response;
+}
+
+// A streamed chat completion's JSON chunks, until its [DONE]; an error event is thrown, with its message.
+export async function* chunks(response) {
+  for await (const { data } of sseEvents(response)) {
+    if (data === null) continue;
+    if (data.trim() === "[DONE]") return;
+    let chunk;
+    try { chunk = JSON.parse(data); } catch { continue; /* not JSON: skipped */ }
+    if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
+    yield chunk;
+  }
 }
 
 export function modelPicker(models) {
