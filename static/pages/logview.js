@@ -7,7 +7,7 @@ import { AnsiRenderer, stripAnsi } from "./ansi.js";
 import { el } from "./dom.js";
 
 const KEEP = 5000; // lines
-const RETRY_MS = 1000, RETRY_MAX_MS = 10_000; // the wait before a reconnect, doubled after each failure
+const RETRY_MS = 1000, RETRY_MAX_MS = 5000; // the wait before a reconnect, doubled after each failure
 
 export function logView(label) {
   const pre = el("pre", { class: "log", tabindex: "0", "aria-label": label });
