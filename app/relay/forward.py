@@ -11,10 +11,19 @@ done, the upstream breaks, or the client hangs up, whichever comes first:
 that is what lets a model be evicted again. The exchange
 (``app.observe.exchange``) hears the response, each chunk, and the end with
 its outcome, on every one of those paths.
+
+An answer cut short (the upstream died, closed early, was unloaded or
+cancelled) must read as cut to the client, never as a clean end: the body
+raises ``StreamBroken`` out to the WSGI server, which then drops the
+connection without the chunked body's terminating chunk (or short of its
+Content-Length), as Go's reverse proxy does with ``http.ErrAbortHandler``.
+It is a ``ConnectionResetError`` so that gunicorn closes the socket quietly
+(the relay has logged the cause already).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 from dataclasses import dataclass
@@ -47,6 +56,14 @@ NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "e
 
 CONNECT_TIMEOUT = 30.0
 WATCH_AFTER = 0.02  # seconds into a stream before its client's socket is watched for a hang-up
+
+
+class StreamBroken(ConnectionResetError):
+    """Raised out of a response body that was cut short: the WSGI server must drop the connection."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ECONNRESET, message)
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -191,10 +208,12 @@ class _Relay:
                 exchange.sent(chunk)
                 yield chunk
             self._complete = True
-        except Exception as exc:  # upstream died, or was closed by a hang-up
-            if not self._client_gone:
-                self._error = f"stream from upstream ended early: {exc}"
-                log.info("%s: stream from upstream ended early: %s", self._grant.model, exc)
+        except Exception as exc:  # upstream died, or was closed by a hang-up or a cancel
+            if self._client_gone:
+                return
+            self._error = f"stream from upstream ended early: {exc}"
+            log.info("%s: stream from upstream ended early: %s", self._grant.model, exc)
+            raise StreamBroken(self._error) from None
         finally:
             self._finish()
 

@@ -1,0 +1,85 @@
+"""Streams and bodies under faults: what a client sees when the upstream, the operator or the client itself
+breaks an answer, and how bodies of every framing flow.
+
+A cut answer must read as cut: the client's read raises (the connection is
+closed without the chunked body's terminating chunk), never a clean end that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from typing import Iterator
+
+import pytest
+import requests
+
+from tests.helpers.server import fake_cmd, wait_for
+
+
+CHAT = "/v1/chat/completions"
+
+
+def chat(*, stream: bool = True) -> dict:
+    return {"model": "A", "messages": [{"role": "user", "content": "hello"}], "stream": stream}
+
+
+def model_a(tmp_path, flags: str, extra: str = "") -> str:
+    """A config with one model, ``A``, served by the simulator with ``flags``."""
+    return f"healthCheckTimeout: 15\n{extra}\nmodels:\n  A:\n    cmd: {fake_cmd('A', tmp_path, flags)}\n"
+
+
+def read_until_broken(chunks: Iterator[bytes]) -> bytes:
+    """The body read so far when reading it raised; fails if it ended cleanly."""
+    got = b""
+    with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)):
+        for chunk in chunks:
+            got += chunk
+    return got
+
+
+# --------------------------------------------------------------------------- a cut answer reads as cut
+
+
+def test_an_upstream_dying_mid_stream_breaks_the_clients_stream(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, "--tokens 10 --exit-mid-stream 3"))
+    with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
+        assert r.status_code == 200
+        got = read_until_broken(r.iter_content(None))
+    assert got.count(b"data: ") == 3 and b"[DONE]" not in got
+    wait_for(lambda: "A: stream from upstream ended early" in server.log(), timeout=5, what="the log line")
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_an_upstream_dying_mid_stream_on_a_loading_state_stream_sends_an_error_then_breaks(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, "--load-time 0.3 --tokens 10 --exit-mid-stream 3",
+                                      extra="sendLoadingState: true"))
+    with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
+        assert r.status_code == 200
+        got = read_until_broken(r.iter_content(None))
+    events = [line[6:] for line in got.decode().splitlines() if line.startswith("data: ")]
+    assert "llama-swap loading model: A" in got.decode()
+    assert "[DONE]" not in events
+    error = json.loads(events[-1])["error"]
+    assert "ended early" in error["message"]
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_unloading_while_streams_run_breaks_them(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, "--tokens 400 --token-delay 0.05"))
+    streams = [requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30)
+               for _ in range(2)]
+    readers = []
+    for r in streams:
+        assert r.status_code == 200
+        readers.append(r.iter_content(None))  # kept: a dropped reader closes its connection
+        next(readers[-1])
+    assert requests.post(server.url("/api/models/unload"), timeout=30).status_code == 200
+    for r, chunks in zip(streams, readers):
+        got = read_until_broken(chunks)
+        r.close()
+        assert b"[DONE]" not in got
+    assert server.state_of("A") is None
