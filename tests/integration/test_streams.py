@@ -83,3 +83,27 @@ def test_unloading_while_streams_run_breaks_them(llama_swap, tmp_path):
         r.close()
         assert b"[DONE]" not in got
     assert server.state_of("A") is None
+
+
+# --------------------------------------------------------------------------- every body streams as it arrives
+
+
+def test_a_close_delimited_sse_body_streams_event_by_event(llama_swap, tmp_path):
+    # An old SSE server: no chunked encoding, no length, the body ends when it closes the connection.
+    server = llama_swap(model_a(tmp_path, "--close-delimited --tokens 2 --token-delay 1"))
+    assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=30).status_code == 200
+    began = time.monotonic()
+    with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
+        headers_at = time.monotonic() - began
+        chunks = r.iter_content(None)
+        first = b""
+        while b"\n\n" not in first:
+            first += next(chunks)
+        first_at = time.monotonic() - began
+        rest = b"".join(chunks)
+        ended_at = time.monotonic() - began
+    assert headers_at < 0.7, f"the headers waited {headers_at:.2f}s for the body"
+    assert first.startswith(b"data: ") and b"tok0" in first
+    assert ended_at - first_at > 0.6, (f"the first event came at {first_at:.2f}s, with the rest "
+                                       f"(at {ended_at:.2f}s): the body was read whole first")
+    assert (first + rest).endswith(b"data: [DONE]\n\n")
