@@ -113,29 +113,26 @@ def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: Ups
             environ: dict) -> Response:
     """Proxy to the granted upstream; the returned response owns the grant and ends the exchange."""
     exchange.granted(grant.queued, grant.loading)
-    # A cancel while the upstream has not answered yet (for a non-streamed answer, the whole generation)
-    # interrupts the wait: the connection is dropped, the grant released below.
+    # A cancel or a hang-up while the upstream has not answered yet (for a non-streamed answer, the
+    # whole generation; for any, the prompt's processing) interrupts the wait: the connection is
+    # dropped, the grant released below. The watch then follows the answer's body (``_Relay``).
     waiting = gevent.getcurrent()
-    exchange.set_canceller(lambda: gevent.kill(waiting, ClientGone(  # asynchronous: raised in its wait
-        f"request cancelled while model {grant.model} was answering")))
+
+    def interrupt(why: str) -> None:
+        gevent.kill(waiting, ClientGone(f"{why} while model {grant.model} was answering"))  # raised in its wait
+
+    exchange.set_canceller(lambda: interrupt("request cancelled"))
+    watch = HangupWatch(environ, lambda: interrupt("client went away"), after=WATCH_AFTER)
     connect, header = request_timeouts(outgoing.timeouts)
     try:
         upstream = transport.send(outgoing.method, grant.proxy_url, outgoing.path, outgoing.headers,
                                   outgoing.body, (connect, header))
-    except requests.RequestException as exc:
-        grant.release()
-        what = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
-        log.warning("%s: upstream %s %s: %s", grant.model, grant.proxy_url, what, exc)
-        error = UpstreamUnreachable(f"upstream for model {grant.model} {what}: {exc}")
-        exchange.end(Outcome.UPSTREAM_ERROR, status=error.status, error=error.message)
+    except BaseException as exc:
+        watch.stop()
+        error = _refusal(exc, grant, exchange)
+        if error is exc:
+            raise
         raise error from exc
-    except OSError as exc:
-        grant.release()  # the client went away while its upload was being relayed
-        exchange.end(Outcome.CLIENT_GONE, error=str(exc))
-        raise
-    except BaseException:
-        grant.release()  # a bug, a cancel, or the greenlet killed: the view's handler ends the exchange
-        raise
     exchange.set_canceller(None)  # until the relay below takes over
     if header is not None:
         lift_read_timeout(upstream)
@@ -147,8 +144,23 @@ def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: Ups
         headers.append(("X-Accel-Buffering", "no"))
     exchange.responded(upstream.status_code, headers)
     streamed = "content-length" not in upstream.headers
-    return Response(_Relay(upstream, grant, exchange, environ, streamed), status=upstream.status_code,
+    return Response(_Relay(upstream, grant, exchange, watch, streamed), status=upstream.status_code,
                     headers=headers, direct_passthrough=True)
+
+
+def _refusal(exc: BaseException, grant: Grant, exchange: Exchange) -> BaseException:
+    """What to raise for ``exc``, which ended the wait for the upstream's answer; the grant is released."""
+    grant.release()
+    if isinstance(exc, requests.RequestException):
+        what = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
+        log.warning("%s: upstream %s %s: %s", grant.model, grant.proxy_url, what, exc)
+        error = UpstreamUnreachable(f"upstream for model {grant.model} {what}: {exc}")
+        exchange.end(Outcome.UPSTREAM_ERROR, status=error.status, error=error.message)
+        return error
+    if isinstance(exc, OSError):  # the client went away while its upload was being relayed
+        exchange.end(Outcome.CLIENT_GONE, error=str(exc))
+    # else a bug, a cancel, a hang-up, or the greenlet killed: the view's handler ends the exchange
+    return exc
 
 
 class _Relay:
@@ -163,7 +175,7 @@ class _Relay:
     __slots__ = ("_upstream", "_grant", "_exchange", "_watch", "_streamed", "_body", "_client_gone",
                  "_error", "_complete", "_finished")
 
-    def __init__(self, upstream: requests.Response, grant: Grant, exchange: Exchange, environ: dict,
+    def __init__(self, upstream: requests.Response, grant: Grant, exchange: Exchange, watch: HangupWatch,
                  streamed: bool):
         self._upstream = upstream
         self._grant = grant
@@ -171,10 +183,11 @@ class _Relay:
         self._streamed = streamed
         self._client_gone = self._complete = self._finished = False
         self._error: str | None = None
-        # A body of unknown length is a stream: watch for the client hanging up so
-        # the upstream is closed (and the model freed) at once, not at the next
-        # chunk; from WATCH_AFTER on, so that a short stream costs no watch.
-        self._watch = HangupWatch(environ, self._hung_up, after=WATCH_AFTER) if streamed else None
+        # A client that hangs up, whatever the upstream is doing (thinking before its first token,
+        # streaming, silent), has the upstream closed (and the model freed) at once, not at the next
+        # chunk. The watch began with the request (WATCH_AFTER in: a short answer costs no watch).
+        self._watch = watch
+        watch.on_hangup = self._hung_up
         self._body = self._chunks()
         exchange.set_canceller(self._cancelled)  # runs at once if a cancel came meanwhile
 
@@ -221,8 +234,7 @@ class _Relay:
         if self._finished:
             return
         self._finished = True
-        if self._watch is not None:
-            self._watch.stop()
+        self._watch.stop()
         self._upstream.close()
         self._grant.release()
         if self._complete:

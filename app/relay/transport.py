@@ -178,7 +178,13 @@ class UpstreamTransport:
 
 
 def _connection_socket(response: requests.Response) -> socket.socket | None:
-    return getattr(getattr(response.raw, "_connection", None), "sock", None)
+    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    if sock is None:
+        # A response that ends with its connection (``Connection: close``,
+        # close-delimited) has it handed over: http.client drops the
+        # connection's socket and reads through its own file object.
+        sock = getattr(getattr(getattr(getattr(response.raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
+    return sock
 
 
 def abort(response: requests.Response) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from typing import Iterator
 
+import psutil
 import pytest
 import requests
 
@@ -107,3 +107,54 @@ def test_a_close_delimited_sse_body_streams_event_by_event(llama_swap, tmp_path)
     assert ended_at - first_at > 0.6, (f"the first event came at {first_at:.2f}s, with the rest "
                                        f"(at {ended_at:.2f}s): the body was read whole first")
     assert (first + rest).endswith(b"data: [DONE]\n\n")
+
+
+# --------------------------------------------------------------------------- a client gone is noticed, whatever the upstream does
+
+
+def two_models(tmp_path, a_flags: str, extra: str = "") -> str:
+    """``A`` (``a_flags``) and a plain ``B``; one runs at a time, so B waits for A's lease."""
+    return (model_a(tmp_path, a_flags, extra)
+            + f"  B:\n    cmd: {fake_cmd('B', tmp_path, '--tokens 2')}\n")
+
+
+def send_raw(server, body: dict) -> socket.socket:
+    """POST ``body`` to the chat endpoint on a raw socket (the caller hangs up by closing it)."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+    return sock
+
+
+def upstream_connections(server, model: str) -> list:
+    """The worker's open connections to ``model``'s upstream."""
+    (worker,) = psutil.Process(server.proc.pid).children()
+    (upstream,) = [p for p in server.upstream_processes() if f"--model {model} " in " ".join(p.cmdline())]
+    ports = {c.laddr.port for c in upstream.net_connections() if c.status == psutil.CONN_LISTEN}
+    return [c for c in worker.net_connections() if c.raddr and c.raddr.port in ports
+            and c.status == psutil.CONN_ESTABLISHED]
+
+
+@pytest.mark.parametrize("stream, flags, extra", [
+    (True, "", ""), (True, "--close-delimited", ""), (False, "", ""), (True, "", "sendLoadingState: true")],
+    ids=["silent-after-headers", "close-delimited", "no-headers-yet", "loading-state"])
+def test_a_client_hanging_up_while_the_upstream_is_silent_frees_the_model_within_a_second(
+        llama_swap, tmp_path, stream, flags, extra):
+    # A thinks for 30 s before its first token: streamed, its headers are out
+    # and then nothing; not streamed, not even its headers come.
+    server = llama_swap(two_models(tmp_path, f"--tokens 3 --prompt-delay 30 {flags}", extra))
+    assert requests.post(server.url(CHAT), json=chat(stream=False) | {"model": "B"}, timeout=15).ok
+    sock = send_raw(server, chat(stream=stream))
+    wait_for(lambda: server.state_of("A") == "ready" and upstream_connections(server, "A"), timeout=10,
+             what="A to be thinking")
+    if stream:
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    sock.close()
+    began = time.monotonic()
+    wait_for(lambda: not upstream_connections(server, "A"), timeout=5, what="the upstream request closed")
+    assert time.monotonic() - began < 1.0, "the hang-up took more than a second to reach the upstream"
+    # A's lease is back: B evicts it at once.
+    assert requests.post(server.url(CHAT), json=chat(stream=False) | {"model": "B"}, timeout=15).ok
+    assert time.monotonic() - began < 3.0
+    assert "Traceback" not in server.log() and "reentrant" not in server.log(), server.log()
