@@ -158,3 +158,67 @@ def test_a_client_hanging_up_while_the_upstream_is_silent_frees_the_model_within
     assert requests.post(server.url(CHAT), json=chat(stream=False) | {"model": "B"}, timeout=15).ok
     assert time.monotonic() - began < 3.0
     assert "Traceback" not in server.log() and "reentrant" not in server.log(), server.log()
+
+
+# --------------------------------------------------------------------------- request bodies: limits and bad framing
+
+
+def raw_exchange(server, head: bytes, body_parts=(), *, half_close: bool = False,
+                 target: bytes = b"/v1/chat/completions", content_type: bytes = b"application/json") -> tuple[int, bytes]:
+    """Send a hand-framed request; the status and body of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(b"POST %b HTTP/1.1\r\nHost: x\r\nContent-Type: %b\r\n%b\r\n" % (target, content_type, head))
+        for part in body_parts:
+            sock.sendall(part)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < content_length(answer):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head_out, _, body = answer.partition(b"\r\n\r\n")
+    return int(head_out.split(b" ", 2)[1]), body
+
+
+def content_length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_being_read_whole(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, ""))
+    megabyte = b"x" * (1 << 20)
+    chunk = b"%x\r\n%b\r\n" % (len(megabyte), megabyte)
+    parts = [chunk] * 250 + [b"1\r\nx\r\n", b"0\r\n\r\n"]  # 250 MB and one byte
+    status, body = raw_exchange(server, b"Transfer-Encoding: chunked\r\n", parts)
+    assert status == 413, body
+    assert "250 MB" in json.loads(body)["error"]["message"]
+    assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200
+
+
+@pytest.mark.parametrize("head, parts, message", [
+    (b"Transfer-Encoding: chunked\r\n", [b"zz\r\n{}\r\n0\r\n\r\n"], "could not be read"),
+    (b"Content-Length: 200\r\n", [b'{"model": "A", "messages": []}'], "ended after 30 of its 200 bytes"),
+    (b"Content-Length: 200000\r\n", [b'{"model": "A", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}"],
+     "nested too deeply"),
+], ids=["malformed-chunk", "shorter-than-content-length", "deeply-nested-json"])
+def test_a_malformed_body_is_a_400_and_the_next_request_works(llama_swap, tmp_path, head, parts, message):
+    server = llama_swap(model_a(tmp_path, ""))
+    status, body = raw_exchange(server, head, parts, half_close=True)
+    assert status == 400, body
+    assert message in json.loads(body)["error"]["message"]
+    assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_a_malformed_chunk_in_an_upload_is_a_400(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, ""))
+    status, body = raw_exchange(server, b"Transfer-Encoding: chunked\r\n", [b"zz\r\n--b\r\n0\r\n\r\n"],
+                                target=b"/v1/audio/transcriptions", content_type=b"multipart/form-data; boundary=b")
+    assert status == 400, body
+    assert "could not be read" in json.loads(body)["error"]["message"]
