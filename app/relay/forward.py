@@ -188,6 +188,7 @@ class _Relay:
         # chunk. The watch began with the request (WATCH_AFTER in: a short answer costs no watch).
         self._watch = watch
         watch.on_hangup = self._hung_up
+        watch.renew()  # an upload's body, seen pending while it was relayed, is sent by now
         self._body = self._chunks()
         exchange.set_canceller(self._cancelled)  # runs at once if a cancel came meanwhile
 

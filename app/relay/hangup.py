@@ -38,17 +38,26 @@ class HangupWatch:
     called.
     """
 
-    __slots__ = ("_greenlet", "on_hangup")
+    __slots__ = ("_greenlet", "_sock", "on_hangup")
 
     def __init__(self, environ: dict, on_hangup: Callable[[], None], after: float = 0.0):
         self.on_hangup = on_hangup
-        sock = environ.get("gunicorn.socket")
-        if sock is None:
-            self._greenlet = None
-        elif after > 0:
-            self._greenlet = gevent.spawn_later(after, _watch, sock, self)
+        self._sock = environ.get("gunicorn.socket")
+        self._greenlet = None
+        self._start(after)
+
+    def _start(self, after: float) -> None:
+        if self._sock is None:
+            return
+        if after > 0:
+            self._greenlet = gevent.spawn_later(after, _watch, self._sock, self)
         else:
-            self._greenlet = gevent.spawn(_watch, sock, self)
+            self._greenlet = gevent.spawn(_watch, self._sock, self)
+
+    def renew(self) -> None:
+        """Watch again if the watch ended on pending bytes (the rest of a request body, relayed since)."""
+        if self._greenlet is not None and self._greenlet.dead:
+            self._start(0.0)
 
     def stop(self) -> None:
         if self._greenlet is not None:
