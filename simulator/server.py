@@ -23,10 +23,13 @@ What it emulates, as seen through a proxy:
   audio speech/transcriptions/voices, image generations/edits, the rerank
   family, sd.cpp's ``/sdapi/v1/*`` and audio.cpp's ``/v1/tasks/run``, each
   naming the model it received;
-* process-level faults: crashing after N completions, ignoring SIGTERM, never
-  becoming healthy, dying while starting, and Nagle-afflicted writes
-  (``--split-writes``); and llama-server's slow exit while a client
-  connection is open (``--linger``);
+* process-level faults: crashing after N completions, dying in the middle of
+  a stream (``--exit-mid-stream``), ignoring SIGTERM, never becoming healthy,
+  dying while starting, and Nagle-afflicted writes (``--split-writes``); and
+  llama-server's slow exit while a client connection is open (``--linger``);
+* old servers' framing: ``--close-delimited`` sends every body without
+  chunked encoding nor a length (it ends when the connection closes), as
+  HTTP/1.0-era SSE servers do;
 * llama-server's ``/metrics`` (Prometheus text) with ``--metrics``: prompt
   and generated token counters, requests in progress (501 without the flag,
   as llama-server answers). On SIGTERM it logs how many client
@@ -84,6 +87,8 @@ class Options:
     prompt_delay: float = 0.0
     linger: float = 0.0
     metrics: bool = False
+    exit_mid_stream: int = 0
+    close_delimited: bool = False
 
 
 class State:
@@ -295,7 +300,11 @@ def stream_events(state: State, c: Completion) -> Iterator[bytes]:
     render = _token_renderer(state, c)
     if state.options.prompt_delay > 0:
         time.sleep(state.options.prompt_delay)  # prompt processing: the headers are already out
+    exit_after = state.options.exit_mid_stream
     for i in range(c.n_tokens):
+        if exit_after and i == exit_after:
+            log(f"srv  exit_mid_stream: {exit_after} token(s) streamed, exiting on purpose")
+            os._exit(1)
         if delay > 0:
             time.sleep(delay)
         yield render(i)
@@ -428,7 +437,7 @@ class Handler(BaseHTTPRequestHandler):
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _chunked_ok(self) -> bool:
-        return self.request_version != "HTTP/1.0"
+        return self.request_version != "HTTP/1.0" and not self.server.state.options.close_delimited
 
     def _send(self, status: int, body: bytes, content_type: str = JSON_TYPE,
               headers: dict[str, str] | None = None) -> None:
@@ -661,6 +670,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--prompt-delay", type=float, default=0.0,
                    help="seconds of prompt processing before the first token (a stream's headers go out first)")
     p.add_argument("--crash-after", type=int, default=0, help="exit(1) after the Nth completion (0: never)")
+    p.add_argument("--exit-mid-stream", type=int, default=0,
+                   help="exit(1) in the middle of a stream, after sending N tokens of it (0: never)")
+    p.add_argument("--close-delimited", action="store_true",
+                   help="streams without chunked encoding nor a length: the body ends when the connection closes")
     p.add_argument("--never-healthy", action="store_true", help="answer 503 forever")
     p.add_argument("--ignore-sigterm", action="store_true", help="ignore SIGTERM (SIGKILL only)")
     p.add_argument("--split-writes", action="store_true", help="no TCP_NODELAY; headers and body in two writes")
@@ -671,7 +684,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     a = p.parse_args(argv)
     return Options(a.host, a.port, a.model, a.load_time, a.tokens, a.token_delay, a.crash_after,
                    a.never_healthy, a.ignore_sigterm, a.split_writes, a.starts_file, a.exit_after_start,
-                   a.echo_request, a.prompt_delay, a.linger, a.metrics)
+                   a.echo_request, a.prompt_delay, a.linger, a.metrics, a.exit_mid_stream, a.close_delimited)
 
 
 def record_start(path: str) -> None:

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import requests
 
-from app.relay.transport import chunk_waiting
+from app.relay.transport import arriving, chunk_waiting
 
 MAX_BATCH = 64 * 1024  # bytes: keeps a burst from being held back too long
 
@@ -35,7 +35,7 @@ def batched_chunks(response: requests.Response,
     ``more_waiting``: the response's ``transport.chunk_waiting`` check, when
     the caller has it already.
     """
-    chunks = response.iter_content(None)
+    chunks = arriving(response)
     for first in chunks:
         yield first
         break

@@ -42,10 +42,51 @@ MAX_MODEL_FIELD = 4 * 1024
 # --------------------------------------------------------------------------- JSON and query
 
 
+def read_whole(req: Request) -> bytes:
+    """A body that is read whole (a JSON one): at most ``MAX_BUFFERED`` bytes, framed as it says.
+
+    The limit holds whether the client told the length or sent it chunked
+    (read up to the limit, never past it). A body the server's reader
+    cannot parse (a malformed chunk) or one that ends before its
+    ``Content-Length`` is a 400.
+    """
+    length = req.content_length
+    if length is not None and length > MAX_BUFFERED:
+        raise RequestTooLarge(f"request body exceeds the {MAX_BUFFERED >> 20} MB limit")
+    stream, chunks, size = req.stream, [], 0
+    try:
+        while chunk := read_body(stream, CHUNK):
+            size += len(chunk)
+            if size > MAX_BUFFERED:
+                raise RequestTooLarge(f"request body exceeds the {MAX_BUFFERED >> 20} MB limit")
+            chunks.append(chunk)
+    except OSError as exc:  # the client went away mid-body
+        raise BadRequest(f"request body could not be read: {exc}") from None
+    if length is not None and size < length:
+        raise BadRequest(f"request body ended after {size} of its {length} bytes (Content-Length)")
+    return b"".join(chunks)
+
+
+def read_body(stream: IO[bytes], size: int) -> bytes:
+    """Up to ``size`` bytes of a request body; a body the server cannot parse (a malformed chunk) is a 400.
+
+    The WSGI server's reader raises its own types for that (gunicorn's
+    ``ParseException``s); an ``OSError`` (the client gone) passes as it is.
+    """
+    try:
+        return stream.read(size)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise BadRequest(f"request body could not be read: {exc}") from None
+
+
 def model_from_json(body: bytes) -> tuple[str, dict[str, Any]]:
     """The model name and the parsed object of a JSON request body."""
     try:
         payload = json.loads(body)
+    except RecursionError:
+        raise BadRequest("request body is JSON nested too deeply") from None
     except ValueError:
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(payload, dict):
@@ -245,7 +286,7 @@ class MultipartUpload:
         buffered = 0
         try:
             while scanner.found is None:
-                chunk = stream.read(CHUNK)
+                chunk = read_body(stream, CHUNK)
                 if not chunk:
                     break
                 spool.write(chunk)
@@ -289,7 +330,7 @@ def read_chunks(source: IO[bytes], limit: int | None) -> Iterator[bytes]:
     """``source`` in chunks, up to ``limit`` bytes (None: to the end)."""
     left = limit
     while left is None or left > 0:
-        chunk = source.read(CHUNK if left is None else min(CHUNK, left))
+        chunk = read_body(source, CHUNK if left is None else min(CHUNK, left))
         if not chunk:
             return
         if left is not None:

@@ -11,10 +11,19 @@ done, the upstream breaks, or the client hangs up, whichever comes first:
 that is what lets a model be evicted again. The exchange
 (``app.observe.exchange``) hears the response, each chunk, and the end with
 its outcome, on every one of those paths.
+
+An answer cut short (the upstream died, closed early, was unloaded or
+cancelled) must read as cut to the client, never as a clean end: the body
+raises ``StreamBroken`` out to the WSGI server, which then drops the
+connection without the chunked body's terminating chunk (or short of its
+Content-Length), as Go's reverse proxy does with ``http.ErrAbortHandler``.
+It is a ``ConnectionResetError`` so that gunicorn closes the socket quietly
+(the relay has logged the cause already).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 from dataclasses import dataclass
@@ -47,6 +56,14 @@ NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "accept-encoding", "e
 
 CONNECT_TIMEOUT = 30.0
 WATCH_AFTER = 0.02  # seconds into a stream before its client's socket is watched for a hang-up
+
+
+class StreamBroken(ConnectionResetError):
+    """Raised out of a response body that was cut short: the WSGI server must drop the connection."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ECONNRESET, message)
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -96,29 +113,26 @@ def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: Ups
             environ: dict) -> Response:
     """Proxy to the granted upstream; the returned response owns the grant and ends the exchange."""
     exchange.granted(grant.queued, grant.loading)
-    # A cancel while the upstream has not answered yet (for a non-streamed answer, the whole generation)
-    # interrupts the wait: the connection is dropped, the grant released below.
+    # A cancel or a hang-up while the upstream has not answered yet (for a non-streamed answer, the
+    # whole generation; for any, the prompt's processing) interrupts the wait: the connection is
+    # dropped, the grant released below. The watch then follows the answer's body (``_Relay``).
     waiting = gevent.getcurrent()
-    exchange.set_canceller(lambda: gevent.kill(waiting, ClientGone(  # asynchronous: raised in its wait
-        f"request cancelled while model {grant.model} was answering")))
+
+    def interrupt(why: str) -> None:
+        gevent.kill(waiting, ClientGone(f"{why} while model {grant.model} was answering"))  # raised in its wait
+
+    exchange.set_canceller(lambda: interrupt("request cancelled"))
+    watch = HangupWatch(environ, lambda: interrupt("client went away"), after=WATCH_AFTER)
     connect, header = request_timeouts(outgoing.timeouts)
     try:
         upstream = transport.send(outgoing.method, grant.proxy_url, outgoing.path, outgoing.headers,
                                   outgoing.body, (connect, header))
-    except requests.RequestException as exc:
-        grant.release()
-        what = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
-        log.warning("%s: upstream %s %s: %s", grant.model, grant.proxy_url, what, exc)
-        error = UpstreamUnreachable(f"upstream for model {grant.model} {what}: {exc}")
-        exchange.end(Outcome.UPSTREAM_ERROR, status=error.status, error=error.message)
+    except BaseException as exc:
+        watch.stop()
+        error = _refusal(exc, grant, exchange)
+        if error is exc:
+            raise
         raise error from exc
-    except OSError as exc:
-        grant.release()  # the client went away while its upload was being relayed
-        exchange.end(Outcome.CLIENT_GONE, error=str(exc))
-        raise
-    except BaseException:
-        grant.release()  # a bug, a cancel, or the greenlet killed: the view's handler ends the exchange
-        raise
     exchange.set_canceller(None)  # until the relay below takes over
     if header is not None:
         lift_read_timeout(upstream)
@@ -130,8 +144,23 @@ def forward(grant: Grant, outgoing: Outgoing, exchange: Exchange, transport: Ups
         headers.append(("X-Accel-Buffering", "no"))
     exchange.responded(upstream.status_code, headers)
     streamed = "content-length" not in upstream.headers
-    return Response(_Relay(upstream, grant, exchange, environ, streamed), status=upstream.status_code,
+    return Response(_Relay(upstream, grant, exchange, watch, streamed), status=upstream.status_code,
                     headers=headers, direct_passthrough=True)
+
+
+def _refusal(exc: BaseException, grant: Grant, exchange: Exchange) -> BaseException:
+    """What to raise for ``exc``, which ended the wait for the upstream's answer; the grant is released."""
+    grant.release()
+    if isinstance(exc, requests.RequestException):
+        what = "timed out" if isinstance(exc, requests.Timeout) else "unreachable"
+        log.warning("%s: upstream %s %s: %s", grant.model, grant.proxy_url, what, exc)
+        error = UpstreamUnreachable(f"upstream for model {grant.model} {what}: {exc}")
+        exchange.end(Outcome.UPSTREAM_ERROR, status=error.status, error=error.message)
+        return error
+    if isinstance(exc, OSError):  # the client went away while its upload was being relayed
+        exchange.end(Outcome.CLIENT_GONE, error=str(exc))
+    # else a bug, a cancel, a hang-up, or the greenlet killed: the view's handler ends the exchange
+    return exc
 
 
 class _Relay:
@@ -146,7 +175,7 @@ class _Relay:
     __slots__ = ("_upstream", "_grant", "_exchange", "_watch", "_streamed", "_body", "_client_gone",
                  "_error", "_complete", "_finished")
 
-    def __init__(self, upstream: requests.Response, grant: Grant, exchange: Exchange, environ: dict,
+    def __init__(self, upstream: requests.Response, grant: Grant, exchange: Exchange, watch: HangupWatch,
                  streamed: bool):
         self._upstream = upstream
         self._grant = grant
@@ -154,10 +183,12 @@ class _Relay:
         self._streamed = streamed
         self._client_gone = self._complete = self._finished = False
         self._error: str | None = None
-        # A body of unknown length is a stream: watch for the client hanging up so
-        # the upstream is closed (and the model freed) at once, not at the next
-        # chunk; from WATCH_AFTER on, so that a short stream costs no watch.
-        self._watch = HangupWatch(environ, self._hung_up, after=WATCH_AFTER) if streamed else None
+        # A client that hangs up, whatever the upstream is doing (thinking before its first token,
+        # streaming, silent), has the upstream closed (and the model freed) at once, not at the next
+        # chunk. The watch began with the request (WATCH_AFTER in: a short answer costs no watch).
+        self._watch = watch
+        watch.on_hangup = self._hung_up
+        watch.renew()  # an upload's body, seen pending while it was relayed, is sent by now
         self._body = self._chunks()
         exchange.set_canceller(self._cancelled)  # runs at once if a cancel came meanwhile
 
@@ -191,10 +222,12 @@ class _Relay:
                 exchange.sent(chunk)
                 yield chunk
             self._complete = True
-        except Exception as exc:  # upstream died, or was closed by a hang-up
-            if not self._client_gone:
-                self._error = f"stream from upstream ended early: {exc}"
-                log.info("%s: stream from upstream ended early: %s", self._grant.model, exc)
+        except Exception as exc:  # upstream died, or was closed by a hang-up or a cancel
+            if self._client_gone:
+                return
+            self._error = f"stream from upstream ended early: {exc}"
+            log.info("%s: stream from upstream ended early: %s", self._grant.model, exc)
+            raise StreamBroken(self._error) from None
         finally:
             self._finish()
 
@@ -202,8 +235,7 @@ class _Relay:
         if self._finished:
             return
         self._finished = True
-        if self._watch is not None:
-            self._watch.stop()
+        self._watch.stop()
         self._upstream.close()
         self._grant.release()
         if self._complete:

@@ -9,19 +9,19 @@ end-of-file (or an error) means it has gone. A peek that returns data
 
 from __future__ import annotations
 
-import socket
+from socket import MSG_PEEK
 from typing import Any, Callable
 
 import gevent
 
 
-def _watch(sock: Any, on_hangup: Callable[[], None]) -> None:
+def _watch(sock: Any, watch: "HangupWatch") -> None:
     try:
-        data = sock.recv(1, socket.MSG_PEEK)
+        data = sock.recv(1, MSG_PEEK)
     except OSError:
         data = b""
     if not data:
-        on_hangup()
+        watch.on_hangup()
 
 
 class HangupWatch:
@@ -31,18 +31,33 @@ class HangupWatch:
     answer then never pays for a watch (a greenlet that never ran is
     dropped for nothing); a client that leaves meanwhile is still noticed,
     that much later, or at the next write to it.
+
+    ``on_hangup`` may be replaced while the watch runs (what a hang-up must
+    undo changes as a request moves on: the wait for the upstream's headers,
+    then the relay of its body); the one in place when the client leaves is
+    called.
     """
 
-    __slots__ = ("_greenlet",)
+    __slots__ = ("_greenlet", "_sock", "on_hangup")
 
     def __init__(self, environ: dict, on_hangup: Callable[[], None], after: float = 0.0):
-        sock = environ.get("gunicorn.socket")
-        if sock is None:
-            self._greenlet = None
-        elif after > 0:
-            self._greenlet = gevent.spawn_later(after, _watch, sock, on_hangup)
+        self.on_hangup = on_hangup
+        self._sock = environ.get("gunicorn.socket")
+        self._greenlet = None
+        self._start(after)
+
+    def _start(self, after: float) -> None:
+        if self._sock is None:
+            return
+        if after > 0:
+            self._greenlet = gevent.spawn_later(after, _watch, self._sock, self)
         else:
-            self._greenlet = gevent.spawn(_watch, sock, on_hangup)
+            self._greenlet = gevent.spawn(_watch, self._sock, self)
+
+    def renew(self) -> None:
+        """Watch again if the watch ended on pending bytes (the rest of a request body, relayed since)."""
+        if self._greenlet is not None and self._greenlet.dead:
+            self._start(0.0)
 
     def stop(self) -> None:
         if self._greenlet is not None:

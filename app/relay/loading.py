@@ -16,7 +16,9 @@ stream then follows, byte for byte, on the same response.
 Once the headers are out an error can no longer be a status: a load that
 fails, or an upstream that answers non-200, ends the stream with an
 OpenAI-style ``data: {"error": {...}}`` event and ``data: [DONE]`` (the
-``openai`` SDK raises ``APIError`` on it).
+``openai`` SDK raises ``APIError`` on it). An upstream stream cut short
+(``forward.StreamBroken``) gets the error event, then the connection is
+dropped as on any other stream: no ``[DONE]``, the answer is not whole.
 
 The wait itself is ``app.relay.grants.GrantWait``'s (the one wait for a
 grant), in ticks of ``TICK`` seconds.
@@ -41,6 +43,7 @@ from flask import Response
 from app.config.model import ModelConfig
 from app.errors import Refusal, error_body, status_and_code
 from app.observe.exchange import Exchange, Outcome
+from app.relay.forward import StreamBroken
 from app.relay.grants import GrantWait, Grant
 from scheduler.errors import ClientGone
 from scheduler.router import Router
@@ -232,7 +235,12 @@ class LoadingStream:
                         self._model, self._upstream.status_code, message)
             yield from self._fail(self._upstream.status_code, message)
             return
-        yield from self._upstream.response  # type: ignore[misc]
+        try:
+            yield from self._upstream.response  # type: ignore[misc]
+        except StreamBroken as exc:
+            # Cut mid-answer: say why in the stream, then break it (no [DONE]: the answer is not whole).
+            yield error_event(502, exc.message)
+            raise
 
     def _fail(self, status: int, message: str, code: str | None = None, *, lines: bool = False) -> Iterator[bytes]:
         if lines:

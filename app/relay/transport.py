@@ -19,6 +19,11 @@ relay needs beyond requests' public API lives here and nowhere else:
 - ``lift_read_timeout``: requests' read timeout bounds every wait between
   bytes, Go's ``responseHeader`` only the headers; once they are in, the
   socket's timeout is lifted.
+- ``arriving``: a body as it arrives. requests' ``iter_content(None)`` yields
+  a chunked body chunk by chunk, but reads any other body (a
+  ``Content-Length``, or close-delimited as old SSE servers send) whole
+  before yielding anything; those are read with ``read1``, whatever the
+  socket has, byte for byte.
 - ``chunk_waiting``: whether more of a streamed body has already arrived (a
   non-blocking peek), so chunks that piled up go out in one write.
 - ``abort``: cut a response being read in another greenlet (a client that
@@ -36,7 +41,7 @@ from __future__ import annotations
 import io
 import logging
 import socket
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -173,7 +178,13 @@ class UpstreamTransport:
 
 
 def _connection_socket(response: requests.Response) -> socket.socket | None:
-    return getattr(getattr(response.raw, "_connection", None), "sock", None)
+    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    if sock is None:
+        # A response that ends with its connection (``Connection: close``,
+        # close-delimited) has it handed over: http.client drops the
+        # connection's socket and reads through its own file object.
+        sock = getattr(getattr(getattr(getattr(response.raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
+    return sock
 
 
 def abort(response: requests.Response) -> None:
@@ -195,6 +206,25 @@ def cut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+READ_AT_MOST = 64 * 1024  # bytes per read of a body that is not chunked
+
+
+def arriving(response: requests.Response) -> Iterator[bytes]:
+    """The body of a streamed response, each piece as soon as it has arrived (never waiting to fill a buffer)."""
+    raw = response.raw
+    if raw.chunked:
+        return response.iter_content(None)  # one item per chunk, as each arrives
+    return _read1_until_end(raw)
+
+
+def _read1_until_end(raw: Any) -> Iterator[bytes]:
+    while True:
+        data = raw.read1(READ_AT_MOST, decode_content=False)  # Content-Encoding is passed on as it is
+        if not data:
+            return
+        yield data
 
 
 def lift_read_timeout(response: requests.Response) -> None:

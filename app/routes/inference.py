@@ -38,13 +38,11 @@ from typing import Iterable
 
 from flask import Blueprint, Response, redirect, request
 
-from app.errors import ApiError, Refusal, RequestTooLarge, refusal_response
+from app.errors import ApiError, Refusal, refusal_response
 from app.naming import resolve
 from app.naming.peers import PeerTarget
 from app.relay import loading
-from app.relay.body import (
-    MAX_BUFFERED, Incoming, MultipartUpload, model_from_json, model_from_query, request_body,
-)
+from app.relay.body import Incoming, MultipartUpload, model_from_json, model_from_query, read_whole, request_body
 from app.relay.forward import Outgoing, forward, upstream_headers
 from app.relay.grants import acquire
 from app.relay.peer import outgoing_to_peer, relay_to_peer
@@ -132,9 +130,7 @@ ROUTES: tuple[Route, ...] = (
 
 def read_incoming(route: Route) -> Incoming:
     if route.source is Source.JSON:
-        if (request.content_length or 0) > MAX_BUFFERED:
-            raise RequestTooLarge(f"request body exceeds the {MAX_BUFFERED >> 20} MB limit")
-        raw = request.get_data(cache=False)
+        raw = read_whole(request)
         name, payload = model_from_json(raw)
         # curl -d sends JSON as a form: say what it is, as Go does (NormalizeBodyContentType)
         if "application/json" not in (request.content_type or ""):

@@ -350,3 +350,25 @@ def test_echo_request_puts_the_request_in_completion_answers(launch: Any) -> Non
     up = launch("--echo-request", "--tokens", "1")
     _, body = post_json(up, "/v1/chat/completions", {"model": "m", "messages": [], "top_k": 5})
     assert body["received"] == {"model": "m", "messages": [], "top_k": 5}
+
+
+def test_exit_mid_stream_cuts_the_chunked_body(launch: Any) -> None:
+    up = launch("--exit-mid-stream", "2", "--tokens", "5")
+    conn = http.client.HTTPConnection(up.host, up.port, timeout=5)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps({"stream": True, "messages": []}),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Transfer-Encoding") == "chunked"
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        resp.read()
+    assert cut.value.partial.count(b"data: ") == 2
+    assert up.wait_exit(timeout=5) == 1
+
+
+def test_close_delimited_streams_end_with_the_connection(launch: Any) -> None:
+    up = launch("--close-delimited", "--tokens", "2")
+    status, headers, raw = request(up, "POST", "/v1/chat/completions", {"stream": True, "messages": []})
+    assert status == 200
+    assert "transfer-encoding" not in headers and "content-length" not in headers
+    assert headers["connection"] == "close"
+    assert sse_events(raw)[-1] == "[DONE]"

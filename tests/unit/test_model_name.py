@@ -1,4 +1,4 @@
-"""Finding the model in a multipart upload read chunk by chunk (``app.relay.body``)."""
+"""Finding the model in a multipart upload read chunk by chunk, and reading a JSON body whole (``app.relay.body``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import os
 
 import pytest
 
-from app.errors import BadRequest
-from app.relay.body import MultipartUpload, SizedBody, is_model_field, model_from_json, model_from_query
+from app.errors import BadRequest, RequestTooLarge
+from app.relay import body as body_module
+from app.relay.body import (
+    MultipartUpload, SizedBody, is_model_field, model_from_json, model_from_query, read_whole,
+)
 
 BOUNDARY = "XyZ-boundary"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -98,3 +101,58 @@ def test_json_and_query_models():
     assert model_from_query({"model": "a"}) == "a"
     with pytest.raises(BadRequest):
         model_from_query({})
+
+
+# --------------------------------------------------------------------------- a body read whole
+
+
+class FakeRequest:
+    """What ``read_whole`` reads of a Flask request: its stream and its Content-Length."""
+
+    def __init__(self, stream, content_length: int | None):
+        self.stream, self.content_length = stream, content_length
+
+
+class EndlessStream(io.RawIOBase):
+    """A chunked upload that never ends; counts what was read of it."""
+
+    def __init__(self):
+        self.read_bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.read_bytes += size
+        return b"x" * size
+
+
+class BadChunk(io.RawIOBase):
+    def read(self, size: int = -1) -> bytes:
+        raise ValueError("Invalid chunk size: b'zz'")  # as gunicorn's ParseException would
+
+
+def test_a_body_without_a_length_is_read_only_up_to_the_limit(monkeypatch):
+    monkeypatch.setattr(body_module, "MAX_BUFFERED", 1 << 20)
+    stream = EndlessStream()
+    with pytest.raises(RequestTooLarge):
+        read_whole(FakeRequest(stream, None))
+    assert stream.read_bytes <= (1 << 20) + body_module.CHUNK
+
+
+def test_a_told_length_over_the_limit_is_refused_before_reading(monkeypatch):
+    monkeypatch.setattr(body_module, "MAX_BUFFERED", 1 << 20)
+    stream = EndlessStream()
+    with pytest.raises(RequestTooLarge):
+        read_whole(FakeRequest(stream, (1 << 20) + 1))
+    assert stream.read_bytes == 0
+
+
+def test_a_body_shorter_than_its_length_or_unreadable_is_a_bad_request():
+    with pytest.raises(BadRequest, match="ended after 2 of its 10 bytes"):
+        read_whole(FakeRequest(io.BytesIO(b"{}"), 10))
+    with pytest.raises(BadRequest, match="could not be read: Invalid chunk size"):
+        read_whole(FakeRequest(BadChunk(), None))
+    assert read_whole(FakeRequest(Trickle(b'{"model": "m"}', 3), 14)) == b'{"model": "m"}'
+
+
+def test_json_nested_too_deeply_is_a_bad_request():
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        model_from_json(b"[" * 100_000 + b"]" * 100_000)

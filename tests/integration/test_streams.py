@@ -1,0 +1,224 @@
+"""Streams and bodies under faults: what a client sees when the upstream, the operator or the client itself
+breaks an answer, and how bodies of every framing flow.
+
+A cut answer must read as cut: the client's read raises (the connection is
+closed without the chunked body's terminating chunk), never a clean end that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Iterator
+
+import psutil
+import pytest
+import requests
+
+from tests.helpers.server import fake_cmd, wait_for
+
+
+CHAT = "/v1/chat/completions"
+
+
+def chat(*, stream: bool = True) -> dict:
+    return {"model": "A", "messages": [{"role": "user", "content": "hello"}], "stream": stream}
+
+
+def model_a(tmp_path, flags: str, extra: str = "") -> str:
+    """A config with one model, ``A``, served by the simulator with ``flags``."""
+    return f"healthCheckTimeout: 15\n{extra}\nmodels:\n  A:\n    cmd: {fake_cmd('A', tmp_path, flags)}\n"
+
+
+def read_until_broken(chunks: Iterator[bytes]) -> bytes:
+    """The body read so far when reading it raised; fails if it ended cleanly."""
+    got = b""
+    with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)):
+        for chunk in chunks:
+            got += chunk
+    return got
+
+
+# --------------------------------------------------------------------------- a cut answer reads as cut
+
+
+def test_an_upstream_dying_mid_stream_breaks_the_clients_stream(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, "--tokens 10 --exit-mid-stream 3"))
+    with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
+        assert r.status_code == 200
+        got = read_until_broken(r.iter_content(None))
+    assert got.count(b"data: ") == 3 and b"[DONE]" not in got
+    wait_for(lambda: "A: stream from upstream ended early" in server.log(), timeout=5, what="the log line")
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_an_upstream_dying_mid_stream_on_a_loading_state_stream_sends_an_error_then_breaks(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, "--load-time 0.3 --tokens 10 --exit-mid-stream 3",
+                                      extra="sendLoadingState: true"))
+    with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
+        assert r.status_code == 200
+        got = read_until_broken(r.iter_content(None))
+    events = [line[6:] for line in got.decode().splitlines() if line.startswith("data: ")]
+    assert "llama-swap loading model: A" in got.decode()
+    assert "[DONE]" not in events
+    error = json.loads(events[-1])["error"]
+    assert "ended early" in error["message"]
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_unloading_while_streams_run_breaks_them(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, "--tokens 400 --token-delay 0.05"))
+    streams = [requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30)
+               for _ in range(2)]
+    readers = []
+    for r in streams:
+        assert r.status_code == 200
+        readers.append(r.iter_content(None))  # kept: a dropped reader closes its connection
+        next(readers[-1])
+    assert requests.post(server.url("/api/models/unload"), timeout=30).status_code == 200
+    for r, chunks in zip(streams, readers):
+        got = read_until_broken(chunks)
+        r.close()
+        assert b"[DONE]" not in got
+    assert server.state_of("A") is None
+
+
+# --------------------------------------------------------------------------- every body streams as it arrives
+
+
+def test_a_close_delimited_sse_body_streams_event_by_event(llama_swap, tmp_path):
+    # An old SSE server: no chunked encoding, no length, the body ends when it closes the connection.
+    server = llama_swap(model_a(tmp_path, "--close-delimited --tokens 2 --token-delay 1"))
+    assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=30).status_code == 200
+    began = time.monotonic()
+    with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
+        headers_at = time.monotonic() - began
+        chunks = r.iter_content(None)
+        first = b""
+        while b"\n\n" not in first:
+            first += next(chunks)
+        first_at = time.monotonic() - began
+        rest = b"".join(chunks)
+        ended_at = time.monotonic() - began
+    assert headers_at < 0.7, f"the headers waited {headers_at:.2f}s for the body"
+    assert first.startswith(b"data: ") and b"tok0" in first
+    assert ended_at - first_at > 0.6, (f"the first event came at {first_at:.2f}s, with the rest "
+                                       f"(at {ended_at:.2f}s): the body was read whole first")
+    assert (first + rest).endswith(b"data: [DONE]\n\n")
+
+
+# --------------------------------------------------------------------------- a client gone is noticed, whatever the upstream does
+
+
+def two_models(tmp_path, a_flags: str, extra: str = "") -> str:
+    """``A`` (``a_flags``) and a plain ``B``; one runs at a time, so B waits for A's lease."""
+    return (model_a(tmp_path, a_flags, extra)
+            + f"  B:\n    cmd: {fake_cmd('B', tmp_path, '--tokens 2')}\n")
+
+
+def send_raw(server, body: dict) -> socket.socket:
+    """POST ``body`` to the chat endpoint on a raw socket (the caller hangs up by closing it)."""
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+    return sock
+
+
+def upstream_connections(server, model: str) -> list:
+    """The worker's open connections to ``model``'s upstream."""
+    (worker,) = psutil.Process(server.proc.pid).children()
+    (upstream,) = [p for p in server.upstream_processes() if f"--model {model} " in " ".join(p.cmdline())]
+    ports = {c.laddr.port for c in upstream.net_connections() if c.status == psutil.CONN_LISTEN}
+    return [c for c in worker.net_connections() if c.raddr and c.raddr.port in ports
+            and c.status == psutil.CONN_ESTABLISHED]
+
+
+@pytest.mark.parametrize("stream, flags, extra", [
+    (True, "", ""), (True, "--close-delimited", ""), (False, "", ""), (True, "", "sendLoadingState: true")],
+    ids=["silent-after-headers", "close-delimited", "no-headers-yet", "loading-state"])
+def test_a_client_hanging_up_while_the_upstream_is_silent_frees_the_model_within_a_second(
+        llama_swap, tmp_path, stream, flags, extra):
+    # A thinks for 30 s before its first token: streamed, its headers are out
+    # and then nothing; not streamed, not even its headers come.
+    server = llama_swap(two_models(tmp_path, f"--tokens 3 --prompt-delay 30 {flags}", extra))
+    assert requests.post(server.url(CHAT), json=chat(stream=False) | {"model": "B"}, timeout=15).ok
+    sock = send_raw(server, chat(stream=stream))
+    wait_for(lambda: server.state_of("A") == "ready" and upstream_connections(server, "A"), timeout=10,
+             what="A to be thinking")
+    if stream:
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    sock.close()
+    began = time.monotonic()
+    wait_for(lambda: not upstream_connections(server, "A"), timeout=5, what="the upstream request closed")
+    assert time.monotonic() - began < 1.0, "the hang-up took more than a second to reach the upstream"
+    # A's lease is back: B evicts it at once.
+    assert requests.post(server.url(CHAT), json=chat(stream=False) | {"model": "B"}, timeout=15).ok
+    assert time.monotonic() - began < 3.0
+    assert "Traceback" not in server.log() and "reentrant" not in server.log(), server.log()
+
+
+# --------------------------------------------------------------------------- request bodies: limits and bad framing
+
+
+def raw_exchange(server, head: bytes, body_parts=(), *, half_close: bool = False,
+                 target: bytes = b"/v1/chat/completions", content_type: bytes = b"application/json") -> tuple[int, bytes]:
+    """Send a hand-framed request; the status and body of the answer."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(b"POST %b HTTP/1.1\r\nHost: x\r\nContent-Type: %b\r\n%b\r\n" % (target, content_type, head))
+        for part in body_parts:
+            sock.sendall(part)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < content_length(answer):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head_out, _, body = answer.partition(b"\r\n\r\n")
+    return int(head_out.split(b" ", 2)[1]), body
+
+
+def content_length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_being_read_whole(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, ""))
+    megabyte = b"x" * (1 << 20)
+    chunk = b"%x\r\n%b\r\n" % (len(megabyte), megabyte)
+    parts = [chunk] * 250 + [b"1\r\nx\r\n", b"0\r\n\r\n"]  # 250 MB and one byte
+    status, body = raw_exchange(server, b"Transfer-Encoding: chunked\r\n", parts)
+    assert status == 413, body
+    assert "250 MB" in json.loads(body)["error"]["message"]
+    assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200
+
+
+@pytest.mark.parametrize("head, parts, message", [
+    (b"Transfer-Encoding: chunked\r\n", [b"zz\r\n{}\r\n0\r\n\r\n"], "could not be read"),
+    (b"Content-Length: 200\r\n", [b'{"model": "A", "messages": []}'], "ended after 30 of its 200 bytes"),
+    (b"Content-Length: 200000\r\n", [b'{"model": "A", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}"],
+     "nested too deeply"),
+], ids=["malformed-chunk", "shorter-than-content-length", "deeply-nested-json"])
+def test_a_malformed_body_is_a_400_and_the_next_request_works(llama_swap, tmp_path, head, parts, message):
+    server = llama_swap(model_a(tmp_path, ""))
+    status, body = raw_exchange(server, head, parts, half_close=True)
+    assert status == 400, body
+    assert message in json.loads(body)["error"]["message"]
+    assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_a_malformed_chunk_in_an_upload_is_a_400(llama_swap, tmp_path):
+    server = llama_swap(model_a(tmp_path, ""))
+    status, body = raw_exchange(server, b"Transfer-Encoding: chunked\r\n", [b"zz\r\n--b\r\n0\r\n\r\n"],
+                                target=b"/v1/audio/transcriptions", content_type=b"multipart/form-data; boundary=b")
+    assert status == 400, body
+    assert "could not be read" in json.loads(body)["error"]["message"]
