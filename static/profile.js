@@ -35,7 +35,7 @@ async function refresh() {
 }
 
 // name: a profile's name, or null for none. Answers the server's profile list.
-export async function activate(name) {
+async function activate(name) {
   switched(await request("api/profiles/active", { method: "PUT", body: { name } }));
 }
 

@@ -28,7 +28,7 @@ export function modelPath(id) {
   return id.split("/").map(encodeURIComponent).join("/");
 }
 
-export function modelHref(id) {
+function modelHref(id) {
   return "#/models/" + modelPath(id);
 }
 
@@ -42,7 +42,7 @@ export function findModel(name) {
     || feedState.models.find((m) => (m.aliases || []).includes(name));
 }
 
-export function stateOf(model) {
+function stateOf(model) {
   if (!model) return "unknown";
   if (model.peerID) return "peer";
   return loads.has(model.id) && model.state === "stopped" ? "queued" : model.state;

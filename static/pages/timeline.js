@@ -23,7 +23,7 @@ function titled(node, text) {
   return node;
 }
 
-export function causeText(cause) {
+function causeText(cause) {
   if (!cause) return "–";
   if (cause.by === "preload") return "preload at startup";
   if (cause.by === "request") {
