@@ -61,8 +61,10 @@ def test_the_api_key_is_shown_as_set_forgotten_and_changed(llama_swap, tmp_path,
     expect(page.locator("#key-refused")).to_be_hidden()  # not refused: asked for another
     page.locator("#key-input").fill("sk-two")
     page.get_by_role("button", name="Use it").click()
+    expect(dialog).to_be_hidden()
+    # the dialog's close event stores the key a moment after the click: wait for it, do not read at once
+    page.wait_for_function("localStorage.getItem('llama-swap.api-key') === 'sk-two'", timeout=TIMEOUT)
     expect(key).to_contain_text("API key: set")
-    assert page.evaluate("localStorage.getItem('llama-swap.api-key')") == "sk-two"
 
     key.get_by_role("button", name="Forget key").click()
     expect(key).to_contain_text("API key: not set")
