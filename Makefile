@@ -17,8 +17,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: install
 	$(PY) -m app --config $(CONFIG) --listen $(LISTEN)
 
+# Two test processes: most of a test is waiting on its server, so two share
+# two cores well (CI has two); `make test PYTEST_ARGS=...` to pick, e.g. -n 0.
+PYTEST_ARGS ?= -n 2
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 test-unit: install
 	$(PY) -m pytest tests/unit

@@ -8,15 +8,16 @@ in order:
    streams in flight, while gunicorn stops accepting; then the app-wide
    watchers (the performance sampler, NVML).
 2. The worker exits as soon as that is done (a moment for the last answers to
-   go out), not at gunicorn's next one-second tick of its graceful wait: a
-   restart takes what stopping the upstreams takes. ``worker_exit`` then stops
-   anything still running (idempotent).
+   go out), not at gunicorn's next one-second tick of its graceful wait, and
+   without the interpreter's teardown (``app/quick_exit.py``); the master
+   (``app/arbiter.py``) leaves as soon as it sees the worker gone: a restart
+   takes what stopping the upstreams takes. On gunicorn's own exit paths
+   ``worker_exit`` stops anything still running (idempotent).
 3. If the master is SIGKILLed instead, the kernel SIGKILLs the worker
    (parent-death signal set in ``post_fork``), whose upstreams die the same way.
 """
 
 import ctypes
-import ctypes.util
 import os
 import signal
 
@@ -31,7 +32,7 @@ keepalive = 2  # idle client connections hold up a graceful exit this long
 accesslog = None
 loglevel = "warning"
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the C library is already in the process: no ldconfig run to find it
 _PR_SET_PDEATHSIG = 1
 
 
@@ -50,11 +51,12 @@ EXIT_GRACE = 0.05  # seconds for the last answers to go out once everything is s
 def _close_and_exit(worker) -> None:
     import gevent
 
+    from app.quick_exit import exit_now
+
     _close_server(worker)
     gevent.sleep(EXIT_GRACE)
-    main = gevent.get_hub().parent  # the worker's own loop, asleep in gunicorn's 1 s tick...
-    if not main.dead and not getattr(worker, "llama_swap_exiting", False):  # ...unless already exiting
-        main.throw(SystemExit(0))
+    if not getattr(worker, "llama_swap_exiting", False):  # gunicorn's own exit is not already under way
+        exit_now(0)  # not at gunicorn's next 1 s tick, and without the interpreter's teardown
 
 
 def post_fork(server, worker):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
+from app.arbiter import Arbiter
 from app.config import ConfigError, load_config
 from app import CONFIG_ENV, WATCH_ENV
 from app.version import __version__
@@ -64,6 +65,13 @@ class LlamaSwapApplication(BaseApplication):
         from app.runtime.factory import create_app  # in the worker, after gevent patched it
 
         return create_app(self._config_path)
+
+    def run(self) -> None:
+        try:
+            Arbiter(self).run()  # ours: stops as soon as the worker has
+        except RuntimeError as exc:  # as gunicorn's own run reports a master that cannot start
+            print(f"\nError: {exc}\n", file=sys.stderr, flush=True)
+            sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,9 @@ def _git(*args: str) -> str | None:
 @functools.cache
 def build_info() -> dict[str, str]:
     """``{"version", "commit", "build_date"}``, as llama-swap's ``/api/version``."""
-    commit = os.environ.get(COMMIT_ENV) or _git("rev-parse", "--short", "HEAD") or UNKNOWN
-    build_date = os.environ.get(BUILD_DATE_ENV) or _git("log", "-1", "--format=%cI", "HEAD") or UNKNOWN
+    commit, build_date = os.environ.get(COMMIT_ENV), os.environ.get(BUILD_DATE_ENV)
+    if not (commit and build_date):
+        head = (_git("log", "-1", "--format=%h %cI", "HEAD") or "").split()  # one git run for both facts
+        git_commit, git_date = head if len(head) == 2 else (None, None)
+        commit, build_date = commit or git_commit or UNKNOWN, build_date or git_date or UNKNOWN
     return {"version": __version__, "commit": commit, "build_date": build_date}

@@ -21,7 +21,6 @@ waiting on a child or reading its output blocks only the calling greenlet.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from scheduler.guardian import Guardian
 
 PR_SET_PDEATHSIG = 1
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the C library is already in the process: no ldconfig run to find it
 
 
 class Child(Protocol):

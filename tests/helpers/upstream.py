@@ -44,13 +44,29 @@ def free_port_block(count: int) -> int:
     ``startPort`` hands models consecutive ports; a block that starts at a
     port the kernel handed out (``free_port``) runs into other tests' client
     sockets, and the shared default 5800 into concurrent test runs, whose
-    upstream would then pass our model's health check.
+    upstream would then pass our model's health check. Under pytest-xdist each
+    worker draws from a range of its own, so two workers never share a block.
     """
+    low, high = _port_range()
     for _ in range(200):
-        base = random.randrange(20000, 32000 - count)
+        base = random.randrange(low, high - count)
         if all(_port_is_free(port) for port in range(base, base + count)):
             return base
     raise AssertionError(f"no block of {count} free ports")
+
+
+PORT_RANGE = (20000, 32000)  # below the kernel's ephemeral ports (32768 and up)
+
+
+def _port_range() -> tuple[int, int]:
+    """This test process's share of ``PORT_RANGE``: all of it, or one slice per pytest-xdist worker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or workers <= 1:
+        return PORT_RANGE
+    size = (PORT_RANGE[1] - PORT_RANGE[0]) // workers
+    low = PORT_RANGE[0] + int(worker[2:]) % workers * size
+    return low, low + size
 
 
 def _port_is_free(port: int) -> bool:

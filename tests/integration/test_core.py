@@ -131,14 +131,14 @@ models:
 """
     server = llama_swap(config)
     session = requests.Session()
-    for attempt in range(100):
+    for attempt in range(30):  # each round aims a request at the stopping window; the router unit tests cover the rest
         r = session.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15)
         assert r.status_code == 200, (attempt, r.text)
         wait_for(lambda: server.state_of("A") == "stopping", timeout=5, interval=0.005,
                  what="the TTL unload to begin")
         r = session.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=15)
         assert r.status_code == 200, (attempt, r.text)
-    assert len(server.starts("A")) >= 100
+    assert len(server.starts("A")) >= 30
 
 
 def test_unloading_during_a_swap_keeps_its_target_from_starting(llama_swap, tmp_path):

@@ -1,0 +1,72 @@
+"""The master's stop (app/arbiter.py) and the quick exit both processes end with (app/quick_exit.py)."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import time
+
+from app.arbiter import Arbiter
+from tests.helpers.upstream import REPO_ROOT
+
+
+def arbiter_with(workers: dict, exits: list[int]) -> Arbiter:
+    """An arbiter without gunicorn's setup: its workers, its signal queue, and a reaper that reaps ``exits``."""
+    arbiter = Arbiter.__new__(Arbiter)
+    arbiter.WORKERS = workers
+    arbiter.SIG_QUEUE = queue.SimpleQueue()
+    arbiter.reaped = 0
+
+    def reap_workers() -> None:
+        arbiter.reaped += 1
+        for pid in exits:
+            workers.pop(pid, None)
+
+    arbiter.reap_workers = reap_workers
+    return arbiter
+
+
+def test_the_wait_ends_when_the_workers_exit_is_signalled_not_at_a_poll():
+    arbiter = arbiter_with({7: "worker"}, exits=[7])
+    arbiter.SIG_QUEUE.put_nowait(signal.SIGCHLD)
+    began = time.monotonic()
+    arbiter._wait_for_workers(time.monotonic() + 30)
+    assert arbiter.WORKERS == {} and arbiter.reaped == 1
+    assert time.monotonic() - began < 0.05  # woken by the queued SIGCHLD, not by the 0.1 s bound
+
+
+def test_a_second_sigint_ends_the_wait_and_is_left_for_gunicorns_quick_shutdown():
+    arbiter = arbiter_with({7: "worker"}, exits=[])
+    arbiter.SIG_QUEUE.put_nowait(signal.SIGINT)
+    arbiter._wait_for_workers(time.monotonic() + 30)
+    assert arbiter.WORKERS == {7: "worker"} and arbiter.reaped == 0
+    assert arbiter.SIG_QUEUE.get_nowait() == signal.SIGINT
+
+
+def test_a_worker_that_never_exits_is_left_at_the_deadline():
+    arbiter = arbiter_with({7: "worker"}, exits=[])
+    arbiter._wait_for_workers(time.monotonic() + 0.05)
+    assert arbiter.WORKERS == {7: "worker"} and arbiter.reaped >= 1
+
+
+def run_exit(code: str) -> subprocess.CompletedProcess:
+    script = ("import logging, sys; from app.quick_exit import exit_now\n"
+              "logging.basicConfig(stream=sys.stdout, format='%(message)s', level=logging.INFO)\n"
+              "logging.info('last line'); sys.stdout.write('buffered'); exit_now(" + code + ")")
+    env = {"PATH": "/usr/bin:/bin"}  # no PYTHONUNBUFFERED: the buffered text must be flushed by exit_now
+    return subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_the_quick_exit_flushes_the_logs_and_keeps_the_status():
+    done = run_exit("3")
+    assert done.returncode == 3
+    assert done.stdout == "last line\nbuffered"
+
+
+def test_the_quick_exit_reads_a_status_as_sys_exit_does():
+    assert run_exit("None").returncode == 0
+    done = run_exit("'worker failed to boot'")
+    assert done.returncode == 1 and "worker failed to boot" in done.stderr
