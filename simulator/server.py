@@ -696,10 +696,13 @@ def record_start(path: str) -> None:
 def install_signal_handlers(ignore_sigterm: bool, linger: float = 0.0) -> None:
     def on_term(signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
-        open_now = Connections.count
-        log(f"srv    operator(): received {name} with {open_now} client connection(s) open, shutting down")
-        if open_now and linger > 0:
-            time.sleep(linger)  # llama-server's exit waits on its open keep-alive connections
+        log(f"srv    operator(): received {name} with {Connections.count} client connection(s) open, shutting down")
+        if linger > 0:  # llama-server's exit waits on its open keep-alive connections, up to a bound here
+            deadline = time.monotonic() + linger
+            while Connections.count and time.monotonic() < deadline:
+                time.sleep(0.005)  # a connection closed just before the signal is seen closed a moment later
+            if Connections.count:
+                log(f"srv    operator(): {Connections.count} client connection(s) still open after {linger}s")
         os._exit(0)
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN if ignore_sigterm else on_term)

