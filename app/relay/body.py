@@ -21,15 +21,16 @@ with 32 MB in memory and the rest on disk, and caps bodies at 250 MB).
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping, Protocol
 
 from flask import Request
 
 from app.config.model import ModelConfig, ModelFilters
-from app.errors import BadRequest, RequestTooLarge
+from app.errors import ApiError, BadRequest, RequestTooLarge
 from app.relay import filters
 
 CHUNK = 64 * 1024
@@ -37,6 +38,9 @@ SPOOL_IN_MEMORY = 1024 * 1024  # bytes of a buffered multipart prefix kept in RA
 MAX_BUFFERED = 250 * 1024 * 1024  # Go's MaxRequestBodySize
 MAX_PART_HEADERS = 16 * 1024
 MAX_MODEL_FIELD = 4 * 1024
+# Seconds a request body may go without a byte before it is refused (408), as nginx's
+# client_body_timeout: a client that stalls mid-body must not hold its connection for ever.
+BODY_IDLE_TIMEOUT = float(os.environ.get("LLAMA_SWAP_BODY_TIMEOUT", "") or 60)
 
 
 # --------------------------------------------------------------------------- JSON and query
@@ -53,7 +57,7 @@ def read_whole(req: Request) -> bytes:
     length = req.content_length
     if length is not None and length > MAX_BUFFERED:
         raise RequestTooLarge(f"request body exceeds the {MAX_BUFFERED >> 20} MB limit")
-    stream, chunks, size = req.stream, [], 0
+    stream, chunks, size = ClientStream(req), [], 0
     try:
         while chunk := read_body(stream, CHUNK):
             size += len(chunk)
@@ -67,14 +71,55 @@ def read_whole(req: Request) -> bytes:
     return b"".join(chunks)
 
 
-def read_body(stream: IO[bytes], size: int) -> bytes:
-    """Up to ``size`` bytes of a request body; a body the server cannot parse (a malformed chunk) is a 400.
+class BodyTimeout(ApiError):
+    status = 408
+
+
+class Readable(Protocol):
+    """What a body is read from: the client's stream (``ClientStream``) or a spool file."""
+
+    def read(self, size: int) -> bytes: ...
+
+
+class ClientStream:
+    """A request's body as the client sends it, each read waiting at most ``BODY_IDLE_TIMEOUT`` for a byte.
+
+    The limit is the client socket's own timeout (gunicorn's gevent worker
+    exposes it as ``environ["gunicorn.socket"]``), set for the read and put
+    back after it: the same socket's later waits (the hang-up watch, the
+    next keep-alive request) keep theirs. Setting it costs well under a
+    microsecond, where a timer per read cost ten.
+    """
+
+    __slots__ = ("_stream", "_sock")
+
+    def __init__(self, req: Request):
+        self._stream = req.stream
+        self._sock = req.environ.get("gunicorn.socket")
+
+    def read(self, size: int) -> bytes:
+        sock = self._sock
+        if sock is None:
+            return self._stream.read(size)
+        previous = sock.gettimeout()
+        sock.settimeout(BODY_IDLE_TIMEOUT)
+        try:
+            return self._stream.read(size)
+        finally:
+            sock.settimeout(previous)
+
+
+def read_body(stream: Readable, size: int) -> bytes:
+    """Up to ``size`` bytes of a request body; a body the server cannot parse (a malformed chunk) is a 400,
+    one that sends nothing for ``BODY_IDLE_TIMEOUT`` seconds (a ``ClientStream``) a 408.
 
     The WSGI server's reader raises its own types for that (gunicorn's
     ``ParseException``s); an ``OSError`` (the client gone) passes as it is.
     """
     try:
         return stream.read(size)
+    except TimeoutError:
+        raise BodyTimeout(f"request body: nothing received for {BODY_IDLE_TIMEOUT:g}s") from None
     except OSError:
         raise
     except Exception as exc:
@@ -252,7 +297,7 @@ class SizedBody:
         return self._length
 
 
-def passthrough_body(stream: IO[bytes], content_length: int | None,
+def passthrough_body(stream: Readable, content_length: int | None,
                      chunked: bool) -> bytes | Iterable[bytes] | None:
     """A body sent upstream unread: sized when the client said its length, else chunked or none."""
     if content_length:
@@ -265,13 +310,13 @@ def passthrough_body(stream: IO[bytes], content_length: int | None,
 def request_body(req: Request) -> bytes | Iterable[bytes] | None:
     """The body of a Flask request, to be relayed unread as the client framed it."""
     chunked = "chunked" in req.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    return passthrough_body(req.stream, req.content_length, chunked)
+    return passthrough_body(ClientStream(req), req.content_length, chunked)
 
 
 class MultipartUpload:
     """A multipart request read up to its ``model`` field; the rest is still on the wire."""
 
-    def __init__(self, stream: IO[bytes], spool: IO[bytes], found: tuple[int, int, bytes],
+    def __init__(self, stream: Readable, spool: IO[bytes], found: tuple[int, int, bytes],
                  content_length: int | None):
         self._stream = stream
         self._spool = spool
@@ -280,7 +325,7 @@ class MultipartUpload:
         self._content_length = content_length
 
     @classmethod
-    def read(cls, stream: IO[bytes], content_type: str, content_length: int | None) -> "MultipartUpload":
+    def read(cls, stream: Readable, content_type: str, content_length: int | None) -> "MultipartUpload":
         scanner = _Scanner(multipart_boundary(content_type))
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
         buffered = 0
@@ -326,7 +371,7 @@ class MultipartUpload:
             self._spool.close()
 
 
-def read_chunks(source: IO[bytes], limit: int | None) -> Iterator[bytes]:
+def read_chunks(source: Readable, limit: int | None) -> Iterator[bytes]:
     """``source`` in chunks, up to ``limit`` bytes (None: to the end)."""
     left = limit
     while left is None or left > 0:

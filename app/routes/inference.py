@@ -42,7 +42,9 @@ from app.errors import ApiError, Refusal, refusal_response
 from app.naming import resolve
 from app.naming.peers import PeerTarget
 from app.relay import loading
-from app.relay.body import Incoming, MultipartUpload, model_from_json, model_from_query, read_whole, request_body
+from app.relay.body import (
+    ClientStream, Incoming, MultipartUpload, model_from_json, model_from_query, read_whole, request_body,
+)
 from app.relay.forward import Outgoing, forward, upstream_headers
 from app.relay.grants import acquire
 from app.relay.peer import outgoing_to_peer, relay_to_peer
@@ -137,7 +139,7 @@ def read_incoming(route: Route) -> Incoming:
             request.environ["CONTENT_TYPE"] = "application/json"
         return Incoming(name, payload=payload, raw=raw)
     if route.source is Source.MULTIPART:
-        upload = MultipartUpload.read(request.stream, request.content_type or "", request.content_length)
+        upload = MultipartUpload.read(ClientStream(request), request.content_type or "", request.content_length)
         return Incoming(upload.model, upload=upload)
     name = COMFYUI_MODEL if route.source is Source.COMFYUI else model_from_query(request.args)
     return Incoming(name, unread=request_body(request))

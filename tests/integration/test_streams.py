@@ -9,6 +9,7 @@ looks complete.
 from __future__ import annotations
 
 import json
+import resource
 import socket
 import time
 from typing import Iterator
@@ -222,3 +223,40 @@ def test_a_malformed_chunk_in_an_upload_is_a_400(llama_swap, tmp_path):
                                 target=b"/v1/audio/transcriptions", content_type=b"multipart/form-data; boundary=b")
     assert status == 400, body
     assert "could not be read" in json.loads(body)["error"]["message"]
+
+
+def enough_files_for(count: int) -> None:
+    """Raise this process's open-file limit to ``count`` where it is lower (CI's default may be 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count:
+        if hard != resource.RLIM_INFINITY and hard < count:
+            pytest.skip(f"needs {count} open files, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+
+
+def test_bodies_that_stall_are_refused_with_a_408_and_a_thousand_of_them_block_nothing(llama_swap, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("LLAMA_SWAP_BODY_TIMEOUT", "1")
+    enough_files_for(1000 + 200)  # this process and the server (which inherits the limit) hold one each
+    server = llama_swap(model_a(tmp_path, ""))
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{\"model\": \"A\"")  # 14 of its 100 bytes, then nothing
+    stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(1000)]
+    try:
+        for sock in stalled:
+            sock.sendall(head)
+        # While they stall, the server answers everyone else.
+        assert requests.get(server.url("/health"), timeout=5).status_code == 200
+        assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200
+        # Each stalled request is refused once its body has been silent for the timeout, and let go.
+        for sock in stalled[:20] + stalled[-20:]:
+            answer = b""
+            while data := sock.recv(65536):
+                answer += data
+            assert answer.startswith(b"HTTP/1.1 408"), answer
+            assert b"nothing received for 1s" in answer, answer
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert server.starts("A") and len(server.starts("A")) == 1  # the stalled requests started nothing more
+    assert "Traceback" not in server.log(), server.log()

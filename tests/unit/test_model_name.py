@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 
 import pytest
 
 from app.errors import BadRequest, RequestTooLarge
 from app.relay import body as body_module
 from app.relay.body import (
-    MultipartUpload, SizedBody, is_model_field, model_from_json, model_from_query, read_whole,
+    ClientStream, MultipartUpload, SizedBody, is_model_field, model_from_json, model_from_query, read_whole,
 )
 
 BOUNDARY = "XyZ-boundary"
@@ -107,10 +108,11 @@ def test_json_and_query_models():
 
 
 class FakeRequest:
-    """What ``read_whole`` reads of a Flask request: its stream and its Content-Length."""
+    """What ``read_whole`` reads of a Flask request: its stream, its Content-Length, no client socket."""
 
     def __init__(self, stream, content_length: int | None):
         self.stream, self.content_length = stream, content_length
+        self.environ: dict = {}
 
 
 class EndlessStream(io.RawIOBase):
@@ -156,3 +158,37 @@ def test_a_body_shorter_than_its_length_or_unreadable_is_a_bad_request():
 def test_json_nested_too_deeply_is_a_bad_request():
     with pytest.raises(BadRequest, match="nested too deeply"):
         model_from_json(b"[" * 100_000 + b"]" * 100_000)
+
+
+
+class SilentClient:
+    """A request whose client sent part of its body and then nothing, over a real socket."""
+
+    def __init__(self, first: bytes, length: int | None = 100):
+        self.ours, self.client = socket.socketpair()
+        self.client.sendall(first)
+        self.stream = self.ours.makefile("rb")
+        self.environ = {"gunicorn.socket": self.ours}
+        self.content_length = length
+
+    def close(self) -> None:
+        self.stream.close()
+        self.ours.close()
+        self.client.close()
+
+
+@pytest.mark.parametrize("read", [
+    read_whole,
+    lambda req: MultipartUpload.read(ClientStream(req), CONTENT_TYPE, None),
+], ids=["json", "upload"])
+def test_a_body_silent_for_the_idle_timeout_is_a_408_and_the_socket_keeps_its_own_timeout(monkeypatch, read):
+    monkeypatch.setattr(body_module, "BODY_IDLE_TIMEOUT", 0.05)
+    req = SilentClient(b'{"model": "A"')
+    try:
+        with pytest.raises(body_module.BodyTimeout) as refused:
+            read(req)
+        assert refused.value.status == 408
+        assert "nothing received for 0.05s" in str(refused.value)
+        assert req.ours.gettimeout() is None  # the hang-up watch's later wait is not bounded by it
+    finally:
+        req.close()
