@@ -2,11 +2,14 @@
 
 The scheduler's state lives in one process, so there is one worker. Teardown,
 in order:
-1. SIGTERM/SIGINT/SIGQUIT reach the worker: it ends the live log streams and
-   stops every upstream at once
-   (graceful, then forced after each model's unloadTimeout), which also ends
-   streams in flight, while gunicorn stops accepting; then the app-wide
-   watchers (the performance sampler, NVML).
+1. SIGTERM reaches the worker: it ends the live log streams, answers new
+   requests 503 and gives those already in up to ``LLAMA_SWAP_SHUTDOWN_GRACE``
+   seconds (5) to finish, then stops every upstream (graceful, then forced
+   after each model's unloadTimeout), which cuts what is left; then the
+   app-wide watchers (the performance sampler, NVML). SIGINT and SIGQUIT
+   (gunicorn's quick shutdown: Ctrl-C) skip the grace. The master's
+   ``graceful_timeout`` is set from the config to cover the grace and the
+   slowest unloadTimeout (``app/__main__.py``).
 2. The worker exits as soon as that is done (a moment for the last answers to
    go out), not at gunicorn's next one-second tick of its graceful wait, and
    without the interpreter's teardown (``app/quick_exit.py``); the master
@@ -36,12 +39,12 @@ _libc = ctypes.CDLL(None, use_errno=True)  # the C library is already in the pro
 _PR_SET_PDEATHSIG = 1
 
 
-def _close_server(worker) -> None:
+def _close_server(worker, grace: float = 0.0) -> None:
     app = getattr(worker, "wsgi", None)
     server = getattr(app, "extensions", {}).get("llama_swap") if app is not None else None
     if server is not None:
         server.observatory.close()  # live feeds and log streams end now: gunicorn's graceful exit need not wait
-        server.close()
+        server.close(grace)
         server.observatory.flush()  # the activity of the streams that close() just ended
 
 
@@ -51,9 +54,10 @@ EXIT_GRACE = 0.05  # seconds for the last answers to go out once everything is s
 def _close_and_exit(worker) -> None:
     import gevent
 
+    from app import shutdown_grace
     from app.quick_exit import exit_now
 
-    _close_server(worker)
+    _close_server(worker, shutdown_grace())  # requests already in may finish; new ones get 503
     gevent.sleep(EXIT_GRACE)
     if not getattr(worker, "llama_swap_exiting", False):  # gunicorn's own exit is not already under way
         exit_now(0)  # not at gunicorn's next 1 s tick, and without the interpreter's teardown

@@ -21,6 +21,15 @@ CONFIG_ENV = "LLAMA_SWAP_CONFIG"
 WATCH_ENV = "LLAMA_SWAP_WATCH_CONFIG"
 # "none": no exchange observers at all (no access log, metrics, in-flight, activity); for benchmarks only.
 OBSERVERS_ENV = "LLAMA_SWAP_OBSERVERS"
+# Seconds a SIGTERM leaves the requests already in to finish (new ones get 503) before upstreams stop.
+SHUTDOWN_GRACE_ENV = "LLAMA_SWAP_SHUTDOWN_GRACE"
+SHUTDOWN_GRACE = 5.0
+
+
+def shutdown_grace() -> float:
+    import os
+
+    return float(os.environ.get(SHUTDOWN_GRACE_ENV, "") or SHUTDOWN_GRACE)
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ start, naming the key, before anything is forked.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import runpy
 import sys
@@ -16,8 +17,8 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from app.arbiter import Arbiter
-from app.config import ConfigError, load_config
-from app import CONFIG_ENV, WATCH_ENV
+from app.config import Config, ConfigError, load_config
+from app import CONFIG_ENV, WATCH_ENV, shutdown_grace
 from app.version import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,13 @@ def parse_listen(listen: str) -> str:
     if int(port) > 65535:
         raise ValueError(f"--listen {listen!r}: the port must be from 0 to 65535")
     return f"{host or '0.0.0.0'}:{port}"
+
+
+def graceful_timeout(config: Config) -> int:
+    """How long gunicorn's master waits for its worker after SIGTERM before SIGKILL, in whole seconds: the
+    shutdown grace, the slowest model's ``unloadTimeout`` (models stop side by side), and a margin."""
+    slowest = max((model.unload_timeout for model in config.models.values()), default=0.0)
+    return math.ceil(shutdown_grace() + slowest + 5.0)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bind = parse_listen(args.listen)
         config_path = os.path.abspath(args.config)
-        load_config(config_path)
+        config = load_config(config_path)
     except (ConfigError, ValueError) as exc:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return 1
     os.environ[CONFIG_ENV] = config_path
-    options = {"bind": [bind]}
+    options = {"bind": [bind], "graceful_timeout": graceful_timeout(config)}
     if args.tls_cert_file or args.tls_key_file:
         options.update(certfile=args.tls_cert_file, keyfile=args.tls_key_file)
     if args.watch_config:

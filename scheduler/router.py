@@ -1,8 +1,8 @@
 """The router: one greenlet, one mailbox, all scheduling state.
 
 HTTP views act on the router only through ``submit``/``cancel`` (a ticket
-they wait on), ``Lease.release`` (posts serve_done), ``unload`` and
-``shutdown``. Each of those posts an event to the mailbox; the loop hands it
+they wait on), ``Lease.release`` (posts serve_done), ``unload``, ``drain``
+and ``shutdown``. Each of those posts an event to the mailbox; the loop hands it
 to the pure FIFO scheduler, which decides and acts back through the
 ``Effects`` methods implemented here. The loop never waits on anything slow:
 a swap and an unload's stop each run in their own greenlet and come back as
@@ -24,7 +24,9 @@ Invariants kept here (the scheduler keeps the rest):
 - an unloaded model stays unloaded: a swap still stopping its evict set when
   its target is unloaded does not start the target afterwards;
 - after ``shutdown`` every call answers at once (the ``done`` guard): nothing
-  is posted to a loop nobody reads.
+  is posted to a loop nobody reads;
+- once ``drain`` is called no new request is taken (``ShuttingDown``); those
+  already in (granted, queued, waiting for a load) go on as usual.
 
 What happens is published as ``scheduler.events`` (swaps here, state
 changes by the process owners); ``on_processed`` lets a test wait until the
@@ -161,6 +163,7 @@ class Router:
         self._on_processed = on_processed
         self._mailbox: Queue = Queue()
         self._closed = False
+        self._drained: AsyncResult | None = None  # set once drain() was called: True when nothing is left
         self._max_wait = max_wait  # seconds; the FIFO scheduler's starvation bound (0 = off)
         self._timers: dict[object, Timer] = {}  # wake-ups asked for, not yet fired
         self._unload_replies: dict[int, tuple[AsyncResult, list[str]]] = {}  # stop id -> (reply, models)
@@ -182,7 +185,7 @@ class Router:
         this ticket carries what it answers in ``SwapBegan.cause``.
         """
         ticket = Ticket(model=model, submitted_at=self._clock.now(), origin=origin)
-        if self._closed:
+        if self._closed or self._drained is not None:
             ticket.fail(ShuttingDown("server is shutting down"))
         else:
             self._post(("request", ticket))
@@ -200,6 +203,22 @@ class Router:
         done = AsyncResult()
         self._post(("unload", None if models is None else list(models), done))
         return done.get()
+
+    def drain(self, timeout: float) -> bool:
+        """Take no new request from now on, and wait up to ``timeout`` seconds (the router's clock) for every
+        request already in (in flight, queued, waiting for a load) to be done; True when none is left.
+
+        New requests are answered ``ShuttingDown`` at once. ``shutdown`` then
+        fails what is still there. A second call waits on the same drain.
+        """
+        if self._closed:
+            return True
+        if self._drained is None:
+            drained = self._drained = AsyncResult()
+            deadline = self._clock.call_later(timeout, lambda: drained.ready() or drained.set(False))
+            drained.rawlink(lambda _: deadline.cancel())
+            self._post(("drain",))
+        return self._drained.get()
 
     def shutdown(self) -> None:
         """Fail every waiter and stop every upstream (graceful, then forced)."""
@@ -239,6 +258,8 @@ class Router:
                 log.exception("router: error handling %s", event[0])
                 self._answer_after_fault(event, exc)
                 finished = False
+            if self._drained is not None and not self._drained.ready() and not self._scheduler.occupancy():
+                self._drained.set(True)  # draining, and the last request in is done
             if self._on_processed is not None:
                 self._on_processed(event[0])
             if finished:
@@ -309,6 +330,13 @@ class Router:
         # Answered when the stop is done; its greenlet cannot report before
         # this line runs (no yield since it was spawned).
         self._unload_replies[stop_id] = (done, models)
+
+    def _on_drain(self) -> None:
+        occupied = self._scheduler.occupancy()
+        if occupied:
+            log.info("draining: waiting for %s", ", ".join(
+                f"{model} ({o.in_flight} in flight, {o.waiting} waiting)"
+                for model, o in sorted(occupied.items())))
 
     def _on_shutdown(self, done: AsyncResult) -> bool:
         processes = list(self._processes.values())

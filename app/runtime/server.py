@@ -123,12 +123,15 @@ class Server:
     def observers(self) -> Observers:
         return self.observatory.observers
 
-    def close(self) -> None:
+    def close(self, grace: float = 0.0) -> None:
         """Stop every upstream (graceful, then forced) and drop the pools; idempotent.
 
-        A second caller (a second SIGTERM, gunicorn's ``worker_exit`` while the
-        first close is still stopping upstreams) returns when the first is done,
-        never before: the process must not exit under a graceful stop.
+        With ``grace`` (a SIGTERM), the requests already in get up to that
+        many seconds to finish first, while new ones are answered 503; what
+        is left then is cut. A second caller (a second SIGTERM, gunicorn's
+        ``worker_exit`` while the first close is still stopping upstreams)
+        returns when the first is done, never before: the process must not
+        exit under a graceful stop.
         """
         if self._closing:
             self._closed.wait()
@@ -136,6 +139,8 @@ class Server:
         self._closing = True
         began = time.monotonic()
         try:
+            if grace > 0 and not self.router.drain(grace):
+                log.warning("requests still in after the %gs shutdown grace are cut", grace)
             self.router.shutdown()
             self.transport.close()
         finally:

@@ -313,3 +313,57 @@ def test_sigterm_or_sigint_stops_every_upstream_before_the_server_exits(llama_sw
     server.proc.wait(timeout=20)
     assert not upstream[0].is_running()
     assert "A: stopped pid" in server.log()
+
+
+def open_streams(server, count: int) -> list[requests.Response]:
+    """``count`` chat streams to A, each read up to its first event (so each is in flight)."""
+    streams = []
+    for _ in range(count):
+        r = requests.post(server.url("/v1/chat/completions"), json=chat("A", stream=True), stream=True, timeout=30)
+        assert r.status_code == 200
+        streams.append(r)
+    return streams
+
+
+def new_request_refused(server) -> bool:
+    """A request that arrives during the drain: a 503 saying why, or no connection once the listener closed."""
+    try:
+        r = requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=10)
+    except requests.ConnectionError:
+        return True
+    assert r.status_code == 503, r.text
+    assert "shutting down" in r.json()["error"]["message"]
+    return True
+
+
+def test_sigterm_lets_the_streams_in_flight_finish_refuses_new_requests_and_exits_0(llama_swap, tmp_path):
+    server = llama_swap(models_config(tmp_path, {"A": "--tokens 30 --token-delay 0.05"}))
+    streams = [r.iter_content(None) for r in open_streams(server, 4)]
+    firsts = [next(chunks) for chunks in streams]  # each answer has begun
+    upstream = server.upstream_processes()
+    server.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining: waiting for A (4 in flight" in server.log(), timeout=10, what="the drain")
+    assert new_request_refused(server)
+    for first, chunks in zip(firsts, streams):
+        raw = first + b"".join(chunks)  # raises if the stream is cut
+        assert raw.rstrip().endswith(b"data: [DONE]")
+        assert len(sse_contents(raw)) == 30
+    assert server.proc.wait(timeout=30) == 0
+    assert not any(p.is_running() for p in upstream)
+    assert "cut" not in server.log(), server.log()
+
+
+def test_sigterm_cuts_what_is_still_in_after_the_grace(llama_swap, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMA_SWAP_SHUTDOWN_GRACE", "0.5")
+    server = llama_swap(models_config(tmp_path, {"A": "--tokens 400 --token-delay 0.05"}))  # 20 s of tokens
+    (stream,) = open_streams(server, 1)
+    chunks = stream.iter_content(None)
+    next(chunks)
+    began = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)):
+        for _ in chunks:
+            pass
+    assert time.monotonic() - began < 10, "cut at the grace, not at the stream's end"
+    assert server.proc.wait(timeout=30) == 0
+    assert "requests still in after the 0.5s shutdown grace are cut" in server.log(), server.log()

@@ -341,3 +341,48 @@ def test_shutdown_fails_waiters_and_shuts_every_process_down(h: Harness):
     assert all("shutdown" in p.calls for p in h.processes.values())
     settle()
     assert isinstance(h.answer(h.ask("B")), ShuttingDown)
+
+
+# --------------------------------------------------------------------------- draining (a graceful stop)
+
+
+def test_a_drain_refuses_new_requests_and_ends_when_those_already_in_are_done(h: Harness):
+    h.ready("A")
+    streaming = h.answer(h.ask("A"))
+    queued = h.ask("B")
+    wait_until(lambda: h.router.queue_position(queued) == 1, "B to queue behind busy A")
+    drain = gevent.spawn(h.router.drain, 10.0)
+    wait_until(lambda: "drain" in h.handled, "the drain to begin")
+    assert isinstance(h.answer(h.ask("A")), ShuttingDown), "a new request after the drain began"
+    assert not drain.ready()
+    streaming.release()  # the request in flight ends; the queued one is served as usual
+    lease = h.answer(queued)
+    assert lease.model == "B"
+    settle()
+    assert not drain.ready(), "B's request is still in"
+    lease.release()
+    assert wait_until(lambda: drain.ready(), "the drain to end") and drain.value is True
+    assert h.clock.pending() == [], "the drain's deadline is cancelled"
+
+
+def test_a_drain_gives_up_at_its_deadline_and_shutdown_fails_what_is_left(h: Harness):
+    h.ready("A")
+    stuck = h.answer(h.ask("A"))
+    h.processes["B"].hold_starts = True
+    loading = h.ask("B")
+    drain = gevent.spawn(h.router.drain, 5.0)
+    wait_until(lambda: "drain" in h.handled, "the drain to begin")
+    h.clock.advance(4.9)
+    settle()
+    assert not drain.ready()
+    h.clock.advance(0.1)
+    assert wait_until(lambda: drain.ready(), "the deadline") and drain.value is False
+    h.router.shutdown()
+    assert isinstance(h.answer(loading), ShuttingDown)
+    stuck.release()  # after shutdown: nothing posted, nothing raised
+
+
+def test_a_drain_with_nothing_in_ends_at_once_and_after_shutdown_answers_true(h: Harness):
+    assert h.router.drain(5.0) is True
+    h.router.shutdown()
+    assert h.router.drain(5.0) is True
