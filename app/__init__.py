@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# The config path (and --watch-config) handed from the CLI (gunicorn master) to the worker.
+# The config path, --config-dir (and --watch-config) handed from the CLI (gunicorn master) to the worker.
 CONFIG_ENV = "LLAMA_SWAP_CONFIG"
+CONFIG_DIR_ENV = "LLAMA_SWAP_CONFIG_DIR"  # --config-dir; "" when not given
 WATCH_ENV = "LLAMA_SWAP_WATCH_CONFIG"
 # "none": no exchange observers at all (no access log, metrics, in-flight, activity); for benchmarks only.
 OBSERVERS_ENV = "LLAMA_SWAP_OBSERVERS"

@@ -1,5 +1,9 @@
 """The command line: ``python -m app --config FILE --listen HOST:PORT`` with llama-swap's flags.
 
+``--config-dir DIR`` adds the YAML fragments in DIR (alone or with
+``--config``, as Go's ``-config-dir``); with neither flag the config is
+``config.yaml``.
+
 This process becomes the gunicorn master; the one gevent worker it forks
 builds the app. The config is loaded here first so that a bad file fails at
 start, naming the key, before anything is forked.
@@ -17,8 +21,8 @@ from pathlib import Path
 from gunicorn.app.base import BaseApplication
 
 from app.arbiter import Arbiter
-from app.config import Config, ConfigError, load_config
-from app import CONFIG_ENV, WATCH_ENV, shutdown_grace
+from app.config import Config, ConfigError, ConfigSources, load_sources
+from app import CONFIG_DIR_ENV, CONFIG_ENV, WATCH_ENV, shutdown_grace
 from app.version import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,21 +48,32 @@ def graceful_timeout(config: Config) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="llama-swap", description="Model swapping proxy for local inference servers.")
     # Go's flag package takes -flag and --flag alike; accept both.
-    parser.add_argument("--config", "-config", default="config.yaml", help="config file (default config.yaml)")
+    parser.add_argument("--config", "-config", default=None,
+                        help="config file (default config.yaml, unless --config-dir is given)")
+    parser.add_argument("--config-dir", "-config-dir", default=None,
+                        help="directory of *.yml/*.yaml config files (additive to --config)")
     parser.add_argument("--listen", "-listen", default=":8080", help="listen address (default :8080)")
     parser.add_argument("--watch-config", "-watch-config", action="store_true",
-                        help="restart the server when the config file changes")
+                        help="restart the server when the config file (or directory) changes")
     parser.add_argument("--tls-cert-file", "-tls-cert-file", default="", help="TLS certificate file")
     parser.add_argument("--tls-key-file", "-tls-key-file", default="", help="TLS key file")
     parser.add_argument("--version", "-version", action="store_true", help="print the version and exit")
     return parser.parse_args(argv)
 
 
+def config_sources(config: str | None, config_dir: str | None) -> ConfigSources:
+    """The flags' files as absolute paths (the worker may run elsewhere); ``config.yaml`` if neither is given."""
+    if not config and not config_dir:
+        config = "config.yaml"
+    return ConfigSources(file=os.path.abspath(config) if config else None,
+                         directory=os.path.abspath(config_dir) if config_dir else None)
+
+
 class LlamaSwapApplication(BaseApplication):
     """gunicorn with our gunicorn.conf.py and the CLI's bind, loading the app in the worker."""
 
-    def __init__(self, config_path: str, options: dict):
-        self._config_path = config_path
+    def __init__(self, sources: ConfigSources, options: dict):
+        self._sources = sources
         self._options = options
         super().__init__()
 
@@ -72,7 +87,7 @@ class LlamaSwapApplication(BaseApplication):
     def load(self):
         from app.runtime.factory import create_app  # in the worker, after gevent patched it
 
-        return create_app(self._config_path)
+        return create_app(self._sources.file, config_dir=self._sources.directory)
 
     def run(self) -> None:
         try:
@@ -89,18 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         bind = parse_listen(args.listen)
-        config_path = os.path.abspath(args.config)
-        config = load_config(config_path)
+        sources = config_sources(args.config, args.config_dir)
+        config = load_sources(sources)
     except (ConfigError, ValueError) as exc:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return 1
-    os.environ[CONFIG_ENV] = config_path
+    os.environ[CONFIG_ENV] = sources.file or ""
+    os.environ[CONFIG_DIR_ENV] = sources.directory or ""
     options = {"bind": [bind], "graceful_timeout": graceful_timeout(config)}
     if args.tls_cert_file or args.tls_key_file:
         options.update(certfile=args.tls_cert_file, keyfile=args.tls_key_file)
     if args.watch_config:
         os.environ[WATCH_ENV] = "1"
-    LlamaSwapApplication(config_path, options).run()
+    LlamaSwapApplication(sources, options).run()
     return 0
 
 

@@ -355,6 +355,12 @@ class UpstreamProcess:
     # ------------------------------------------------------------------ the child
     def _spawn(self) -> None:
         spec = self.spec
+        if not spec.argv:  # nothing to start: a model with a proxy but no cmd (Go fails it alike)
+            log.error("%s: cannot start: it has no cmd", self.model_id)
+            self._fail_ready_waiters(StartFailed(
+                f"unable to get sanitized command: empty command (model {self.model_id} has no "
+                "cmd to start; a server that runs elsewhere belongs under peers:)"))
+            return
         self._generation += 1
         self._last_lines.clear()
         try:
@@ -362,8 +368,7 @@ class UpstreamProcess:
             child = self._services.launcher.launch(spec.argv, spec.env, spec.cwd)
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv: the caller must hear
             self._services.ports.release(self.model_id)
-            command = spec.argv[0] if spec.argv else "(empty cmd)"
-            log.error("%s: cannot start %r: %s", self.model_id, command, exc)
+            log.error("%s: cannot start %r: %s", self.model_id, spec.argv[0], exc)
             self._fail_ready_waiters(StartFailed(f"cannot start model {self.model_id}: {exc}"))
             return
         self._child = child

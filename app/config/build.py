@@ -73,7 +73,7 @@ def _build_model(model_id: str, raw: Mapping[str, Any], defaults: ModelDefaults,
     raw_filters = raw.get("filters", {})
 
     text = {
-        "cmd": strip_comments(raw["cmd"]),
+        "cmd": strip_comments(raw.get("cmd", "")),
         "cmdStop": strip_comments(raw.get("cmdStop", "")),
         "proxy": raw.get("proxy", DEFAULT_PROXY),
         "checkEndpoint": raw.get("checkEndpoint", DEFAULT_CHECK_ENDPOINT),
@@ -101,14 +101,14 @@ def _build_model(model_id: str, raw: Mapping[str, Any], defaults: ModelDefaults,
     _reject_leftovers(path, macros, text, metadata, by_id, capabilities)
     port_template = None
     if port is not None and "${PORT}" in unported["cmd"]:  # a port the proxy starts the server on
-        port_template = PortTemplate(cmd=_argv(unported["cmd"], f"{path}.cmd", required=True),
-                                     cmd_stop=_argv(unported["cmdStop"], f"{path}.cmdStop", required=False),
+        port_template = PortTemplate(cmd=_argv(unported["cmd"], f"{path}.cmd"),
+                                     cmd_stop=_argv(unported["cmdStop"], f"{path}.cmdStop"),
                                      proxy=unported["proxy"])
 
     return ModelConfig(
         id=model_id,
-        cmd=_argv(text["cmd"], f"{path}.cmd", required=True),
-        cmd_stop=_argv(text["cmdStop"], f"{path}.cmdStop", required=False),
+        cmd=_argv(text["cmd"], f"{path}.cmd"),
+        cmd_stop=_argv(text["cmdStop"], f"{path}.cmdStop"),
         proxy=proxy_url(text["proxy"], f"{path}.proxy"),
         check_endpoint=_check_endpoint(text["checkEndpoint"]),
         env=_env(raw.get("env", ()), f"{path}.env"),
@@ -147,6 +147,10 @@ def _assign_port(path: str, raw: Mapping[str, Any], text: dict[str, str], metada
         if "proxy" in raw:
             raise ConfigError("uses ${PORT} but cmd does not; ${PORT} is only assigned to "
                               "a model whose cmd uses it", f"{path}.proxy")
+        if not text["cmd"].strip():
+            raise ConfigError("has neither cmd nor proxy: proxy uses ${PORT} but cmd does not - "
+                              "${PORT} is only available when used in cmd (set proxy to the "
+                              "server's URL, or cmd to the command that starts it)", path)
         # Go refuses this too, but llama-swap's own example has such a model.
         warnings.append(f"{path}: cmd does not use ${{PORT}}, so the default proxy "
                         f"http://localhost:{free_port} is a guess; set proxy to where "
@@ -197,14 +201,12 @@ def _reject_leftovers(path: str, macros: MacroList, text: Mapping[str, str], met
         raise ConfigError(leftover_problem(name, macros), key)
 
 
-def _argv(command: str, key: str, required: bool) -> tuple[str, ...]:
+def _argv(command: str, key: str) -> tuple[str, ...]:
+    """The argv of ``command``; empty when there is none (a cmd-less model fails only when started)."""
     try:
-        argv = split_command(command)
+        return split_command(command)
     except ValueError as err:
         raise ConfigError(f"cannot be split into arguments ({err})", key) from None
-    if required and not argv:
-        raise ConfigError("is empty", key)
-    return argv
 
 
 def _check_endpoint(value: str) -> str | None:

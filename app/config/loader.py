@@ -1,4 +1,4 @@
-"""Config file → Config: read, parse, validate, build, in that order, all or nothing.
+"""Config file(s) → Config: read, parse, (merge,) validate, build, in that order, all or nothing.
 
 Loading is pure and cheap (no processes, no network; only the file is read)
 so it can run again on every reload. Anything wrong raises ConfigError;
@@ -20,9 +20,11 @@ from app.config.frozen import FrozenDict
 from app.config.model import (
     DEFAULT_SESSION_HEADERS, DEFAULT_UPSTREAM_IGNORE_PATHS, Config, Performance,
 )
+from app.config.merge import merge_documents
 from app.config.peers import build_peers
 from app.config.routing import build_routing, fifo_priority
 from app.config.schema import ConfigSchema, load_section, unknown_keys
+from app.config.sources import ConfigSources, read_text, source_paths
 from app.config.virtual import (
     build_profiles, build_selectors, check_peer_namespace, known_names, unknown_targets,
 )
@@ -35,24 +37,38 @@ DEFAULT_MAX_WAIT = 30.0  # routing.scheduler.settings.fifo.maxWait, seconds; 0 t
 
 def load_config(path: str) -> Config:
     """The config in the file at ``path``; ConfigError if it cannot be read or is invalid."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"cannot read config file {path}: not UTF-8 ({err.reason})") from None
-    return load_config_text(text, source=path)
+    return load_config_text(read_text(path), source=path)
+
+
+def load_sources(sources: ConfigSources,
+                 env: Callable[[str], str | None] = os.environ.get) -> Config:
+    """The config of ``--config`` and ``--config-dir``: each file read alone, then merged (``app.config.merge``)."""
+    if not sources.directory:
+        assert sources.file, "ConfigSources names a file, a directory or both"
+        return load_config_text(read_text(sources.file), sources.file, env)
+    documents = [(path, read_document(read_text(path), path, env)) for path in source_paths(sources)]
+    return build_config(merge_documents(documents))
 
 
 def load_config_text(text: str, source: str = "<config>",
                      env: Callable[[str], str | None] = os.environ.get) -> Config:
     """The config in ``text``; ``source`` names it in error messages."""
+    return build_config(read_document(text, source, env))
+
+
+def read_document(text: str, source: str,
+                  env: Callable[[str], str | None] = os.environ.get) -> Mapping[str, Any]:
+    """The settings in one config text, ``${env.X}`` replaced, not yet validated."""
     data = parse(text, source, env)
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of settings")
+    return data
+
+
+def build_config(data: Mapping[str, Any]) -> Config:
+    """The Config of the settings in ``data``; ConfigError naming the key of the first problem."""
     warnings = [f"unknown key {key} (ignored)" for key in unknown_keys(ConfigSchema(), data)]
     return _build(load_section(ConfigSchema(), data), warnings)
 

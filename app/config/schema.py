@@ -104,7 +104,7 @@ class CapabilitiesSchema(Section):
 
 
 class ModelSchema(Section):
-    cmd = Text(required=True, error_messages=REQUIRED)
+    cmd = Text()  # none: a model reached through proxy only, which fails when it must start (as Go)
     cmdStop = Text()
     proxy = Text()
     aliases = TextList()

@@ -19,8 +19,8 @@ import os
 import prometheus_client
 from flask import Flask
 
-from app import CONFIG_ENV, OBSERVERS_ENV, WATCH_ENV, auth
-from app.config import Config, load_config
+from app import CONFIG_DIR_ENV, CONFIG_ENV, OBSERVERS_ENV, WATCH_ENV, auth
+from app.config import Config, ConfigSources, load_sources
 from app.errors import register_error_handlers
 from app.observe.access_log import AccessLog
 from app.observe.hardware import HardwareUnknown, detect_hardware
@@ -40,11 +40,19 @@ from app.version import __version__, build_info
 log = logging.getLogger("llama-swap")
 
 def create_app(config_path: str | None = None, config: Config | None = None,
-               watch: bool | None = None) -> Flask:
-    """The Flask app; ``watch`` (default: $LLAMA_SWAP_WATCH_CONFIG) reloads on config changes."""
-    config_path = config_path or os.environ.get(CONFIG_ENV, "config.yaml")
+               watch: bool | None = None, config_dir: str | None = None) -> Flask:
+    """The Flask app; ``watch`` (default: $LLAMA_SWAP_WATCH_CONFIG) reloads on config changes.
+
+    The config comes from ``config_path`` and/or ``config_dir`` (``--config-dir``); when
+    neither is given, from $LLAMA_SWAP_CONFIG and $LLAMA_SWAP_CONFIG_DIR, else config.yaml.
+    """
+    if not config_path and not config_dir:
+        config_path = os.environ.get(CONFIG_ENV) or None
+        config_dir = os.environ.get(CONFIG_DIR_ENV) or None
+    sources = ConfigSources(file=config_path or (None if config_dir else "config.yaml"),
+                            directory=config_dir)
     if config is None:
-        config = load_config(config_path)
+        config = load_sources(sources)
     app = Flask(__name__, static_folder=None)  # /ui/ is served by app.routes.ui
     # No ``*_created`` series beside every counter and histogram: they double
     # what Prometheus stores and say nothing a restart's reset does not.
@@ -67,8 +75,8 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     if watch is None:
         watch = os.environ.get(WATCH_ENV) == "1"
     if watch:
-        watch_config(app, config_path, lambda new: build_server(new, observatory))
-        log.info("watching %s for changes", config_path)
+        watch_config(app, sources, lambda new: build_server(new, observatory))
+        log.info("watching %s for changes", sources)
     log.info("llama-swap ready: %d models (%s)", len(config.models), ", ".join(config.models))
     return app
 

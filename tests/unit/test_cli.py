@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from app.__main__ import main, parse_listen
+from app.__main__ import config_sources, main, parse_args, parse_listen
+from app.config import ConfigSources
 
 
 @pytest.mark.parametrize("listen, bind", [
@@ -49,3 +51,31 @@ def test_main_refuses_a_bad_config_naming_the_key(
 
     assert main(["--config", str(config), "--listen", "127.0.0.1:8080"]) == 1
     assert capsys.readouterr().err == "llama-swap: models.a.ttl: must be a finite number\n"
+
+
+@pytest.mark.parametrize("argv, file, directory", [
+    ([], "config.yaml", None),
+    (["--config-dir", "models"], None, "models"),
+    (["-config-dir", "models"], None, "models"),
+    (["-config", "base.yaml", "-config-dir", "models"], "base.yaml", "models"),
+    (["--config", "base.yaml"], "base.yaml", None),
+])
+def test_config_and_config_dir_name_the_sources_alone_or_together(
+        argv: list[str], file: str | None, directory: str | None) -> None:
+    args = parse_args(argv)
+    sources = config_sources(args.config, args.config_dir)
+    assert sources == ConfigSources(file=file and os.path.abspath(file),
+                                    directory=directory and os.path.abspath(directory))
+
+
+def test_main_refuses_a_conflict_between_fragments_naming_the_file_and_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "config.yaml").write_text("models:\n  a:\n    cmd: x ${PORT}\n")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "dup.yaml").write_text("models:\n  a:\n    cmd: y ${PORT}\n")
+
+    assert main(["-config", str(tmp_path / "config.yaml"), "-config-dir", str(tmp_path / "models"),
+                 "--listen", "127.0.0.1:8080"]) == 1
+    assert capsys.readouterr().err == (
+        f'llama-swap: duplicate models "a" found in {tmp_path}/models/dup.yaml '
+        "(already defined in another config source)\n")

@@ -186,14 +186,27 @@ def test_an_unbalanced_quote_in_cmd_is_an_error() -> None:
         load("models: {llama: {cmd: 'server \"oops', proxy: 'http://h:1'}}")
 
 
-def test_a_model_without_cmd_is_an_error() -> None:
-    with pytest.raises(ConfigError, match=r"^models\.llama\.cmd: is required"):
-        load("models: {llama: {proxy: 'http://h:1'}}")
+@pytest.mark.parametrize("model", [
+    "{proxy: 'http://h:1'}", "{cmd: '', proxy: 'http://h:1'}", "{cmd: null, proxy: 'http://h:1'}",
+    "{cmd: '# nothing', proxy: 'http://h:1'}",
+], ids=["no cmd", "empty cmd", "null cmd", "only comments"])
+def test_a_model_with_a_proxy_and_no_cmd_loads_with_nothing_to_start(model: str) -> None:
+    # Go loads it and fails only this model when it must start (process_command.go doStart).
+    config = load(f"models: {{remote: {model}, local: {{cmd: 'x ${{PORT}}'}}}}")
+    assert config.models["remote"].cmd == ()
+    assert config.models["remote"].proxy == "http://h:1"
+    assert config.models["remote"].port is None
+    assert config.models["local"].port == 5800
 
 
-def test_a_cmd_of_only_comments_is_an_error() -> None:
-    with pytest.raises(ConfigError, match=r"^models\.llama\.cmd: is empty"):
-        load("models: {llama: {cmd: '# nothing', proxy: 'http://h:1'}}")
+@pytest.mark.parametrize("model", ["{}", "{cmd: ''}", "{ttl: 5}"])
+def test_a_model_with_neither_cmd_nor_proxy_is_refused_as_go_refuses_it(model: str) -> None:
+    # Go: "model r: proxy uses ${PORT} but cmd does not - ${PORT} is only available when used in cmd"
+    with pytest.raises(ConfigError) as caught:
+        load(f"models: {{r: {model}}}")
+    assert str(caught.value).startswith(
+        "models.r: has neither cmd nor proxy: proxy uses ${PORT} but cmd does not - ${PORT} "
+        "is only available when used in cmd (set proxy to")
 
 
 def test_env_entries_become_name_value_pairs() -> None:

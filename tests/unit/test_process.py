@@ -145,6 +145,16 @@ def test_a_nul_byte_in_the_command_fails_the_start_instead_of_hanging_it():
     assert h.states() == []
 
 
+def test_a_spec_without_a_command_fails_its_start_with_gos_message_and_launches_nothing():
+    h = Harness(argv=())
+    asking = gevent.spawn(h.process.ensure_ready)
+    error = outcome(asking)
+    assert isinstance(error, StartFailed)
+    assert error.message.startswith("unable to get sanitized command: empty command (model m has no cmd")
+    assert h.launcher.children == [] and h.states() == []
+    assert h.process.state is S.STOPPED
+
+
 def test_a_model_with_no_check_endpoint_is_ready_once_spawned():
     h = Harness(check_url=None)
     assert outcome(h.start()) is None
