@@ -16,6 +16,7 @@ from typing import Any
 from app.config.aliases import with_aliases
 from app.config.build import ModelDefaults, build_models
 from app.config.errors import ConfigError
+from app.config.expand import Expanded, expand_config
 from app.config.frozen import FrozenDict
 from app.config.model import (
     DEFAULT_SESSION_HEADERS, DEFAULT_UPSTREAM_IGNORE_PATHS, Config, Performance,
@@ -54,17 +55,17 @@ def load_config_text(text: str, source: str = "<config>",
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of settings")
     warnings = [f"unknown key {key} (ignored)" for key in unknown_keys(ConfigSchema(), data)]
-    return _build(load_section(ConfigSchema(), data), warnings)
+    expanded = expand_config(data)
+    return _build(load_section(ConfigSchema(), expanded.data), expanded,
+                  [*warnings, *expanded.warnings])
 
 
-def _build(raw: Mapping[str, Any], warnings: list[str]) -> Config:
-    global_macros = raw.get("macros", ())
+def _build(raw: Mapping[str, Any], expanded: Expanded, warnings: list[str]) -> Config:
     global_ttl = raw.get("globalTTL", 0.0)
     unload_timeout = raw.get("unloadTimeout") or 10.0
 
     models = build_models(raw.get("models", {}), ModelDefaults(
-        macros=global_macros,
-        start_port=raw.get("startPort", 5800),
+        ports=expanded.ports,
         global_ttl=global_ttl,
         unload_timeout=unload_timeout,
     ), warnings)
@@ -74,7 +75,7 @@ def _build(raw: Mapping[str, Any], warnings: list[str]) -> Config:
         return name if name in models else aliases.get(name)
 
     routing = build_routing(raw, frozenset(models), warnings)
-    peers = build_peers(raw.get("peers", {}), global_macros, warnings)
+    peers = build_peers(raw.get("peers", {}), warnings)
     check_peer_namespace(models, aliases, peers)
     selectors = build_selectors(raw.get("selectors", {}), models, aliases, peers)
     profiles = build_profiles(raw.get("profiles", {}))
