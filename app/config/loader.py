@@ -25,7 +25,8 @@ from app.config.peers import build_peers
 from app.config.routing import build_routing, fifo_priority
 from app.config.schema import ConfigSchema, load_section, unknown_keys
 from app.config.virtual import (
-    build_profiles, build_selectors, check_peer_namespace, known_names, unknown_targets,
+    build_profiles, build_selectors, check_peer_namespace, check_pin_chains, check_spillover,
+    known_names, unknown_targets,
 )
 from app.config.yamlio import parse
 
@@ -78,9 +79,11 @@ def _build(raw: Mapping[str, Any], expanded: Expanded, warnings: list[str]) -> C
     peers = build_peers(raw.get("peers", {}), warnings)
     check_peer_namespace(models, aliases, peers)
     selectors = build_selectors(raw.get("selectors", {}), models, aliases, peers)
+    check_spillover(selectors, resolve, routing)
     profiles = build_profiles(raw.get("profiles", {}))
-    warnings += unknown_targets(profiles, selectors,
-                                known_names(models, aliases, peers, selectors))
+    known = known_names(models, aliases, peers, selectors)
+    check_pin_chains(profiles, known)
+    warnings += unknown_targets(profiles, selectors, known)
 
     if not models and not peers:
         warnings.append("no models and no peers are defined: every request for a model will fail")
