@@ -3,9 +3,10 @@
 ``load_config(path)`` / ``load_config_text(text)`` return a ``Config`` or
 raise ``ConfigError`` naming the key path (or file line) at fault. Nothing
 outside this package reads the YAML. Module map: ``yamlio`` parses (and
-replaces ``${env.X}``), ``schema`` + ``fields`` check shapes and types,
-``macros`` owns the ``${...}`` language, ``command`` splits cmd strings,
-``build`` makes ModelConfigs (ports too), ``aliases``, ``routing`` (with
+replaces ``${env.X}``), ``expand`` expands macros in every value and assigns
+ports, ``schema`` + ``fields`` check shapes and types, ``macros`` owns the
+``${...}`` language, ``command`` splits cmd strings,
+``build`` makes ModelConfigs, ``aliases``, ``routing`` (with
 ``matrix``, the set language), ``peers``
 and ``virtual`` (profiles, selectors) the rest, ``loader`` runs it all,
 ``model`` holds the dataclasses.

@@ -59,47 +59,34 @@ def _build_model(model_id: str, raw: Mapping[str, Any], defaults: ModelDefaults,
         port_template = PortTemplate(cmd=_argv(unported["cmd"], f"{path}.cmd", required=True),
                                      cmd_stop=_argv(unported["cmdStop"], f"{path}.cmdStop", required=False),
                                      proxy=unported["proxy"])
-    text = {
-        "cmd": raw["cmd"],
-        "cmdStop": raw.get("cmdStop", ""),
-        "proxy": raw.get("proxy", DEFAULT_PROXY),
-        "checkEndpoint": raw.get("checkEndpoint", DEFAULT_CHECK_ENDPOINT),
-        "filters.stripParams": (raw_filters.get("stripParams")
-                                or raw_filters.get("strip_params", "")),
-        "name": raw.get("name", ""),
-        "description": raw.get("description", ""),
-    }
-    metadata = raw.get("metadata", {})
-    by_id = raw_filters.get("setParamsByID", {})
-    capabilities = raw.get("capabilities")
-
     return ModelConfig(
         id=model_id,
-        cmd=_argv(text["cmd"], f"{path}.cmd", required=True),
-        cmd_stop=_argv(text["cmdStop"], f"{path}.cmdStop", required=False),
-        proxy=proxy_url(text["proxy"], f"{path}.proxy"),
-        check_endpoint=_check_endpoint(text["checkEndpoint"]),
+        cmd=_argv(raw["cmd"], f"{path}.cmd", required=True),
+        cmd_stop=_argv(raw.get("cmdStop", ""), f"{path}.cmdStop", required=False),
+        proxy=proxy_url(raw.get("proxy", DEFAULT_PROXY), f"{path}.proxy"),
+        check_endpoint=_check_endpoint(raw.get("checkEndpoint", DEFAULT_CHECK_ENDPOINT)),
         env=_env(raw.get("env", ()), f"{path}.env"),
         ttl=_ttl(raw.get("ttl", USE_GLOBAL_TTL), defaults.global_ttl, f"{path}.ttl"),
         unload_timeout=raw.get("unloadTimeout") or defaults.unload_timeout,
-        name=text["name"],
-        description=text["description"],
+        name=raw.get("name", ""),
+        description=raw.get("description", ""),
         unlisted=raw.get("unlisted", False),
         aliases=tuple(raw.get("aliases", ())),
         concurrency_limit=raw.get("concurrencyLimit") or DEFAULT_CONCURRENCY_LIMIT,
         use_model_name=raw.get("useModelName", ""),
         send_loading_state=raw.get("sendLoadingState"),
-        metadata=freeze(metadata),
+        metadata=freeze(raw.get("metadata", {})),
         filters=ModelFilters(
-            strip_params=strip_param_list(text["filters.stripParams"]),
+            strip_params=strip_param_list(raw_filters.get("stripParams")
+                                          or raw_filters.get("strip_params", "")),
             set_params=settable(raw_filters.get("setParams", {}),
                                 f"{path}.filters.setParams", warnings),
             set_params_by_id=FrozenDict(
                 (key, settable(params, f"{path}.filters.setParamsByID.{key}", warnings))
-                for key, params in by_id.items()),
+                for key, params in raw_filters.get("setParamsByID", {}).items()),
         ),
         timeouts=timeouts(raw.get("timeouts", {}), Timeouts()),
-        capabilities=_capabilities(capabilities, f"{path}.capabilities", warnings),
+        capabilities=_capabilities(raw.get("capabilities"), f"{path}.capabilities", warnings),
         ignore_websockets=raw.get("compat", {}).get("ignoreWebsockets", False),
         port=None if assignment is None else assignment.port,
         port_template=port_template,

@@ -186,7 +186,7 @@ class ProfileSchema(Section):
 
     @pre_load
     def _refuse_the_legacy_list(self, data: Any, **kwargs: Any) -> Any:
-        """``name: [model, ...]`` (before Go #107) ran the models together; say how to do that now."""
+        """``name: [model, ...]`` (before Go #107) ran models together; say how to now."""
         if not isinstance(data, list):
             return data
         members = ", ".join(str(member) for member in data)
