@@ -4,9 +4,10 @@
 directory))`` (``--config`` and ``--config-dir``) return a ``Config`` or
 raise ``ConfigError`` naming the key path (or file line) at fault. Nothing
 outside this package reads the YAML. Module map: ``yamlio`` parses (and
-replaces ``${env.X}``), ``schema`` + ``fields`` check shapes and types,
-``macros`` owns the ``${...}`` language, ``command`` splits cmd strings,
-``build`` makes ModelConfigs (ports too), ``aliases``, ``routing`` (with
+replaces ``${env.X}``), ``expand`` expands macros in every value and assigns
+ports, ``schema`` + ``fields`` check shapes and types, ``macros`` owns the
+``${...}`` language, ``command`` splits cmd strings,
+``build`` makes ModelConfigs, ``aliases``, ``routing`` (with
 ``matrix``, the set language), ``peers``
 and ``virtual`` (profiles, selectors) the rest, ``sources`` lists the files of
 ``--config-dir`` and ``merge`` merges them, ``loader`` runs it all,

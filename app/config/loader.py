@@ -16,6 +16,7 @@ from typing import Any
 from app.config.aliases import with_aliases
 from app.config.build import ModelDefaults, build_models
 from app.config.errors import ConfigError
+from app.config.expand import Expanded, expand_config
 from app.config.frozen import FrozenDict
 from app.config.model import (
     DEFAULT_SESSION_HEADERS, DEFAULT_UPSTREAM_IGNORE_PATHS, Config, Performance,
@@ -26,7 +27,8 @@ from app.config.routing import build_routing, fifo_priority
 from app.config.schema import ConfigSchema, load_section, unknown_keys
 from app.config.sources import ConfigSources, read_text, source_paths
 from app.config.virtual import (
-    build_profiles, build_selectors, check_peer_namespace, known_names, unknown_targets,
+    build_profiles, build_selectors, check_peer_namespace, check_pin_chains, check_spillover,
+    known_names, unknown_targets,
 )
 from app.config.yamlio import parse
 
@@ -70,17 +72,17 @@ def read_document(text: str, source: str,
 def build_config(data: Mapping[str, Any]) -> Config:
     """The Config of the settings in ``data``; ConfigError naming the key of the first problem."""
     warnings = [f"unknown key {key} (ignored)" for key in unknown_keys(ConfigSchema(), data)]
-    return _build(load_section(ConfigSchema(), data), warnings)
+    expanded = expand_config(data)
+    return _build(load_section(ConfigSchema(), expanded.data), expanded,
+                  [*warnings, *expanded.warnings])
 
 
-def _build(raw: Mapping[str, Any], warnings: list[str]) -> Config:
-    global_macros = raw.get("macros", ())
+def _build(raw: Mapping[str, Any], expanded: Expanded, warnings: list[str]) -> Config:
     global_ttl = raw.get("globalTTL", 0.0)
     unload_timeout = raw.get("unloadTimeout") or 10.0
 
     models = build_models(raw.get("models", {}), ModelDefaults(
-        macros=global_macros,
-        start_port=raw.get("startPort", 5800),
+        ports=expanded.ports,
         global_ttl=global_ttl,
         unload_timeout=unload_timeout,
     ), warnings)
@@ -90,12 +92,14 @@ def _build(raw: Mapping[str, Any], warnings: list[str]) -> Config:
         return name if name in models else aliases.get(name)
 
     routing = build_routing(raw, frozenset(models), warnings)
-    peers = build_peers(raw.get("peers", {}), global_macros, warnings)
+    peers = build_peers(raw.get("peers", {}), warnings)
     check_peer_namespace(models, aliases, peers)
     selectors = build_selectors(raw.get("selectors", {}), models, aliases, peers)
+    check_spillover(selectors, resolve, routing)
     profiles = build_profiles(raw.get("profiles", {}))
-    warnings += unknown_targets(profiles, selectors,
-                                known_names(models, aliases, peers, selectors))
+    known = known_names(models, aliases, peers, selectors)
+    check_pin_chains(profiles, known)
+    warnings += unknown_targets(profiles, selectors, known)
 
     if not models and not peers:
         warnings.append("no models and no peers are defined: every request for a model will fail")

@@ -3,8 +3,8 @@
 Semantics follow the Go llama-swap loader exactly, because configs written for
 it must expand the same way here:
 
-* ``${env.NAME}`` is replaced first, in every value of the file (see
-  ``yamlio``); an unset variable is an error.
+* ``${env.NAME}`` is replaced first, in the text of the file before it is
+  parsed (see ``yamlio``); an unset variable is an error.
 * A model sees one ordered macro list: ``MODEL_ID``, then the global macros in
   file order, with a model macro of the same name replacing the global one *in
   place* and new model macros appended. Expansion walks that list backwards
@@ -12,20 +12,21 @@ it must expand the same way here:
   a reference to a later one is introduced after that one was already
   replaced and is left over, which is reported as "used before it is defined".
 * ``${PORT}`` is replaced after the user macros (so macros may contain it),
-  ``${PID}`` is left in ``cmdStop`` for the stop-time caller.
+  ``${PID}`` is left in ``cmdStop`` for the stop-time caller. Which values
+  see which macros is ``expand``'s business.
 * A field may expand to at most ``MAX_EXPANDED_LENGTH`` characters: macros
   that each repeat the one before grow exponentially, and would otherwise
   take the loader's memory (a MemoryError, or minutes of swapping) first.
-* In structured values (metadata, setParamsByID, a peer's setParams) a string
-  that is exactly one macro reference takes the macro's value with its type (``"${temp}"`` →
-  ``0.7``); a reference inside a longer string is replaced by text.
+* A string that is exactly one macro reference takes the macro's value with
+  its type (``"${temp}"`` → ``0.7``); a reference inside a longer string is
+  replaced by text.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -94,66 +95,37 @@ def _replaced(text: str, slug: str, value: Any) -> str:
     return text.replace(slug, replacement)
 
 
-def expand_value(value: Any, macros: MacroList) -> Any:
-    """Like expand_text over a nested structure, keeping the type of whole-value references."""
-    if isinstance(value, str):
-        current: Any = value
-        for name, macro_value in reversed(macros):
-            if not isinstance(current, str):
-                break
-            slug = f"${{{name}}}"
-            if current == slug:
-                current = macro_value
-            else:
-                current = _replaced(current, slug, macro_value)
-        return current
-    if isinstance(value, Mapping):
-        return {k: expand_value(v, macros) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [expand_value(v, macros) for v in value]
-    return value
-
-
-def leftover_refs(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """(key path, name) of every ``${name}`` still present anywhere in ``value``."""
-    if isinstance(value, str):
-        for name in REF_RE.findall(value):
-            yield path, name
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from leftover_refs(item, f"{path}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from leftover_refs(item, f"{path}[{index}]")
-
-
-def leftover_problem(name: str, macros: MacroList) -> str:
-    """Why ``${name}`` survived expansion, in words a user can act on."""
-    if name == "PORT":
-        return ("${PORT} is only assigned to a model whose cmd uses it, and only "
-                "cmd, cmdStop, proxy, name, description and metadata receive it")
-    if name == "PID":
-        return "${PID} can only be used in cmdStop"
-    if any(defined == name for defined, _ in macros):
-        return (f"macro '{name}' is used before it is defined "
-                "(a macro can only use macros defined above it)")
-    return f"unknown macro '${{{name}}}'"
+def expand_value(text: str, macros: MacroList) -> Any:
+    """Like expand_text, but a string that becomes one macro reference takes its value and type."""
+    current: Any = text
+    for name, macro_value in reversed(macros):
+        if not isinstance(current, str):
+            break
+        slug = f"${{{name}}}"
+        if current == slug:
+            current = macro_value
+        else:
+            current = _replaced(current, slug, macro_value)
+    return current
 
 
 # -- environment -------------------------------------------------------------
 
-def substitute_env(text: str, lookup: Callable[[str], str | None]) -> str:
-    """Replace each ``${env.NAME}`` in ``text``; MacroError names an unset or unusable one."""
-    def replace(match: re.Match[str]) -> str:
-        name = match.group(1)
-        found = lookup(name)
-        if found is None:
-            raise MacroError(f"environment variable '{name}' is not set")
-        if any(c in found for c in "\n\r\x00"):
-            raise MacroError(f"environment variable '{name}' contains a newline or NUL byte")
-        return found
+def env_text(name: str, lookup: Callable[[str], str | None]) -> str:
+    """The text ``${env.NAME}`` is replaced with in the YAML text, as Go writes it.
 
-    return ENV_REF_RE.sub(replace, text)
+    MacroError when unset or holding a line break or NUL (either would change
+    the document's structure). ``\\`` and ``"`` are escaped, so the value is
+    exact inside a double-quoted string (Go's rule; a plain or single-quoted
+    scalar keeps the escapes).
+    """
+    found = lookup(name)
+    if found is None:
+        raise MacroError(f"environment variable '{name}' is not set")
+    if any(c in found for c in "\n\r\x00"):
+        raise MacroError(f"environment variable '{name}' contains newlines or null bytes "
+                         "which are not allowed in YAML substitution")
+    return found.replace("\\", "\\\\").replace('"', '\\"')
 
 
 # -- Go's %v -----------------------------------------------------------------

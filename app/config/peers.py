@@ -1,8 +1,7 @@
 """Remote peers: servers whose models are proxied as ``<peer id>/<model>``.
 
-Only the global macros apply here (there is no ``${MODEL_ID}`` or ``${PORT}``
-for a peer), in ``apiKey``, ``filters.stripParams`` and ``filters.setParams``,
-as in Go.
+Global macros are already expanded here (``app.config.expand``; a peer has
+no ``${MODEL_ID}`` or ``${PORT}``).
 """
 
 from __future__ import annotations
@@ -10,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.config.build import expanded, proxy_url, settable, strip_param_list, timeouts
+from app.config.build import proxy_url, settable, strip_param_list, timeouts
 from app.config.errors import ConfigError
 from app.config.frozen import FrozenDict
-from app.config.macros import MacroList, expand_text, expand_value, leftover_problem, leftover_refs
 from app.config.model import PeerConfig, PeerFilters, Timeouts
 
 # Go's peer defaults (internal/config/peer.go): a model's, but 60 s for the
@@ -22,15 +20,13 @@ from app.config.model import PeerConfig, PeerFilters, Timeouts
 PEER_TIMEOUTS = Timeouts(response_header=60.0)
 
 
-def build_peers(raw_peers: Mapping[str, Mapping[str, Any]], macros: MacroList,
-                warnings: list[str]) -> FrozenDict:
+def build_peers(raw_peers: Mapping[str, Mapping[str, Any]], warnings: list[str]) -> FrozenDict:
     """Every peer, in file order."""
-    return FrozenDict((peer_id, _peer(peer_id, raw, macros, warnings))
+    return FrozenDict((peer_id, _peer(peer_id, raw, warnings))
                       for peer_id, raw in raw_peers.items())
 
 
-def _peer(peer_id: str, raw: Mapping[str, Any], macros: MacroList,
-          warnings: list[str]) -> PeerConfig:
+def _peer(peer_id: str, raw: Mapping[str, Any], warnings: list[str]) -> PeerConfig:
     path = f"peers.{peer_id}"
     if not raw["proxy"].strip():
         raise ConfigError("must not be empty", f"{path}.proxy")
@@ -41,26 +37,15 @@ def _peer(peer_id: str, raw: Mapping[str, Any], macros: MacroList,
             raise ConfigError("must not be empty", f"{path}.models[{index}]")
 
     raw_filters = raw.get("filters", {})
-    api_key = expanded(f"{path}.apiKey", expand_text, raw.get("apiKey", ""), macros)
-    strip = expanded(f"{path}.filters.stripParams", expand_text,
-                     raw_filters.get("stripParams", ""), macros)
-    set_params = expanded(f"{path}.filters.setParams", expand_value,
-                          raw_filters.get("setParams", {}), macros)
-    leftovers = [*leftover_refs(api_key, f"{path}.apiKey"),
-                 *leftover_refs(strip, f"{path}.filters.stripParams"),
-                 *leftover_refs(set_params, f"{path}.filters.setParams")]
-    if leftovers:
-        key, name = leftovers[0]
-        raise ConfigError(leftover_problem(name, macros), key)
-
     return PeerConfig(
         id=peer_id,
         proxy=proxy_url(raw["proxy"].strip(), f"{path}.proxy"),
         models=tuple(dict.fromkeys(raw["models"])),
-        api_key=api_key,
+        api_key=raw.get("apiKey", ""),
         filters=PeerFilters(
-            strip_params=strip_param_list(strip),
-            set_params=settable(set_params, f"{path}.filters.setParams", warnings),
+            strip_params=strip_param_list(raw_filters.get("stripParams", "")),
+            set_params=settable(raw_filters.get("setParams", {}), f"{path}.filters.setParams",
+                                warnings),
         ),
         timeouts=timeouts(raw.get("timeouts", {}), PEER_TIMEOUTS),
     )

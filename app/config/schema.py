@@ -184,6 +184,19 @@ class ProfileSchema(Section):
     description = Text()
     pins = MappingOf(Text(allow_none=True), required=True, error_messages=REQUIRED)
 
+    @pre_load
+    def _refuse_the_legacy_list(self, data: Any, **kwargs: Any) -> Any:
+        """``name: [model, ...]`` (before Go #107) ran models together; say how to now."""
+        if not isinstance(data, list):
+            return data
+        members = ", ".join(str(member) for member in data)
+        raise ValidationError(
+            "profile must be a mapping with description and pins; the legacy list syntax is "
+            "no longer supported. To run these models together, put them in a group that does "
+            f"not swap: routing.router.settings.groups: {{<name>: {{swap: false, members: "
+            f"[{members}]}}}}, and ask for each by its own id instead of <profile>:<model>. "
+            "Profiles now rewrite model ids: {pins: {<id asked for>: <model that answers>}}")
+
 
 class SelectorSettingsSchema(Section):
     spillover = Integer(validate=at_least(1))

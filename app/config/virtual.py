@@ -5,17 +5,22 @@ alias or a qualified peer model name, a selector may not target a selector;
 and (``check_peer_namespace``) no model id or alias may be a qualified peer
 model name either. Targets that name nothing known
 are kept and warned about (llama-swap's own example uses placeholder names);
-resolving them is the router's job.
+resolving them is the router's job. Two kinds of target are refused, as Go
+refuses them, because they would be accepted and then never work: a pin
+whose target is only another pin (pins are applied once, they do not chain)
+and a spillover selector whose local targets the routing never lets run
+together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from app.config.errors import ConfigError
 from app.config.frozen import FrozenDict, freeze
 from app.config.model import PeerConfig, ProfileConfig, SelectorConfig
+from app.config.routing import Routing
 
 
 def known_names(models: Collection[str], aliases: Collection[str],
@@ -108,3 +113,65 @@ def unknown_targets(profiles: Mapping[str, ProfileConfig],
                  for selector_id, selector in selectors.items()
                  for index, target in enumerate(selector.targets) if target not in known]
     return warnings
+
+
+def check_pin_chains(profiles: Mapping[str, ProfileConfig], known: frozenset[str]) -> None:
+    """Refuse a pin whose target names nothing but another pin (Go: "references unknown model")."""
+    pinned = {pin: (name, target) for name, profile in profiles.items()
+              for pin, target in profile.pins.items()}
+    for name, profile in profiles.items():
+        for pin, target in profile.pins.items():
+            if target is None or target in known or target not in pinned:
+                continue
+            owner, final = pinned[target]
+            instead = f'pin "{pin}" to "{final}" directly' if final else "pin it to a model"
+            raise ConfigError(f'references unknown model "{target}": "{target}" is a pin of '
+                              f'profile "{owner}", and pins do not chain; {instead}',
+                              f"profiles.{name}.pins.{pin}")
+
+
+def check_spillover(selectors: Mapping[str, SelectorConfig],
+                    resolve: Callable[[str], str | None], routing: Routing) -> None:
+    """Refuse a spillover selector whose local targets can never run side by side.
+
+    Spillover starts the next target while the first is busy, so its local
+    targets must be able to run together: one group with ``swap: false``, or
+    one expanded matrix set. Peers' models and unknown names are not local.
+    """
+    for selector_id, selector in selectors.items():
+        if selector.strategy != "spillover":
+            continue
+        key = f"selectors.{selector_id}.targets"
+        local: list[str] = []
+        for target in selector.targets:
+            model_id = resolve(target)
+            if model_id is None:
+                continue
+            if model_id in local:
+                raise ConfigError(f'contains duplicate resolved model "{model_id}"', key)
+            local.append(model_id)
+        if len(local) > 1:
+            _check_together(local, routing, key)
+
+
+def _check_together(models: list[str], routing: Routing, key: str) -> None:
+    listed = ", ".join(f"'{m}'" for m in models)
+    if routing.use == "matrix":
+        sets = routing.matrix.sets if routing.matrix else ()
+        if not any(set(models) <= matrix_set.members for matrix_set in sets):
+            raise ConfigError("must all appear together in one expanded matrix set; no set "
+                              f"holds {listed}, so only one of them could ever run", key)
+        return
+    group_of = {member: group for group in routing.groups for member in group.members}
+    first = group_of.get(models[0])
+    if first is None or first.swap:
+        where = (f"group '{first.name}', which swaps" if first else
+                 "no group, so it swaps with every other ungrouped model")
+        raise ConfigError(f"spillover targets must share a group with swap: false; "
+                          f"'{models[0]}' is in {where}", key)
+    for model_id in models[1:]:
+        other = group_of.get(model_id)
+        if other is not first:
+            raise ConfigError("spillover targets must share one routing group; "
+                              f"'{models[0]}' is in group '{first.name}' and '{model_id}' "
+                              f"in {f'group {other.name!r}' if other else 'no group'}", key)

@@ -5,10 +5,12 @@
   integer 755 and dates stay strings.
 * Mapping keys are always strings (the key's text), duplicate keys are an
   error with both line numbers, anchors and ``<<`` merges work.
-* ``${env.NAME}`` is replaced in every scalar (keys too) before anything else
-  looks at the data, and never in comments. A plain (unquoted) scalar is typed
-  after the replacement, so ``ttl: ${env.TTL}`` with ``TTL=60`` is the integer
-  60, as with Go's text-level replacement.
+* ``${env.NAME}`` is replaced in the text, before it is parsed, as Go does:
+  the names looked up are those the document uses outside comments (all
+  references in the text when it does not parse without the values, as with
+  ``apiKeys: [${env.KEY}]``), and each value is written as ``macros.env_text``
+  says. So ``ttl: ${env.TTL}`` with ``TTL=60`` is the integer 60. An unset
+  variable is named with the key (and line) that uses it.
 * Every error is a ConfigError naming the source and line, or the key and
   line; ``yamlguard`` bounds nesting and aliasing and refuses characters no
   config can use.
@@ -30,7 +32,7 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from app.config.errors import ConfigError
-from app.config.macros import MacroError, substitute_env
+from app.config.macros import ENV_REF_RE, MacroError, env_text
 from app.config.yamlguard import (
     ExpansionCheck, GuardedComposer, hide_characters, scalar_problem, where,
 )
@@ -106,6 +108,7 @@ def parse(text: str, source: str = "<config>",
     A character YAML refuses is named by the key whose value holds it; where no
     value does (a comment, or the document does not parse without it), by its line.
     """
+    text = _substitute_env(text, source, env)
     readable, hidden_at = hide_characters(text)
     loader = _Loader(readable)
     try:
@@ -113,7 +116,6 @@ def parse(text: str, source: str = "<config>",
         if root is None:
             return None
         ExpansionCheck(loader).run(root)
-        _substitute_env(loader, root, "", env, set())
         _check_scalars(root, "", set(), hidden_at, text)
         if hidden_at is not None:  # outside every value: in a comment or between tokens
             raise _bad_character(source, text, hidden_at)
@@ -178,31 +180,56 @@ def _check_scalars(node: Node, path: str, done: set[int], hidden_at: int | None,
             _check_scalars(item, f"{path}[{index}]", done, hidden_at, text)
 
 
-def _substitute_env(loader: _Loader, node: Node, path: str,
-                    env: Callable[[str], str | None], done: set[int]) -> None:
+def _substitute_env(text: str, source: str, env: Callable[[str], str | None]) -> str:
+    """``text`` with each ``${env.NAME}`` it uses replaced; ConfigError naming an unset one."""
+    if "${env." not in text:
+        return text
+    for name, key, line in _env_references(text):
+        try:
+            value = env_text(name, env)
+        except MacroError as err:
+            if key:
+                raise ConfigError(f"{err} ({line})", key) from None
+            raise ConfigError(f"{source}: {line}: {err}") from None
+        text = text.replace(f"${{env.{name}}}", value)
+    return text
+
+
+def _env_references(text: str) -> list[tuple[str, str, str]]:
+    """(name, key path, line) of each ``${env.NAME}`` outside comments, in document order.
+
+    When the text does not parse as it is, every reference in it, with no key path.
+    """
+    loader = _Loader(hide_characters(text)[0])
+    try:
+        root = loader.get_single_node()
+    except (yaml.YAMLError, ConfigError):
+        return [(match.group(1), "", where(text, match.start()))
+                for match in ENV_REF_RE.finditer(text)]
+    finally:
+        loader.dispose()
+    found: list[tuple[str, str, str]] = []
+    if root is not None:
+        _collect_env(root, "", found, set())
+    return found
+
+
+def _collect_env(node: Node, path: str, found: list[tuple[str, str, str]],
+                 done: set[int]) -> None:
     if id(node) in done:  # an anchor's node is shared by its aliases
         return
     done.add(id(node))
     if isinstance(node, ScalarNode):
-        if "${env." not in node.value:
-            return
-        try:
-            replaced = substitute_env(node.value, env)
-        except MacroError as err:
-            raise ConfigError(f"{err} (line {node.start_mark.line + 1})", path or "<top>") from None
-        plain = (True, False)
-        retype = node.style is None and node.tag == loader.resolve(ScalarNode, node.value, plain)
-        node.value = replaced
-        if retype:
-            node.tag = loader.resolve(ScalarNode, replaced, plain)
+        found.extend((name, path or "<top>", f"line {node.start_mark.line + 1}")
+                     for name in ENV_REF_RE.findall(node.value))
     elif isinstance(node, MappingNode):
         for key_node, value_node in node.value:
-            _substitute_env(loader, key_node, path, env, done)
+            _collect_env(key_node, path, found, done)
             key = key_node.value if isinstance(key_node, ScalarNode) else "?"
-            _substitute_env(loader, value_node, join(path, key), env, done)
+            _collect_env(value_node, join(path, key), found, done)
     elif isinstance(node, SequenceNode):
         for index, item in enumerate(node.value):
-            _substitute_env(loader, item, f"{path}[{index}]", env, done)
+            _collect_env(item, f"{path}[{index}]", found, done)
 
 
 def join(path: str, key: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.server import REPO_ROOT, free_port, wait_for
-from tests.unit.test_config_refusals import alias_bomb, macro_chain, nested
+from tests.unit.test_config_refusals import SPILL, TWO, alias_bomb, macro_chain, nested
 
 REFUSALS = [
     ("alias bomb", alias_bomb(9), [], "a3[3][6][6][4]: document contains excessive aliasing"),
@@ -25,6 +25,19 @@ REFUSALS = [
      'models.a.proxy: must be an http:// or https:// URL with a host, got "ftp://h:1"'),
     ("listen port", "models: {}\n", ["--listen", "127.0.0.1:70000"],
      "--listen '127.0.0.1:70000': the port must be from 0 to 65535"),
+    # what Go refuses (issue 12)
+    ("pin chain", TWO + "profiles:\n  test:\n    pins: {first: a, second: first}\n", [],
+     'profiles.test.pins.second: references unknown model "first": "first" is a pin'),
+    ("spillover that swaps", TWO + SPILL, [],
+     "selectors.s.targets: spillover targets must share a group with swap: false"),
+    ("setParamsByID keys that collide", "models:\n  a:\n    cmd: 'a ${PORT}'\n"
+     "    filters: {setParamsByID: {'${MODEL_ID}:x': {}, 'a:x': {}}}\n", [],
+     'models.a.filters.setParamsByID: keys "${MODEL_ID}:x" and "a:x" resolve to the same'),
+    ("legacy list profiles", TWO + "profiles:\n  coding: [a, b]\n", [],
+     "profiles.coding: profile must be a mapping with description and pins; the legacy list "
+     "syntax is no longer supported. To run these models together, put them in a group"),
+    ("unknown macro in apiKeys", "apiKeys: ['${KEY}']\n", [],
+     "apiKeys[0]: unknown macro '${KEY}'"),
 ]
 
 

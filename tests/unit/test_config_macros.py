@@ -38,8 +38,9 @@ def test_a_macro_used_before_it_is_defined_is_an_error_naming_it() -> None:
               llama: {cmd: "server ${args}", proxy: "http://h:1"}
         """)
 
-    assert str(caught.value).startswith(
-        "models.llama.cmd: macro 'ctx' is used before it is defined")
+    assert str(caught.value) == (
+        "models.llama.cmd: unknown macro '${ctx}': it is used before it is defined "
+        "(a macro can only use macros defined above it)")
 
 
 def test_an_undefined_macro_is_an_error_naming_it_and_the_field() -> None:
@@ -192,7 +193,8 @@ def test_a_default_proxy_for_a_cmd_without_port_is_a_warning() -> None:
 
 def test_pid_outside_cmd_stop_is_an_error() -> None:
     with pytest.raises(ConfigError,
-                       match=r"^models\.m\.cmd: \$\{PID\} can only be used in cmdStop"):
+                       match=r"^models\.m\.cmd: unknown macro '\$\{PID\}': \$\{PID\} can only "
+                             "be used in cmdStop"):
         load("models: {m: {cmd: 'kill ${PID}', proxy: 'http://h:1'}}")
 
 
@@ -277,3 +279,117 @@ def test_peer_api_keys_use_global_macros() -> None:
     assert peer.api_key == "sk-from-macro"
     assert peer.filters.set_params == {"max_tokens": 4096}
     assert peer.timeouts.response_header == 60
+
+
+# -- macros in every value (Go #955) ------------------------------------------------
+
+GLOBAL = "macros: {key: sk-1, ttl: 60, big: llama, temp: 0.7}\n"
+LLAMA = "models:\n  llama:\n    cmd: server --port ${PORT}\n"
+
+
+@pytest.mark.parametrize("text, read, expected", [
+    # global macros in top-level values, with their types
+    (GLOBAL + "apiKeys: ['${key}']\n", lambda c: c.api_keys, ("sk-1",)),
+    (GLOBAL + "globalTTL: ${ttl}\n" + LLAMA, lambda c: (c.global_ttl, c.models["llama"].ttl),
+     (60, 60)),
+    ("macros: {first: 9000}\nstartPort: ${first}\n" + LLAMA, lambda c: c.models["llama"].port,
+     9000),
+    (GLOBAL + LLAMA + "hooks: {on_startup: {preload: ['${big}']}}\n", lambda c: c.preload,
+     ("llama",)),
+    (GLOBAL + LLAMA + "groups: {g: {members: ['${big}']}}\n",
+     lambda c: c.groups[0].members, ("llama",)),
+    (GLOBAL + LLAMA + "profiles: {p: {pins: {chat: '${big}'}}}\n",
+     lambda c: c.profiles["p"].pins["chat"], "llama"),
+    (GLOBAL + LLAMA + "selectors: {s: {strategy: pin, targets: ['${big}']}}\n",
+     lambda c: c.selectors["s"].targets, ("llama",)),
+    # a model's macros, MODEL_ID and PORT in every model value
+    (LLAMA + "    checkEndpoint: /health?port=${PORT}\n",
+     lambda c: c.models["llama"].check_endpoint, "/health?port=5800"),
+    (LLAMA + "    aliases: ['${MODEL_ID}-fast']\n", lambda c: c.aliases, {"llama-fast": "llama"}),
+    (LLAMA + "    useModelName: org/${MODEL_ID}\n", lambda c: c.models["llama"].use_model_name,
+     "org/llama"),
+    (LLAMA + "    macros: {home: /srv}\n    env: ['HOME=${home}', 'PORT=${PORT}']\n",
+     lambda c: c.models["llama"].env, (("HOME", "/srv"), ("PORT", "5800"))),
+    (GLOBAL + LLAMA + "    filters: {setParams: {temperature: '${temp}'}}\n",
+     lambda c: c.models["llama"].filters.set_params, {"temperature": 0.7}),
+    (LLAMA + "    filters: {setParamsByID: {'${MODEL_ID}:${PORT}': {top_k: 1}}}\n",
+     lambda c: c.aliases, {"llama:5800": "llama"}),
+    # a model macro overrides a global one inside its model only
+    ("macros: {who: global}\napiKeys: ['${who}']\n" + LLAMA
+     + "    macros: {who: model}\n    name: '${who}'\n",
+     lambda c: (c.api_keys, c.models["llama"].name), (("global",), "model")),
+    # anchors are expanded per model; unknown top-level keys are left alone
+    ("x-base: &base {cmd: 'server --port ${PORT}', name: 'the ${MODEL_ID}'}\n"
+     "models:\n  a: *base\n  b: {<<: *base}\n",
+     lambda c: (c.models["a"].name, c.models["b"].name, c.models["b"].port),
+     ("the a", "the b", 5801)),
+])
+def test_macros_expand_in_every_value_of_their_scope(text: str, read, expected) -> None:
+    assert read(load_config_text(text)) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("apiKeys: ['${KEY}']\n", "apiKeys[0]: unknown macro '${KEY}'"),
+    ("globalTTL: '${PORT}'\n",
+     "globalTTL: unknown macro '${PORT}': ${PORT} exists only inside a model's settings"),
+    ("hooks: {on_startup: {preload: ['${MODEL_ID}']}}\n",
+     "hooks.on_startup.preload[0]: unknown macro '${MODEL_ID}': ${MODEL_ID} exists only "
+     "inside a model's settings"),
+    ("peers: {p: {proxy: 'http://h', models: [m], apiKey: '${tok}'}}\n",
+     "peers.p.apiKey: unknown macro '${tok}'"),
+    ("macros: {t: 60s}\nglobalTTL: ${t}\n", "globalTTL: must be a number"),
+    ("models:\n  a: {cmd: 'x ${PORT}', macros: {only_a: 1}}\n  b: {cmd: 'x ${only_a}'}\n",
+     "models.b.cmd: unknown macro '${only_a}'"),
+    ("models:\n  m: {cmd: x, proxy: 'http://h:1', checkEndpoint: '/h?p=${PORT}'}\n",
+     "models.m.checkEndpoint: unknown macro '${PORT}': ${PORT} is only assigned to a model "
+     "whose cmd uses it"),
+    (LLAMA + "    aliases: ['${nope}']\n", "models.llama.aliases[0]: unknown macro '${nope}'"),
+    (LLAMA + "    filters: {setParamsByID: {'${MODEL_ID}-hi': {}, 'llama-hi': {}}}\n",
+     'models.llama.filters.setParamsByID: keys "${MODEL_ID}-hi" and "llama-hi" resolve to '
+     'the same value "llama-hi"'),
+    (LLAMA + "    filters: {setParamsByID: {'${nope}-x': {}}}\n",
+     "models.llama.filters.setParamsByID: unknown macro '${nope}' in the key \"${nope}-x\""),
+    ("macros: {PORT: 1}\n", "macros.PORT: macro name 'PORT' is reserved"),
+])
+def test_a_macro_out_of_its_scope_is_refused_with_gos_message(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+
+    assert str(caught.value) == message
+
+
+def test_env_references_work_in_flow_style_as_in_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEY_ONE", "sk-one")
+    monkeypatch.setenv("TTL", "90")
+    config = load_config_text("apiKeys: [${env.KEY_ONE}]\nglobalTTL: ${env.TTL}\n")
+
+    assert config.api_keys == ("sk-one",)
+    assert config.global_ttl == 90
+
+
+def test_env_values_are_escaped_for_double_quotes_as_go_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUOTED", 'a"b\\c')
+    config = load_config_text('apiKeys: ["${env.QUOTED}"]\n')
+
+    assert config.api_keys == ('a"b\\c',)
+
+
+def test_a_missing_env_variable_in_text_that_does_not_parse_names_the_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        load_config_text("models: {}\napiKeys: [${env.NOT_SET_ANYWHERE}]\n")
+
+    assert str(caught.value) == ("<config>: line 2, column 11: environment variable "
+                                 "'NOT_SET_ANYWHERE' is not set")
+
+
+def test_an_env_value_with_a_newline_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWO_LINES", "a\nb")
+    with pytest.raises(ConfigError) as caught:
+        load_config_text("apiKeys: ['${env.TWO_LINES}']\n")
+
+    assert str(caught.value) == ("apiKeys[0]: environment variable 'TWO_LINES' contains "
+                                 "newlines or null bytes which are not allowed in YAML "
+                                 "substitution (line 1)")

@@ -143,3 +143,65 @@ def test_an_empty_config_loads_with_a_warning() -> None:
 
 def test_a_config_with_only_peers_has_no_such_warning() -> None:
     assert load_config_text("peers:\n  p: {proxy: 'http://h', models: [m]}\n").warnings == ()
+
+
+# -- what Go refuses, with Go's message and the key ----------------------------------
+
+TWO = ("models:\n  a: {cmd: 'a ${PORT}'}\n  b: {cmd: 'b ${PORT}', aliases: [bee]}\n"
+       "  c: {cmd: 'c ${PORT}'}\n")
+SPILL = "selectors:\n  s: {strategy: spillover, targets: [a, bee]}\n"
+MATRIX = "routing: {router: {use: matrix, settings: {matrix: {vars: {x: a, y: b, z: c}, "
+
+
+@pytest.mark.parametrize("text, message", [
+    # a pin whose target is only another pin
+    (TWO + "profiles:\n  test:\n    pins: {first: a, second: first}\n",
+     'profiles.test.pins.second: references unknown model "first": "first" is a pin of '
+     'profile "test", and pins do not chain; pin "second" to "a" directly'),
+    (TWO + "profiles:\n  one: {pins: {first: ~}}\n  two: {pins: {second: first}}\n",
+     'profiles.two.pins.second: references unknown model "first": "first" is a pin of '
+     'profile "one", and pins do not chain; pin it to a model'),
+    # spillover across models the routing keeps apart
+    (TWO + SPILL,
+     "selectors.s.targets: spillover targets must share a group with swap: false; 'a' is "
+     "in no group, so it swaps with every other ungrouped model"),
+    (TWO + SPILL + "groups: {g: {members: [a, b]}}\n",
+     "selectors.s.targets: spillover targets must share a group with swap: false; 'a' is "
+     "in group 'g', which swaps"),
+    (TWO + SPILL + "groups: {g: {swap: false, members: [a]}, h: {swap: false, members: [b]}}\n",
+     "selectors.s.targets: spillover targets must share one routing group; 'a' is in group "
+     "'g' and 'b' in group 'h'"),
+    (TWO + SPILL + MATRIX + "sets: {one: 'x & z', two: 'y'}}}}}\n",
+     "selectors.s.targets: must all appear together in one expanded matrix set; no set holds "
+     "'a', 'b', so only one of them could ever run"),
+    (TWO + "selectors:\n  s: {strategy: spillover, targets: [b, bee]}\n",
+     'selectors.s.targets: contains duplicate resolved model "b"'),
+    # setParamsByID keys that become one key
+    ("macros: {v: high}\nmodels:\n  a:\n    cmd: 'a ${PORT}'\n"
+     "    filters: {setParamsByID: {'a:${v}': {top_k: 1}, 'a:high': {top_k: 2}}}\n",
+     'models.a.filters.setParamsByID: keys "a:${v}" and "a:high" resolve to the same value '
+     '"a:high"'),
+    # the list-style profiles of llama-swap before groups
+    (TWO + "profiles:\n  coding: [a, b]\n",
+     "profiles.coding: profile must be a mapping with description and pins; the legacy list "
+     "syntax is no longer supported. To run these models together, put them in a group that "
+     "does not swap: routing.router.settings.groups: {<name>: {swap: false, members: [a, b]}}, "
+     "and ask for each by its own id instead of <profile>:<model>. Profiles now rewrite model "
+     "ids: {pins: {<id asked for>: <model that answers>}}"),
+])
+def test_what_go_refuses_is_refused_with_its_message_naming_the_key(text: str,
+                                                                    message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("extra", [
+    "profiles:\n  test:\n    pins: {first: a, a: b}\n",  # a target that is also a pin's name
+    SPILL + "groups: {g: {swap: false, members: [a, b]}}\n",
+    SPILL + MATRIX + "sets: {both: 'x & y', one: 'z'}}}}}\n",
+    "selectors:\n  s: {strategy: spillover, targets: [a, elsewhere/m]}\n",  # one local target
+])
+def test_what_go_accepts_next_to_those_refusals_still_loads(extra: str) -> None:
+    load_config_text(TWO + extra)
