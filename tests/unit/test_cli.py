@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.__main__ import main, parse_listen
+from app.proctitle import title
 
 
 @pytest.mark.parametrize("listen, bind", [
@@ -49,3 +50,9 @@ def test_main_refuses_a_bad_config_naming_the_key(
 
     assert main(["--config", str(config), "--listen", "127.0.0.1:8080"]) == 1
     assert capsys.readouterr().err == "llama-swap: models.a.ttl: must be a finite number\n"
+
+
+def test_the_process_title_is_llama_swap_then_its_arguments() -> None:
+    argv = ["--config", "/srv/config.yaml", "--listen", ":8080"]
+    assert title(argv=argv) == "llama-swap --config /srv/config.yaml --listen :8080"
+    assert title("worker", argv) == "llama-swap worker --config /srv/config.yaml --listen :8080"
