@@ -63,10 +63,19 @@ def _close_and_exit(worker) -> None:
         exit_now(0)  # not at gunicorn's next 1 s tick, and without the interpreter's teardown
 
 
+def pre_fork(server, worker):
+    from app.proctitle import retitle
+
+    retitle()  # the master, after gunicorn's own title
+
+
 def post_fork(server, worker):
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != server.pid:
         os._exit(1)
+    from app.proctitle import retitle
+
+    retitle("worker")
 
 
 def post_worker_init(worker):

@@ -5,17 +5,24 @@ happened and carry no status; ``CORE_STATUS`` maps each to one. The HTTP
 layer's own (``ApiError`` and its kinds below: a bad body, an upstream that
 cannot be reached, a model that may not be started by this request) carry
 theirs. Views raise either; ``register_error_handlers`` answers them as
-``{"src": "llama-swap", "error": {"message", "type", "param", "code"}}``, and
+``{"src": "llama-swap", "error": {"message", "type", "param", "code"}}``
+(llama-swap's envelope: the type and default code per status are Go's), and
 ``anthropic_error_response`` gives the ``{"type": "error", ...}`` shape the
 Anthropic routes answer with. Nothing else shapes an error.
+
+As llama-swap does, a client whose ``Accept`` names ``text/plain`` gets
+``llama-swap: <message>`` as text instead, and one that names ``text/html``
+(a browser) a small HTML page; a concurrency-limit 429 stays JSON whatever
+was asked, as Go's does.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 
-from flask import Flask, Response
+from flask import Flask, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from scheduler.errors import (
@@ -87,13 +94,10 @@ Refusal = (RouteError, ApiError)
 _TYPE_AND_CODE = {
     400: ("invalid_request_error", "bad_request"),
     401: ("authentication_error", "unauthorized"),
-    403: ("invalid_request_error", "forbidden"),
+    403: ("authentication_error", "forbidden"),
     404: ("invalid_request_error", "not_found"),
-    405: ("invalid_request_error", "method_not_allowed"),
     409: ("invalid_request_error", "conflict"),
-    413: ("invalid_request_error", "request_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
-    500: ("server_error", "internal_error"),
     502: ("server_error", "bad_gateway"),
     503: ("server_error", "service_unavailable"),
     504: ("server_error", "gateway_timeout"),
@@ -134,26 +138,34 @@ def status_and_code(exc: RouteError | ApiError) -> tuple[int, str | None]:
 
 def error_body(status: int, message: str, code: str | None = None) -> dict:
     kind, default_code = _TYPE_AND_CODE.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", str(status)))
+        status, ("invalid_request_error", "invalid_request") if status < 500 else ("server_error", "internal_error"))
     return {"src": "llama-swap", "error": {"message": message, "type": kind, "param": None,
                                            "code": code or default_code}}
 
 
 def error_response(status: int, message: str, code: str | None = None) -> Response:
-    response = Response(json.dumps(error_body(status, message, code)), status=status,
-                        mimetype="application/json")
-    if status == 429:
-        response.headers["Retry-After"] = "1"
-    return response
+    return _answer(status, message, error_body(status, message, code))
 
 
 def anthropic_error_response(status: int, message: str) -> Response:
     """``{"type": "error", "error": {"type", "message"}}``, as Anthropic's API answers."""
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    body = {"type": "error", "error": {"type": kind, "message": message}}
-    response = Response(json.dumps(body), status=status, mimetype="application/json")
-    if status == 429:
+    return _answer(status, message, {"type": "error", "error": {"type": kind, "message": message}})
+
+
+def _answer(status: int, message: str, body: dict) -> Response:
+    """``body`` as JSON, or ``message`` as the text or HTML the request's ``Accept`` names (Go's order)."""
+    accept = request.headers.get("Accept", "") if has_request_context() else ""
+    if status == 429:  # Go's concurrency-limit answer is JSON whatever the client accepts
+        response = Response(json.dumps(body), status=status, mimetype="application/json")
         response.headers["Retry-After"] = "1"
+    elif "text/plain" in accept:
+        response = Response(f"llama-swap: {message}", status=status, content_type="text/plain")
+    elif "text/html" in accept:
+        page = f"<html><body><h1>llama-swap</h1><p>{html.escape(message)}</p></body></html>"
+        response = Response(page, status=status, content_type="text/html")
+    else:
+        response = Response(json.dumps(body), status=status, mimetype="application/json")
     return response
 
 

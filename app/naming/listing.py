@@ -1,34 +1,36 @@
-"""The OpenAI-style model listing (``/v1/models``, ``/models``): one record per listed name.
+"""The OpenAI-style model listing (``/v1/models``, ``/models``): one record per listed name, as Go lists it.
 
-Pure: config in, JSON-ready records out. A record is
-``{"id", "object": "model", "created", "owned_by": "llama-swap"}`` plus, when
-set, ``name``, ``description``, ``meta: {"llamaswap": <metadata>}`` (metadata
-keeps the JSON types config gave it) and the fields rendered from
-``capabilities``. Unlisted models are left out (they are still served). With
-``includeAliasesInList`` every alias (``setParamsByID`` keys included, they
-are aliases too) gets a copy of its model's record under its own id. Records
-are sorted by id. Each peer model is listed as Go lists it: id
-``<peer>/<model>`` (the name that always reaches it), ``name``
-``"<peer>: <model>"``, ``meta: {"llamaswap": {"peerID": <peer>}}``.
-Selectors not marked ``unlisted`` are listed with their own ``name``,
-``description`` and ``metadata``, to which ``meta.llamaswap`` adds, as Go's
-newest listing does (and over a metadata key of the same name), ``type:
-"selector"``, ``strategy``, ``targets`` and, for ``spillover``, its
-``spillover`` setting: what the UI's Models page shows of each selector.
-While a profile is active, each of its pins to something is listed under the pinned name with its target's record (even
-an unlisted target: the pin is what the profile offers); a pin to nothing is
-not listed, and a pinned name that is already listed keeps its own record.
-A pin's ``meta.llamaswap`` says ``type: "profile"``, as Go's does (so a pin
-to a selector is not taken for one).
+Pure: config and the running processes in, JSON-ready records out. Every
+record is ``{"id", "object": "model", "created", "owned_by": "llama-swap",
+"status": {"value": "loaded" | "unloaded"}}`` (``status`` as llama.cpp's
+router lists models, llama-swap #901) plus, when non-empty, ``name``,
+``description``, the fields rendered from ``capabilities`` and ``meta``.
+``meta.llamaswap`` is the name's own ``metadata`` (JSON types kept) with what
+the listing says of it laid over it: ``type`` (``model``, ``alias``,
+``peer``, ``selector``, ``profile``) and, by type, ``aliases`` (a model's,
+``setParamsByID`` keys included), ``modelID`` (an alias's model),
+``peerID``, ``strategy``/``targets``/``spillover`` (a selector's).
 
-Capabilities follow llama-swap's rendering for OpenRouter, Hugging Face
-chat-ui and Mistral clients (llama-swap v225, "Model capabilities #842"):
-``architecture: {input_modalities, output_modalities, modality:
-"text+image->text"}``, a ``capabilities`` object of flags, and the context
-length as ``context_length`` (OpenRouter) and ``meta.n_ctx`` (llama.cpp's
-router, llama-swap #984). The flag names for image, speech and reranker
-models are Go's; the ones for vision, transcription, tools and chat follow the
-same clients' vocabulary (the Go source for those was not available to us).
+Which names, and their status, follow llama-swap's listing:
+
+* a model not ``unlisted``: ``loaded`` while its process is anywhere but
+  stopped (starting and stopping count); with ``includeAliasesInList`` each
+  non-blank alias is listed too, with its model's fields and status;
+* each peer's models as ``<peer>/<model>``, named ``"<peer>: <model>"``,
+  always ``unloaded`` (their state is the peer's);
+* each selector not ``unlisted``: ``loaded`` when a local target is ready or
+  starting (a ``pin`` selector looks at its first target only);
+* the active profile's pins to something, unless the pin's name is already a
+  model, alias, peer model or selector name (listed or not): a bare record,
+  ``type: "profile"``, always ``unloaded``.
+
+Capabilities render as llama-swap renders them for OpenRouter, Hugging Face
+chat-ui and Mistral clients: ``architecture`` (``input_modalities``,
+``output_modalities``, and ``modality`` "text+image->text" when both are
+set), a ``capabilities`` map of flags, ``supported_parameters: ["tools",
+"tool_choice"]`` for ``tools``, and ``context`` as ``context_length`` and
+``meta.n_ctx`` (llama.cpp's router's field, llama-swap #984). A model with
+capabilities loses the ``metadata`` keys those fields would shadow.
 """
 
 from __future__ import annotations
@@ -37,121 +39,133 @@ from collections.abc import Mapping
 from typing import Any, Callable
 
 from app.config import Config, thaw
-from app.config.model import ModelConfig, ProfileConfig, SelectorConfig
-from app.naming import resolve
+from app.config.model import ProfileConfig, SelectorConfig
+from app.naming import peers
 from scheduler.errors import ModelNotFound
 
+LOADED, UNLOADED = "loaded", "unloaded"
+# Process states (``ProcessState`` values) in which a selector counts its target as loaded.
+_SELECTOR_WARM = frozenset({"ready", "starting"})
+# Top-level fields the capabilities render to: a model with capabilities drops these metadata keys.
+_CAPABILITY_FIELDS = frozenset({"architecture", "capabilities", "supported_parameters", "context_length"})
 
-def model_records(config: Config, created: int,
-                  profile: ProfileConfig | None = None) -> list[dict[str, Any]]:
+
+def model_records(config: Config, created: int, profile: ProfileConfig | None = None,
+                  running: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The listing's records, sorted by id.
+
+    ``running`` maps each model whose process is not stopped (nor shut down)
+    to its state (``"starting"``, ``"ready"``, ``"stopping"``).
+    """
+    running = running or {}
     records = []
-    for model in config.models.values():
+    for model_id, model in config.models.items():
         if model.unlisted:
             continue
-        records.append(model_record(model.id, model, created))
+        status = LOADED if model_id in running else UNLOADED
+        described: dict[str, Any] = {"type": "model"}
+        if model.aliases:
+            described["aliases"] = list(model.aliases)
+        fields = (model.name, model.description, model.metadata, model.capabilities, status)
+        records.append(record(model_id, created, *fields, described))
         if config.include_aliases_in_list:
-            records.extend(model_record(alias, model, created)
+            records.extend(record(alias.strip(), created, *fields, {"type": "alias", "modelID": model_id})
                            for alias in model.aliases if alias.strip())
-    records.extend(peer_model_record(peer.id, model, created)
-                   for peer in config.peers.values() for model in peer.models)
-    records.extend(selector_record(selector, created)
-                   for selector in config.selectors.values() if not selector.unlisted)
+    for peer in config.peers.values():
+        records.extend(record(f"{peer.id}/{model}", created, f"{peer.id}: {model}", "", None, None, UNLOADED,
+                              {"type": "peer", "peerID": peer.id}) for model in peer.models)
+    for selector in config.selectors.values():
+        if not selector.unlisted:
+            records.append(record(selector.id, created, selector.name, selector.description, selector.metadata,
+                                  None, selector_status(config, selector, running), selector_described(selector)))
     if profile is not None:
-        records.extend(pin_records(config, profile, {r["id"] for r in records}, created))
+        taken = taken_names(config)
+        records.extend(record(pin, created, "", "", None, None, UNLOADED, {"type": "profile"})
+                       for pin, target in profile.pins.items() if target and pin not in taken)
     records.sort(key=lambda r: r["id"])
     return records
 
 
-def pin_records(config: Config, profile: ProfileConfig, listed: set[str],
-                created: int) -> list[dict[str, Any]]:
-    """A record per pin to something whose name is not listed already: its target's, renamed."""
-    records = []
-    for pin, target in profile.pins.items():
-        if target is None or pin in listed:
-            continue
-        record = target_record(config, target, created)
-        record["id"] = pin
-        meta = record.setdefault("meta", {})
-        meta["llamaswap"] = {**meta.get("llamaswap", {}), "type": "profile"}  # Go's mark of a pin
-        records.append(record)
-    return records
+def record(record_id: str, created: int, name: str, description: str, metadata: Mapping[str, Any] | None,
+           capabilities: Mapping[str, Any] | None, status: str, described: Mapping[str, Any]) -> dict[str, Any]:
+    """One listing record; ``described`` (what the listing says of the name) wins over ``metadata``."""
+    out: dict[str, Any] = {"id": record_id, "object": "model", "created": created, "owned_by": "llama-swap"}
+    if name.strip():
+        out["name"] = name.strip()
+    if description.strip():
+        out["description"] = description.strip()
+    own = thaw(metadata) if metadata else {}
+    if capabilities:
+        out.update(capability_fields(capabilities))
+        own = {key: value for key, value in own.items() if key not in _CAPABILITY_FIELDS}
+    meta: dict[str, Any] = {}
+    if own or described:
+        meta["llamaswap"] = {**own, **described}
+    if "context_length" in out:
+        meta["n_ctx"] = out["context_length"]
+    if meta:
+        out["meta"] = meta
+    out["status"] = {"value": status}
+    return out
 
 
-def target_record(config: Config, target: str, created: int) -> dict[str, Any]:
-    """The record ``target`` (model, alias, selector or peer model) would be listed with."""
-    if target in config.selectors:
-        return selector_record(config.selectors[target], created)
-    try:
-        destination = resolve.concrete(config, target)
-    except ModelNotFound:  # listed by two peers: nothing to copy
-        destination = None
-    if isinstance(destination, resolve.Local):
-        return model_record(target, config.models[destination.model], created)
-    if destination is not None:
-        return peer_model_record(destination.peer_id, destination.model, created)
-    return {"id": target, "object": "model", "created": created, "owned_by": "llama-swap"}
-
-
-def selector_record(selector: SelectorConfig, created: int) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": selector.id, "object": "model", "created": created,
-                              "owned_by": "llama-swap"}
-    if selector.name.strip():
-        record["name"] = selector.name.strip()
-    if selector.description.strip():
-        record["description"] = selector.description.strip()
+def selector_described(selector: SelectorConfig) -> dict[str, Any]:
     described: dict[str, Any] = {"type": "selector", "strategy": selector.strategy,
-                                  "targets": list(selector.targets)}
+                                 "targets": list(selector.targets)}
     if selector.strategy == "spillover":
         described["spillover"] = selector.spillover
-    record["meta"] = {"llamaswap": {**thaw(selector.metadata), **described}}
-    return record
+    return described
 
 
-def model_record(record_id: str, model: ModelConfig, created: int) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": record_id.strip(), "object": "model", "created": created,
-                              "owned_by": "llama-swap"}
-    if model.name.strip():
-        record["name"] = model.name.strip()
-    if model.description.strip():
-        record["description"] = model.description.strip()
-    meta: dict[str, Any] = {}
-    if model.metadata:
-        meta["llamaswap"] = thaw(model.metadata)
-    if model.capabilities:
-        record.update(capability_fields(model.capabilities))
-        if model.capabilities.get("context"):
-            meta["n_ctx"] = model.capabilities["context"]
-    if meta:
-        record["meta"] = meta
-    return record
+def selector_status(config: Config, selector: SelectorConfig, running: Mapping[str, str]) -> str:
+    """``loaded`` when a local target (the first only, for ``pin``) is ready or starting."""
+    targets = selector.targets[:1] if selector.strategy == "pin" else selector.targets
+    for target in targets:
+        model = config.resolve(target)
+        if model is not None and running.get(model) in _SELECTOR_WARM:
+            return LOADED
+    return UNLOADED
 
 
-def peer_model_record(peer: str, model: str, created: int) -> dict[str, Any]:
-    return {"id": f"{peer}/{model}", "object": "model", "created": created, "owned_by": "llama-swap",
-            "name": f"{peer}: {model}", "meta": {"llamaswap": {"peerID": peer}}}
+def taken_names(config: Config) -> set[str]:
+    """Every name a pin may not be listed under: models, aliases, peer models and selectors, listed or not."""
+    taken = set(config.models) | set(config.aliases) | set(config.selectors)
+    for peer in config.peers.values():
+        for model in peer.models:
+            taken.add(f"{peer.id}/{model}")
+            try:
+                target = peers.lookup(config, model)
+            except ModelNotFound:  # listed by two peers: the bare name reaches neither
+                continue
+            if target is not None and target.peer_id == peer.id:
+                taken.add(model)
+    return taken
 
 
 def capability_fields(caps: Mapping[str, Any]) -> dict[str, Any]:
-    """The record fields a model's ``capabilities`` block renders to."""
+    """The record fields a model's ``capabilities`` block renders to (only the non-empty ones)."""
     inputs, outputs = list(caps.get("in", ())), list(caps.get("out", ()))
     fields: dict[str, Any] = {}
-    if inputs or outputs:
-        fields["architecture"] = {
-            "input_modalities": inputs,
-            "modality": "+".join(inputs) + "->" + "+".join(outputs),
-            "output_modalities": outputs,
-        }
+    architecture: dict[str, Any] = {}
+    if inputs:
+        architecture["input_modalities"] = inputs
+    if outputs:
+        architecture["output_modalities"] = outputs
+    if inputs and outputs:
+        architecture["modality"] = "+".join(inputs) + "->" + "+".join(outputs)
+    if architecture:
+        fields["architecture"] = architecture
     flags = {
-        "completion_chat": "text" in inputs and "text" in outputs,
         "vision": "image" in inputs,
         "audio_transcriptions": "audio" in inputs and "text" in outputs,
-        "image_generation": "image" in outputs,
-        "audio_speech": "audio" in outputs,
+        "audio_speech": "text" in inputs and "audio" in outputs,
+        "image_generation": "text" in inputs and "image" in outputs,
+        "image_to_image": "image" in inputs and "image" in outputs,
         "function_calling": bool(caps.get("tools")),
         "reranker": bool(caps.get("reranker")),
     }
     if any(flags.values()):
-        fields["capabilities"] = {name: True for name, on in flags.items() if on}
+        fields["capabilities"] = {flag: True for flag, on in flags.items() if on}
     if caps.get("tools"):
         fields["supported_parameters"] = ["tools", "tool_choice"]
     if caps.get("context"):

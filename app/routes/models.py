@@ -14,5 +14,6 @@ bp = Blueprint("models", __name__)
 @bp.get("/models")
 def list_models() -> Response:
     server = current()
-    records = model_records(server.config, int(server.started_at), server.active_profile)
+    running = {model: state.value for model, state in server.running_models().items()}
+    records = model_records(server.config, int(server.started_at), server.active_profile, running)
     return jsonify({"object": "list", "data": records})

@@ -40,6 +40,7 @@ from app.observe.timeline import SwapTimeline
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
 from scheduler.router import Router
+from scheduler.state import ProcessState
 
 log = logging.getLogger("llama-swap")
 
@@ -122,6 +123,11 @@ class Server:
     @property
     def observers(self) -> Observers:
         return self.observatory.observers
+
+    def running_models(self) -> dict[str, ProcessState]:
+        """Each model whose process is neither stopped nor shut down, with its state: a snapshot."""
+        return {model: process.state for model, process in self.router.processes.items()
+                if process.state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)}
 
     def close(self, grace: float = 0.0) -> None:
         """Stop every upstream (graceful, then forced) and drop the pools; idempotent.

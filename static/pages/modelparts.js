@@ -7,8 +7,8 @@
 import { feedState, request } from "../api.js";
 import { el } from "./dom.js";
 
-const CAPABILITIES = { completion_chat: "chat", vision: "vision", function_calling: "tools",
-  audio_transcriptions: "transcription", audio_speech: "speech", image_generation: "images", reranker: "rerank" };
+const CAPABILITIES = { vision: "vision", function_calling: "tools", audio_transcriptions: "transcription",
+  audio_speech: "speech", image_generation: "images", image_to_image: "image edits", reranker: "rerank" };
 
 const loads = new Map(); // model id -> AbortController of its manual load
 const loadWatchers = new Set();

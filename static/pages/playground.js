@@ -15,7 +15,8 @@ import * as loadtest from "./playground/loadtest.js";
 import { tabs } from "./playground/tabs.js";
 
 const TABS = [chat, images, speech, transcription, rerank, loadtest];
-const NOT_CHAT = new Set(TABS.map((tab) => tab.flag).filter(Boolean));
+// Flags that do not make a model a chat model: each tab's, and image editing (image in, image out).
+const NOT_CHAT = new Set([...TABS.map((tab) => tab.flag).filter(Boolean), "image_to_image"]);
 
 function offers(tab, record) {
   const flags = record.capabilities;

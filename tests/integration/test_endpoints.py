@@ -255,12 +255,16 @@ def test_listing_has_aliases_metadata_capabilities_and_no_unlisted_models(server
     assert meta["note"] == f"runs on {meta['port']}" and meta["a_list"] == [1, 1.5, "x"]
     assert llm["architecture"] == {"input_modalities": ["text", "image"], "modality": "text+image->text",
                                    "output_modalities": ["text"]}
-    assert llm["capabilities"] == {"completion_chat": True, "vision": True, "function_calling": True}
+    assert llm["capabilities"] == {"vision": True, "function_calling": True}
     assert llm["context_length"] == 32000 and llm["meta"]["n_ctx"] == 32000
-    for alias in ("gpt-4o-mini", "llm:high"):  # aliases duplicate every field but the id
-        assert {**by_id[alias], "id": "llm"} == llm
+    assert meta["type"] == "model" and meta["aliases"] == ["gpt-4o-mini", "llm:high"]
+    for alias in ("gpt-4o-mini", "llm:high"):  # aliases repeat the model's fields, and say whose they are
+        record = by_id[alias]
+        own = {key: value for key, value in meta.items() if key not in ("type", "aliases")}
+        assert record["meta"]["llamaswap"] == {**own, "type": "alias", "modelID": "llm"}
+        assert {**record, "id": "llm", "meta": llm["meta"]} == llm
     assert by_id["renamed"]["capabilities"] == {"audio_transcriptions": True}
-    assert set(by_id["plain"]) == {"id", "object", "created", "owned_by"}
+    assert set(by_id["plain"]) == {"id", "object", "created", "owned_by", "meta", "status"}
 
 
 # --------------------------------------------------------------------------- errors

@@ -228,7 +228,7 @@ def test_the_listing_shows_peer_models_by_qualified_name(net):
     assert ids == sorted(ids)
     assert ids == ["alpha", "b/beta", "b/slow", "b/spy", "down/ghost", "hasty/slow", "hosted/vendor/gpt-x"]
     beta = data[1]
-    assert beta["name"] == "b: beta" and beta["meta"] == {"llamaswap": {"peerID": "b"}}
+    assert beta["name"] == "b: beta" and beta["meta"] == {"llamaswap": {"type": "peer", "peerID": "b"}}
     assert beta["object"] == "model" and beta["owned_by"] == "llama-swap"
 
 

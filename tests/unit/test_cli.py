@@ -9,6 +9,7 @@ import pytest
 
 from app.__main__ import config_sources, main, parse_args, parse_listen
 from app.config import ConfigSources
+from app.proctitle import title
 
 
 @pytest.mark.parametrize("listen, bind", [
@@ -79,3 +80,9 @@ def test_main_refuses_a_conflict_between_fragments_naming_the_file_and_key(
     assert capsys.readouterr().err == (
         f'llama-swap: duplicate models "a" found in {tmp_path}/models/dup.yaml '
         "(already defined in another config source)\n")
+
+
+def test_the_process_title_is_llama_swap_then_its_arguments() -> None:
+    argv = ["--config", "/srv/config.yaml", "--listen", ":8080"]
+    assert title(argv=argv) == "llama-swap --config /srv/config.yaml --listen :8080"
+    assert title("worker", argv) == "llama-swap worker --config /srv/config.yaml --listen :8080"

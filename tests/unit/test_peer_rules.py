@@ -158,7 +158,8 @@ def test_peer_models_are_listed_qualified_with_their_peer() -> None:
     records = {r["id"]: r for r in model_records(CONFIG, 7)}
     assert records["box/vendor/model-7b"] == {
         "id": "box/vendor/model-7b", "object": "model", "created": 7, "owned_by": "llama-swap",
-        "name": "box: vendor/model-7b", "meta": {"llamaswap": {"peerID": "box"}}}
+        "name": "box: vendor/model-7b", "meta": {"llamaswap": {"type": "peer", "peerID": "box"}},
+        "status": {"value": "unloaded"}}
     assert "remote-only" not in records, "only the qualified name is listed"
     ids = [r["id"] for r in model_records(CONFIG, 7)]
     assert ids == sorted(ids) and {"local", "org/llama", "other/shared", "a/b/c"} <= set(ids)
