@@ -107,11 +107,20 @@ def go(page, host, route: str) -> None:
     page.goto(host.url(f"/ui/#{route}"))
 
 
+def open_capture(page, row) -> None:
+    """The row's View button opens its capture (/api/captures/<id>): the answer's body is in it."""
+    row.get_by_role("button", name="View").click()
+    expect(page.get_by_role("dialog")).to_contain_text("tok0 tok1", timeout=TIMEOUT)
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_have_count(0, timeout=TIMEOUT)
+
+
 def newest_ui_pages(page, server, host, name: str) -> None:
     main = page.locator("main main")  # the page's own, inside the sidebar layout's
     # Activity: the stored record (REST), its stats, then live: a request in flight, then its record.
     expect(main.locator("tr", has_text="alpha")).to_contain_text("200", timeout=TIMEOUT)
     expect(main).to_contain_text(re.compile(r"1\s*completed"))
+    open_capture(page, main.locator("tr", has_text="alpha"))
     worker = streaming_request(server)
     expect(main.locator("tr", has_text="slow")).to_contain_text("POST", timeout=TIMEOUT)  # the in-flight table
     shot(page, f"go-ui-{name}-activity")
@@ -177,7 +186,7 @@ def newest_ui_pages(page, server, host, name: str) -> None:
 def seed_ui_pages(page, server, name: str) -> None:
     main = page.locator("main")
     # Playground (the home page): the models from the feed, a streamed answer.
-    main.locator("select").first.select_option("alpha", timeout=TIMEOUT)
+    main.locator("select:visible").first.select_option("alpha", timeout=TIMEOUT)
     main.get_by_placeholder("Type a message...").fill("hello")
     main.get_by_role("button", name="Send").click()
     expect(main).to_contain_text("tok0 tok1 tok2", timeout=TIMEOUT)
@@ -204,6 +213,7 @@ def seed_ui_pages(page, server, name: str) -> None:
     expect(main).to_contain_text(re.compile(r"3\s*completed,\s*0\s*waiting"), timeout=TIMEOUT)
     expect(main.locator("tr", has_text="slow")).to_have_count(1)
     shot(page, f"go-ui-{name}-activity")
+    open_capture(page, main.locator("tr", has_text="slow"))
 
     # Logs and Performance.
     page.get_by_role("link", name="Logs").click()
