@@ -10,6 +10,9 @@ What it emulates, as seen through a proxy:
 
 * a loading phase (``--load-time``) during which every endpoint answers 503,
   ``/health`` included; then ``/health`` answers 200;
+* llama-server's own web page at ``/`` (a stub: what a proxy's "open the
+  model's server" link and llama-swap's UI's Load button, a GET of
+  ``/upstream/<model>/``, expect to find there);
 * OpenAI-style ``/v1/chat/completions``, ``/v1/completions`` and
   ``/v1/embeddings``, the native ``/completion`` and ``/infill``, ``/v1/models``
   and ``/props``, non-streamed and streamed (SSE over chunked transfer
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import html
 import json
 import os
 import signal
@@ -509,6 +513,11 @@ class Handler(BaseHTTPRequestHandler):
     def health(self, path: str, raw: bytes) -> None:
         self._send_json(200, {"status": "ok"})
 
+    def home(self, path: str, raw: bytes) -> None:
+        model = html.escape(self.server.state.options.model)
+        self._send(200, f"<!doctype html><title>{model}</title><h1>llama.cpp simulator: {model}</h1>\n".encode(),
+                   "text/html; charset=utf-8")
+
     def models(self, path: str, raw: bytes) -> None:
         state = self.server.state
         self._send_json(200, {"object": "list", "data": [
@@ -603,6 +612,7 @@ Endpoint = Callable[[Handler, str, bytes], None]
 
 def _build_routes() -> dict[str, dict[str, Endpoint]]:
     routes: dict[str, dict[str, Endpoint]] = {
+        "/": {"GET": Handler.home},
         "/health": {"GET": Handler.health},
         "/v1/health": {"GET": Handler.health},
         "/v1/models": {"GET": Handler.models},

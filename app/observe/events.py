@@ -22,12 +22,17 @@ class LogWritten:
 
 @dataclass(frozen=True)
 class ActivityRecorded:
-    """A metered request ended and its activity record was stored under ``id``; its tokens (−1: unknown)."""
+    """A metered request ended and its activity record was stored under ``id``; its tokens (−1: unknown).
+
+    ``entry`` is the record as ``/api/metrics`` lists it (llama-swap's
+    ``ActivityLogEntry``), for the feed's ``metrics`` message.
+    """
 
     id: int
     model: str
     input_tokens: int = -1
     output_tokens: int = -1
+    entry: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

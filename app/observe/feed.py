@@ -4,7 +4,9 @@ One pump greenlet reads the event bus and turns each event into the
 message llama-swap sends (``Message``: a type and its ``data``, a JSON
 document): ``modelStatus`` (the whole model list, on a state change, a
 reload or a profile switch), ``logData``, ``activity``, ``inflight``,
-``profileChanged``, and ours: ``timeline`` (an entry of the swap
+``profileChanged``; ``metrics`` (the new activity record itself, in a
+list: what llama-swap sent before ``activity`` replaced it, and what its
+older web UI still reads); and ours: ``timeline`` (an entry of the swap
 timeline, ``app.observe.timeline``). Each message gets an id, ``<boot>-<seq>``: ``seq``
 counts up for the life of the process, ``boot`` tells one process's ids
 from another's, so a client that reconnects to a restarted server is not
@@ -129,6 +131,9 @@ class EventFeed:
         self._kept: deque[Message] = deque(maxlen=replay)
         self._arrived = Event()  # replaced by a fresh one at each message: set wakes the waiting readers
         self._readers: set[Reader] = set()
+        # The newest activity id told in a ``metrics`` message: a client's initial ``metrics`` list holds
+        # the records up to it, the messages after its cursor the rest (no record twice, none missed).
+        self.activity_through = 0
         self._source = bus.subscribe(PUMP_QUEUE, kinds=(LogWritten, InflightChanged, ActivityRecorded,
                                                         ModelStateChanged, ConfigReloaded, ProfileChanged,
                                                         TimelineChanged))
@@ -220,6 +225,9 @@ class EventFeed:
             yield "inflight", {"operation": event.operation, **event.payload}
         elif isinstance(event, ActivityRecorded):
             yield "activity", {"id": event.id, "model": event.model}
+            if event.entry is not None:
+                self.activity_through = max(self.activity_through, event.id)
+                yield "metrics", [event.entry]
         elif isinstance(event, ModelStateChanged):
             yield "modelStatus", self.model_status()
         elif isinstance(event, ConfigReloaded):  # the new server starts with its own profile (none)

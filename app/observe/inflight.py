@@ -5,7 +5,8 @@ An exchange observer. Each request is a row in llama-swap's
 ``req_path``, ``method``, ``req_headers`` (first value, secrets redacted),
 ``remote_ip``, ``resp_headers``, ``resp_bytes``, ``elapsed_ms``,
 ``metadata``), and its changes are published on the bus as
-``InflightChanged``, as llama-swap's tracker does with one difference:
+``InflightChanged``, as llama-swap's tracker does (each with its older
+``total`` too: how many requests are shown, which its older web UI reads), with one difference:
 a request is shown once it has been in flight for ``PROGRESS_EVERY``
 (an ``upsert``), then upserted when its response headers arrive and at
 most every ``PROGRESS_EVERY`` while its body flows, and removed when it
@@ -64,6 +65,7 @@ class InflightTracker(ExchangeObserver):
         self._publish = publish
         self._now = clock or time.monotonic
         self._rows: dict[str, _Row] = {}
+        self._shown = 0  # rows published: what the feed's clients list, llama-swap's older "total"
         self._ticker: gevent.Greenlet | None = None
         self._last_start = 0.0
 
@@ -74,6 +76,7 @@ class InflightTracker(ExchangeObserver):
         so that whoever got the snapshot also gets its ``remove``."""
         entries = []
         for row in self._rows.values():
+            self._shown += not row.published
             row.published = True
             row.published_bytes = row.exchange.response_bytes
             entries.append(self._entry(row))
@@ -107,7 +110,8 @@ class InflightTracker(ExchangeObserver):
     def on_end(self, exchange: Exchange) -> None:
         row = self._rows.pop(str(exchange.id), None)
         if row is not None and row.published:
-            self._publish(InflightChanged("remove", {"id": str(exchange.id)}))
+            self._shown -= 1
+            self._publish(InflightChanged("remove", {"id": str(exchange.id), "total": self._shown}))
 
     # ----------------------------------------------------------------- publishing
 
@@ -128,9 +132,10 @@ class InflightTracker(ExchangeObserver):
         return entry
 
     def _upsert(self, row: _Row) -> None:
+        self._shown += not row.published
         row.published = True
         row.published_bytes = row.exchange.response_bytes
-        self._publish(InflightChanged("upsert", {"request": self._entry(row)}))
+        self._publish(InflightChanged("upsert", {"request": self._entry(row), "total": self._shown}))
 
     def _tick(self) -> None:
         try:

@@ -7,7 +7,7 @@ queue, at most every ``BATCH_WINDOW`` (so a busy server writes many records
 per transaction, not one per request): it reads each answer's tokens and
 builds its record, keeps its capture, writes the batch to the store in one
 transaction, then publishes
-``ActivityRecorded(id, model)`` for each, so whoever hears the event finds
+``ActivityRecorded(id, model, ..., entry)`` for each, so whoever hears the event finds
 the record (and its capture) there. ``flush`` does the same at once: a
 reader calls it first to see every finished request, shutdown calls it so
 nothing queued is lost.
@@ -91,4 +91,5 @@ class Recorder:
             return
         for record in records:
             self._publish(ActivityRecorded(record.id, record.model, record.tokens.input_tokens,
-                                           record.tokens.output_tokens))
+                                           record.tokens.output_tokens,
+                                           record.to_json(self._captures.has(record.id))))

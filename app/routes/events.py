@@ -2,8 +2,11 @@
 
 On connect a client gets llama-swap's initial payload, in its order: the
 proxy's log history and the upstreams' (``logData``), ``modelStatus``,
-``uiConfig``, ``profileChanged`` and an ``inflight`` snapshot; then every
-message as it happens (``app.observe.feed``). A client that reconnects with
+``metrics`` (the activity records kept in memory, oldest first, as
+llama-swap sent them before v218: its older web UI fills its Activity page
+from them), ``uiConfig``, ``profileChanged`` and an ``inflight`` snapshot
+(with llama-swap's older ``total``); then every message as it happens
+(``app.observe.feed``). A client that reconnects with
 ``Last-Event-ID`` (the header ``EventSource`` sends by itself, or
 ``?last_event_id=``) gets only the messages it missed, when the feed's
 buffer still holds them all; otherwise the initial payload again.
@@ -36,6 +39,7 @@ from app.errors import NotFound
 from app.observe.feed import EventFeed, FellBehind, Message, Reader
 from app.relay.hangup import HangupWatch
 from app.routes.common import released
+from app.routes.metrics_api import entries
 from app.runtime.server import Server, current, model_status
 
 log = logging.getLogger("llama-swap.proxy")
@@ -50,17 +54,26 @@ COALESCE_MAX = 0.25  # ...up to this (llama-swap itself throttles in-flight prog
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "X-Accel-Buffering": "no"}
 
 
-def initial_messages(server: Server, feed: EventFeed) -> list[Message]:
-    """What a newly connected client is told first, as llama-swap orders it; ids are the feed's newest."""
-    logs = server.observatory.logs
+def initial_messages(server: Server, feed: EventFeed, activity_through: int) -> list[Message]:
+    """What a newly connected client is told first, as llama-swap orders it; ids are the feed's newest.
+
+    ``activity_through``: the newest activity id the feed had told when the client's reader was made; the
+    ``metrics`` list stops there, the reader gets the later ones.
+    """
+    observatory = server.observatory
+    logs = observatory.logs
     messages = [feed.message("logData", {"source": source, "data": monitor.history().decode("utf-8", "replace")})
                 for source, monitor in (("proxy", logs.proxy), ("upstream", logs.upstream))]
     active = server.active_profile.name if server.active_profile else None
+    kept = entries([record for record in observatory.activity.recent() if record.id <= activity_through],
+                   observatory)
+    requests = observatory.inflight.snapshot()
     messages += [
         feed.message("modelStatus", model_status(server)),
+        feed.message("metrics", kept),
         feed.message("uiConfig", {"activity": {"session_id": list(server.config.ui_session_headers)}}),
         feed.message("profileChanged", {"active": active}),
-        feed.message("inflight", {"operation": "snapshot", "requests": server.observatory.inflight.snapshot()}),
+        feed.message("inflight", {"operation": "snapshot", "requests": requests, "total": len(requests)}),
     ]
     return messages
 
@@ -79,7 +92,8 @@ def open_reader(server: Server, last_event_id: str | None) -> tuple[Reader, list
     resume = feed.resumable(last_event_id) if last_event_id else None
     if resume is not None:
         return feed.reader(after=resume), []
-    return feed.reader(), initial_messages(server, feed)
+    reader = feed.reader()
+    return reader, initial_messages(server, feed, feed.activity_through)
 
 
 def next_batch(feed: EventFeed, reader: Reader) -> list[Message] | None:

@@ -87,6 +87,7 @@ class Observatory:
         self.inflight = InflightTracker(self.bus.publish)
         self.observers.add(self.inflight)
         self.feed = EventFeed(self.bus)
+        self.feed.activity_through = self.activity.next_id() - 1  # a store file's records: told as kept
         self.recorder = Recorder(self.activity, self.captures, self.bus.publish)
         self.timeline = SwapTimeline(self.bus.publish)
 

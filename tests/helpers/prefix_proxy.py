@@ -10,25 +10,33 @@ way a proxy reload or a dropped network does, and keep refusing new ones
 (``refused``: path prefixes answered 502, as while the server is away). A client that hangs up ends
 its upstream request at once, as a real proxy does, so the count is of the
 streams the browser really holds open.
+
+With ``prefix=""`` and ``static={"/ui/": folder}`` it is the other common
+deployment: a static web server that serves a built UI from a folder and
+forwards everything else to the server (the way llama-swap's own UI is
+tried against ours, ``tests/browser/test_go_ui.py``).
 """
 
 from __future__ import annotations
 
 import http.client
+import mimetypes
 import os
 import select
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "transfer-encoding", "upgrade", "host", "content-length"})
 
 
 class PrefixProxy:
-    def __init__(self, target_port: int, prefix: str = "/llama"):
+    def __init__(self, target_port: int, prefix: str = "/llama", static: dict[str, Path] | None = None):
         self.target_port = target_port
         self.prefix = prefix
+        self.static = dict(static or {})  # path prefix (after the prefix) -> folder whose files answer it
         self.paths: list[str] = []  # every request's path (with its query), in order
         self.refused: set[str] = set()  # paths starting with one of these (after the prefix) get a 502
         self._lock = threading.Lock()
@@ -139,6 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, b"not under " + proxy.prefix.encode() + b"/\n")
             return
         path = self.path[len(proxy.prefix):]
+        mount = next((mount for mount in proxy.static if path.split("?")[0].startswith(mount)), None)
+        if mount is not None:
+            self._serve_file(proxy.static[mount], path.split("?")[0][len(mount):])
+            return
         if any(path.startswith(refused) for refused in set(proxy.refused)):
             self._answer(502, b"bad gateway: refused by the test\n")
             return
@@ -156,6 +168,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._relay(response, upstream)
         finally:
             upstream.close()
+
+    def _serve_file(self, folder: Path, name: str) -> None:
+        """A file of ``folder`` (``index.html`` for the folder itself); 404 for anything else."""
+        root = folder.resolve()
+        file = (root / (name or "index.html")).resolve()
+        if not file.is_relative_to(root) or not file.is_file():
+            self._answer(404, b"no such file\n")
+            return
+        body = file.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", mimetypes.guess_type(file.name)[0] or "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _answer(self, status: int, text: bytes) -> None:
         self.send_response(status)

@@ -13,7 +13,7 @@ from tests.helpers.events import EventsClient, FeedMessage
 from tests.helpers.server import fake_cmd, wait_for
 from tests.helpers.ws_client import Client
 
-INITIAL = ["logData", "logData", "modelStatus", "uiConfig", "profileChanged", "inflight"]
+INITIAL = ["logData", "logData", "modelStatus", "metrics", "uiConfig", "profileChanged", "inflight"]
 
 
 def config(tmp_path, models: dict[str, str]) -> str:
@@ -55,9 +55,10 @@ def test_a_client_sees_the_initial_payload_then_a_model_start_serve_and_stop_in_
         status = feed.messages[2].data
         assert status == [{"id": "A", "name": "", "description": "", "state": "stopped", "unlisted": False,
                            "peerID": ""}]
-        assert feed.messages[3].data == {"activity": {"session_id": ["X-Session-ID", "X-Litellm-Session-Id"]}}
-        assert feed.messages[4].data == {"active": None}
-        assert feed.messages[5].data == {"operation": "snapshot", "requests": []}
+        assert feed.messages[3].data == []  # no activity yet
+        assert feed.messages[4].data == {"activity": {"session_id": ["X-Session-ID", "X-Litellm-Session-Id"]}}
+        assert feed.messages[5].data == {"active": None}
+        assert feed.messages[6].data == {"operation": "snapshot", "requests": [], "total": 0}
 
         r = requests.post(server.url("/v1/chat/completions"), json=chat("A"), timeout=30,
                           headers={"Authorization": "Bearer secret-key", "X-Session-Id": "s-1"})

@@ -64,7 +64,8 @@ def test_a_streamed_answer_is_recorded_with_its_tokens_timings_and_an_announced_
     assert (stored.id, stored.tokens.input_tokens, stored.tokens.output_tokens) == (1, 4, 2)
     assert (stored.queue_ms, stored.load_ms, stored.resp_status_code) == (250, 200, 200)
     assert stored.ttfb_ms is not None and stored.resp_content_type == "text/event-stream"
-    assert rig.events.get(0).event == ActivityRecorded(1, "m", 4, 2)
+    # Announced with the record as /api/metrics lists it (the feed's "metrics" message carries it).
+    assert rig.events.get(0).event == ActivityRecorded(1, "m", 4, 2, stored.to_json(False))
 
 
 def test_only_model_dispatched_posts_are_metered():

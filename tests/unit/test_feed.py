@@ -53,6 +53,18 @@ def test_bus_events_become_llama_swap_messages_with_increasing_ids():
 
 
 
+def test_a_stored_record_is_also_told_whole_as_llama_swaps_older_metrics_message():
+    bus = EventBus()
+    feed = feed_of(bus)
+    start = feed.last_id
+    entry = {"id": 7, "model": "m", "has_capture": False}
+    bus.publish(ActivityRecorded(7, "m", 1, 3, entry))
+    wait_until(lambda: len(feed.replay_after(start) or []) == 2, "two messages")
+    assert types_and_data(feed, start) == [("activity", {"id": 7, "model": "m"}), ("metrics", [entry])]
+    assert feed.activity_through == 7  # a client connecting now finds record 7 in its first "metrics" list
+    feed.close()
+
+
 def test_a_reload_tells_the_new_servers_profile_then_its_models():
     bus = EventBus()
     feed = feed_of(bus)
@@ -126,8 +138,11 @@ def fake_server(feed: EventFeed, tracker: InflightTracker) -> SimpleNamespace:
     router = SimpleNamespace(model_state=lambda model: None)
     logs = LogHub()
     logs.write_proxy("[INFO] hello\n")
+    kept = SimpleNamespace(id=1, to_json=lambda has_capture: {"id": 1, "has_capture": has_capture})
     return SimpleNamespace(config=config, router=router, active_profile=None,
-                           observatory=SimpleNamespace(feed=feed, inflight=tracker, logs=logs))
+                           observatory=SimpleNamespace(feed=feed, inflight=tracker, logs=logs,
+                                                       activity=SimpleNamespace(recent=lambda: [kept]),
+                                                       captures=SimpleNamespace(has=lambda id: True)))
 
 
 def written(stream) -> bytes:
@@ -144,8 +159,10 @@ def test_the_sse_stream_sends_a_comment_when_quiet_and_ends_when_it_fell_behind(
     tracker = InflightTracker(bus.publish)
     stream = events._sse_stream(fake_server(feed, tracker), {}, None)
     opening = written(stream)
-    assert opening.startswith(b"retry:1000\n\n") and opening.count(b"event:message") == 6
+    assert opening.startswith(b"retry:1000\n\n") and opening.count(b"event:message") == 7
     assert b'{\\"source\\":\\"proxy\\",\\"data\\":\\"[INFO] hello\\\\n\\"}' in opening
+    # llama-swap's older feed: the kept activity records the feed has told (none yet: the list is empty).
+    assert b'"type":"metrics","data":"[]"' in opening
     assert written(stream) == b": keepalive\n\n"
     bus.publish(ActivityRecorded(0, "m"))
     wait_until(lambda: feed.last_id.endswith("-1"), "the feed to number it")
@@ -186,7 +203,7 @@ def test_in_flight_rows_are_shown_once_old_enough_then_upserted_on_response_and_
     wait_until(lambda: len(published) > before, "a progress upsert", deadline=2)  # ...the ticker tells
     assert published[-1].payload["request"]["resp_bytes"] == 10
     exchange.end(Outcome.COMPLETE, status=200)
-    assert (published[-1].operation, published[-1].payload) == ("remove", {"id": str(exchange.id)})
+    assert (published[-1].operation, published[-1].payload) == ("remove", {"id": str(exchange.id), "total": 0})
     assert tracker.snapshot() == []
     wait_until(lambda: tracker._ticker is None, "the ticker to stop once nothing is in flight", deadline=2)
     settle()
@@ -200,8 +217,27 @@ def test_a_row_listed_in_a_snapshot_gets_its_remove_even_if_never_shown():
     exchange = observers.open("m", "POST", "/v1/embeddings")
     assert [row["id"] for row in tracker.snapshot()] == [str(exchange.id)]  # a client just connected
     exchange.end(Outcome.COMPLETE, status=200)
-    assert [(e.operation, e.payload) for e in published] == [("remove", {"id": str(exchange.id)})]
+    assert [(e.operation, e.payload) for e in published] == [("remove", {"id": str(exchange.id), "total": 0})]
     tracker.close()
+
+
+def test_each_in_flight_message_counts_the_rows_shown_as_llama_swaps_older_total(monkeypatch):
+    monkeypatch.setattr("app.observe.inflight.PROGRESS_EVERY", 0.02)
+    published: list[InflightChanged] = []
+    tracker = InflightTracker(published.append)
+    observers = Observers()
+    observers.add(tracker)
+    first, second = (observers.open("m", "POST", "/v1/chat/completions") for _ in range(2))
+    wait_until(lambda: len(published) >= 2, "both rows to be shown", deadline=2)
+    assert [e.payload["total"] for e in published[:2]] == [1, 2]
+    unshown = observers.open("m", "POST", "/v1/embeddings")  # ends before it is shown: never counted
+    unshown.end(Outcome.COMPLETE, status=200)
+    first.end(Outcome.COMPLETE, status=200)
+    assert (published[-1].operation, published[-1].payload["total"]) == ("remove", 1)
+    second.end(Outcome.COMPLETE, status=200)
+    assert (published[-1].operation, published[-1].payload["total"]) == ("remove", 0)
+    tracker.close()
+    settle()
 
 
 def test_cancel_reaches_the_exchange_and_unknown_ids_are_refused():
