@@ -10,7 +10,8 @@ preflight, answered before any key check because browsers never send
 credentials with one (``app.auth``).
 
 What stays open, and why (Go's llama-swap leaves the same open):
-``/health`` for probes; ``/`` and ``/upstream``, redirects to the UI; the
+``/health`` and ``/wol-health`` for probes (Go's globalAuthPathSkips);
+``/favicon.ico``; ``/`` and ``/upstream``, redirects to the UI; the
 UI's static files (``/ui``, ``/ui/``, ``/ui/<file>``), so a browser can
 load the page, which then gets the Basic prompt from the API it calls.
 
@@ -34,7 +35,8 @@ from tests.helpers.server import fake_cmd, wait_for
 from tests.helpers.upstream import free_port
 
 KEY, WRONG_KEY, PEER_KEY = "sk-walk-3b9d07", "sk-guess-77aa10", "sk-peer-e51c2f"
-OPEN_RULES = frozenset({"/health", "/", "/upstream", "/ui", "/ui/", "/ui/<path:name>"})
+OPEN_RULES = frozenset({"/health", "/wol-health", "/favicon.ico", "/", "/upstream", "/ui", "/ui/",
+                        "/ui/<path:name>"})
 # Sample values for the rules' variables: names that exist nowhere, so no model starts.
 SAMPLES = {"path": "nothing-here/x", "default": "nothing-here"}
 WEBSOCKET_HEADERS = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
@@ -108,7 +110,7 @@ def test_every_route_but_the_open_ones_refuses_a_request_without_a_key(secured):
 
 def test_the_open_routes_need_no_key(secured):
     server, _ = secured
-    for path in ("/health", "/", "/upstream", "/ui", "/ui/", "/ui/app.js"):
+    for path in ("/health", "/wol-health", "/favicon.ico", "/", "/upstream", "/ui", "/ui/", "/ui/app.js"):
         assert raw_status(server.port, "GET", path) != 401, path
 
 
