@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from bench.harness import BenchResult, Check, format_table, machine_info, say, stop_everything
 from bench.churn import run_churn
 from bench.first_event import run_first_event
+from bench.load import run_load
 from bench.observers import run_observers
 from bench.overhead import run_overhead, run_split_writes
 from bench.streaming import run_streaming
@@ -34,14 +35,18 @@ BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     "swap": run_swap,
     "churn": run_churn,
     "observers": run_observers,
+    "load": run_load,
+    "soak": lambda quick: run_load(quick, soak=True),  # 10 minutes: only when named
 }
+OPT_IN = {"soak"}
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Proxy vs direct benchmarks.")
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+                        help=f"benchmarks to run (default: all but {', '.join(sorted(OPT_IN))}): "
+                             f"{', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="a much shorter run, for a smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json", help="raw results (JSON)")
     args = parser.parse_args(argv)
@@ -84,7 +89,7 @@ def _raise_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    names = args.names or list(BENCHMARKS)
+    names = args.names or [name for name in BENCHMARKS if name not in OPT_IN]
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     machine = machine_info()
     print_header(machine, args.quick)

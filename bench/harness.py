@@ -289,8 +289,10 @@ class ProxyServer:
     """
 
     def __init__(self, workdir: Workdir, upstream_flags: Sequence[str], server_module: str = "app",
-                 env: dict[str, str] | None = None, config_text: str | None = None) -> None:
+                 env: dict[str, str] | None = None, config_text: str | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
+        self.extra_args = list(extra_args)  # more command-line flags (--watch-config)
         self.server_module = server_module  # anything taking app's --config/--listen (a profiling launcher)
         self.env = dict(env or {})
         self.port = free_port()
@@ -318,7 +320,8 @@ class ProxyServer:
     def start(self) -> "ProxyServer":
         with open(self.log_path, "ab") as log:
             self.proc = register(subprocess.Popen(
-                [PYTHON, "-m", self.server_module, "--config", str(self.config_path), "--listen", f"{HOST}:{self.port}"],
+                [PYTHON, "-m", self.server_module, "--config", str(self.config_path), "--listen", f"{HOST}:{self.port}",
+                 *self.extra_args],
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env}, start_new_session=True))
         wait_until(self._healthy, SERVER_START_TIMEOUT, what="the server's /health")
@@ -384,8 +387,9 @@ class running_server:
 
     def __init__(self, label: str, upstream_flags: Sequence[str], server_module: str = "app",
                  env: dict[str, str] | None = None,
-                 config_text: Callable[[Workdir], str] | None = None) -> None:
+                 config_text: Callable[[Workdir], str] | None = None, extra_args: Sequence[str] = ()) -> None:
         self.label = label
+        self.extra_args = extra_args
         self.config_text = config_text  # builds a whole config (given the work dir) instead of one model
         self.flags = list(upstream_flags)
         self.server_module = server_module
@@ -396,7 +400,7 @@ class running_server:
     def __enter__(self) -> ProxyServer:
         self.workdir = Workdir(self.label)
         config = self.config_text(self.workdir) if self.config_text is not None else None
-        self.server = ProxyServer(self.workdir, self.flags, self.server_module, self.env, config)
+        self.server = ProxyServer(self.workdir, self.flags, self.server_module, self.env, config, self.extra_args)
         try:
             return self.server.start()
         except BaseException:
