@@ -13,10 +13,9 @@ straight at the same upstream:
 
 *Reload under load* (proxy only, ``--watch-config``): halfway through the
 run a second model is added to the config file; the requests to the first
-must all succeed (target: 0 failed). *Soak*: ``python -m bench load --soak``
-runs the
-proxy part for 10 minutes instead of 30 s, with the worker's memory at the
-start, at its peak and at the end.
+must all succeed (target: 0 failed). *Soak* (``python -m bench soak``, never
+part of a plain ``make bench``): the proxy part for 10 minutes instead of
+30 s, with the worker's memory at the start, at its peak and at the end.
 """
 
 from __future__ import annotations
