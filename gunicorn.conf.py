@@ -23,6 +23,7 @@ in order:
 import ctypes
 import os
 import signal
+import sys
 
 bind = os.environ.get("LLAMA_SWAP_BIND", "0.0.0.0:8080")
 worker_class = "app.worker.GeventWorker"  # gevent's, closing a refused connection without a reset
@@ -67,6 +68,14 @@ def pre_fork(server, worker):
     from app.proctitle import retitle
 
     retitle()  # the master, after gunicorn's own title
+
+
+def on_starting(server):
+    if server.cfg.workers != 1:  # each worker would run its own scheduler and its own copies of the models
+        print(f"llama-swap: gunicorn with {server.cfg.workers} workers: this server keeps its models and their "
+              "scheduler in one worker process; run it with exactly one (-w 1). See docs/DEPLOY.md.",
+              file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def post_fork(server, worker):

@@ -1,0 +1,63 @@
+"""One scheduler per server, whatever the host forks: the process that builds the app claims the server.
+
+The router, the process owners and the upstreams live in the process that
+built the app. A host that runs several worker processes (``gunicorn -w 2``,
+uWSGI's prefork) would give each its own scheduler: two copies of one model
+could start, and an unload in one worker would not be seen by the other. So
+the first worker to build the app takes an exclusive lock named after its
+parent (the host's master) and its config; a second worker of the same host
+waits a while for it (a graceful restart starts the new worker before the old
+one has gone), then refuses to start, saying to run one worker.
+``gunicorn.conf.py`` refuses ``-w 2`` at once, before any worker starts.
+
+The lock is ``flock`` on a file in the temporary directory: the kernel drops
+it with the process that held it, however it ends. ``wsgi.py`` claims it (the
+entry point of every other host); ``python -m app`` runs one worker by
+construction, and an app built in-process (``create_app(config=...)``, as
+tests do) claims nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+
+WAIT_FOR_OTHER_S = 20.0  # a graceful restart's old worker drains and stops its upstreams meanwhile
+_held: dict[str, int] = {}  # lock path -> descriptor, for this process's lifetime
+
+
+class SecondWorker(RuntimeError):
+    """Another worker process of this host already serves this config."""
+
+
+def lock_path(config_key: str, parent: int | None = None) -> str:
+    """The lock of the workers of one host process (``parent``, default ours) serving one config."""
+    parent = os.getppid() if parent is None else parent
+    digest = hashlib.sha256(f"{parent}\0{config_key}".encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"llama-swap-{digest}.lock")
+
+
+def claim(config_key: str, wait: float = WAIT_FOR_OTHER_S, poll: float = 0.1, parent: int | None = None) -> None:
+    """Take this host's one-worker lock for ``config_key``; SecondWorker when another process keeps it."""
+    path = lock_path(config_key, parent)
+    if path in _held:  # this process built the app before (a test, a second create_app): still ours
+        return
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise SecondWorker(
+                    f"another worker process (of parent pid {os.getppid()}) already serves this config: "
+                    "llama-swap keeps its models and their scheduler in one process, so run the host with "
+                    "exactly one worker (gunicorn -w 1, uWSGI --processes 1); see docs/DEPLOY.md") from None
+            time.sleep(poll)
+            continue
+        _held[path] = fd
+        return
