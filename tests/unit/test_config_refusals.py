@@ -101,7 +101,7 @@ def test_a_hostile_config_is_refused_naming_the_key(text: str, message: str) -> 
         load_config_text(text)
 
     assert str(caught.value) == message
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # unbounded, these ran for minutes; loaded CI needs the margin
 
 
 def test_an_alias_bomb_is_refused_before_it_is_expanded_anywhere() -> None:
@@ -111,7 +111,7 @@ def test_an_alias_bomb_is_refused_before_it_is_expanded_anywhere() -> None:
 
     with pytest.raises(ConfigError, match="excessive aliasing"):
         load_config_text(text)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # unbounded, these ran for minutes; loaded CI needs the margin
 
 
 def test_ordinary_aliases_and_merges_still_load() -> None:
