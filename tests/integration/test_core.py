@@ -224,7 +224,7 @@ def test_idle_connections_to_a_model_are_closed_before_it_is_asked_to_stop(llama
     assert requests.post(server.url("/api/models/unload"), timeout=15).status_code == 200
     took = time.monotonic() - began
     assert "still open after" not in server.log(), server.log()
-    assert took < 1.5, f"unload took {took:.2f}s: the upstream waited on an open connection"
+    assert took < 2.5, f"unload took {took:.2f}s: the upstream waited on an open connection (linger 3 s)"
 
 
 def test_client_hanging_up_while_queued_leaves_the_queue(llama_swap, tmp_path):
