@@ -154,11 +154,18 @@ def anthropic_error_response(status: int, message: str) -> Response:
 
 
 def _answer(status: int, message: str, body: dict) -> Response:
-    """``body`` as JSON, or ``message`` as the text or HTML the request's ``Accept`` names (Go's order)."""
+    """``body`` as JSON, or ``message`` as the text or HTML the request's ``Accept`` names (Go's order).
+
+    A client that names ``application/json`` gets JSON even if it also names
+    text (axios sends ``application/json, text/plain, */*``); Go answers such
+    a client with text, which an OpenAI client cannot parse.
+    """
     accept = request.headers.get("Accept", "") if has_request_context() else ""
     if status == 429:  # Go's concurrency-limit answer is JSON whatever the client accepts
         response = Response(json.dumps(body), status=status, mimetype="application/json")
         response.headers["Retry-After"] = "1"
+    elif "application/json" in accept:
+        response = Response(json.dumps(body), status=status, mimetype="application/json")
     elif "text/plain" in accept:
         response = Response(f"llama-swap: {message}", status=status, content_type="text/plain")
     elif "text/html" in accept:

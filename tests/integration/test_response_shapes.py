@@ -163,6 +163,12 @@ def test_an_error_is_text_for_a_client_that_accepts_text(server):
     assert r.text.startswith("llama-swap: ") and "nope" in r.text
 
 
+def test_an_error_is_json_for_a_client_that_names_json_and_text(server):
+    r = chat(server, "nope", headers={"Accept": "application/json, text/plain, */*"})  # axios's default
+    assert (r.status_code, r.headers["Content-Type"]) == (404, "application/json")
+    assert "nope" in r.json()["error"]["message"]
+
+
 def test_an_error_is_a_page_for_a_browser(server):
     r = requests.get(server.url("/props"), params={"model": "<b>nope</b>"}, timeout=5,
                      headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
