@@ -40,12 +40,12 @@ _libc = ctypes.CDLL(None, use_errno=True)  # the C library is already in the pro
 _PR_SET_PDEATHSIG = 1
 
 
-def _close_server(worker, grace: float = 0.0) -> None:
+def _close_server(worker, grace: float = 0.0, hurry: bool = False) -> None:
     app = getattr(worker, "wsgi", None)
     server = getattr(app, "extensions", {}).get("llama_swap") if app is not None else None
     if server is not None:
         server.observatory.close()  # live feeds and log streams end now: gunicorn's graceful exit need not wait
-        server.close(grace)
+        server.close(grace, hurry=hurry)
         server.observatory.flush()  # the activity of the streams that close() just ended
 
 
@@ -105,7 +105,7 @@ def worker_int(worker):
     # interpreter shutdown and print a SystemExit traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-    _close_server(worker)
+    _close_server(worker, hurry=True)  # gunicorn's quick shutdown: no grace, and a SIGTERM's grace ends now
 
 
 def worker_exit(server, worker):

@@ -14,6 +14,7 @@ worker forks and gevent patches the world there.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 # The config path, --config-dir (and --watch-config) handed from the CLI (gunicorn master) to the worker.
@@ -25,12 +26,26 @@ OBSERVERS_ENV = "LLAMA_SWAP_OBSERVERS"
 # Seconds a SIGTERM leaves the requests already in to finish (new ones get 503) before upstreams stop.
 SHUTDOWN_GRACE_ENV = "LLAMA_SWAP_SHUTDOWN_GRACE"
 SHUTDOWN_GRACE = 5.0
+# Seconds a request body may send nothing before it is refused (408).
+BODY_TIMEOUT_ENV = "LLAMA_SWAP_BODY_TIMEOUT"
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """A number of seconds from the environment variable ``name`` (``default`` when unset or empty)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name}={text!r}: expected a number of seconds, 0 or more")
+    return value
 
 
 def shutdown_grace() -> float:
-    import os
-
-    return float(os.environ.get(SHUTDOWN_GRACE_ENV, "") or SHUTDOWN_GRACE)
+    return seconds_from_env(SHUTDOWN_GRACE_ENV, SHUTDOWN_GRACE)
 
 
 def __getattr__(name: str) -> Any:

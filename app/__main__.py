@@ -22,7 +22,7 @@ from gunicorn.app.base import BaseApplication
 
 from app.arbiter import Arbiter
 from app.config import Config, ConfigError, ConfigSources, load_sources
-from app import CONFIG_DIR_ENV, CONFIG_ENV, WATCH_ENV, shutdown_grace
+from app import BODY_TIMEOUT_ENV, CONFIG_DIR_ENV, CONFIG_ENV, WATCH_ENV, seconds_from_env, shutdown_grace
 from app.version import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         bind = parse_listen(args.listen)
         sources = config_sources(args.config, args.config_dir)
         config = load_sources(sources)
+        seconds_from_env(BODY_TIMEOUT_ENV, 0.0)  # read in the worker: refused here, before it forks
+        options = {"bind": [bind], "graceful_timeout": graceful_timeout(config)}
     except (ConfigError, ValueError) as exc:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return 1
     os.environ[CONFIG_ENV] = sources.file or ""
     os.environ[CONFIG_DIR_ENV] = sources.directory or ""
-    options = {"bind": [bind], "graceful_timeout": graceful_timeout(config)}
     if args.tls_cert_file or args.tls_key_file:
         options.update(certfile=args.tls_cert_file, keyfile=args.tls_key_file)
     if args.watch_config:

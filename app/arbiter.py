@@ -13,6 +13,7 @@ import queue
 import signal
 import time
 
+from gunicorn import sock
 from gunicorn.arbiter import Arbiter as _Arbiter
 
 from app.quick_exit import exit_now
@@ -21,25 +22,37 @@ WAKE_AT_LEAST_EVERY = 0.1  # seconds: the graceful deadline is checked this ofte
 
 
 class Arbiter(_Arbiter):
+    """gunicorn's arbiter with a stop that ends when the worker has (see the module's docstring)."""
+
     def stop(self, graceful: bool = True) -> None:
         if graceful and self.WORKERS:
+            # As gunicorn's own stop, the listeners close first: a new connection is refused at once
+            # (once the worker's copy closes too, within its 1 s tick), never queued for nobody.
+            unlink = (self.reexec_pid == self.master_pid == 0 and not self.systemd and not self.cfg.reuse_port)
+            sock.close_sockets(self.LISTENERS, unlink)
+            self.LISTENERS = []
             self.kill_workers(signal.SIGTERM)
-            self._wait_for_workers(time.monotonic() + self.cfg.graceful_timeout)
-        super().stop(graceful)  # closes the listeners; finds no worker left unless the wait was cut short
+            if not self._wait_for_workers(time.monotonic() + self.cfg.graceful_timeout) and self.WORKERS:
+                self.kill_workers(signal.SIGKILL)  # its graceful_timeout is spent: not a second one below
+        super().stop(graceful)  # finds no worker left, unless a quick shutdown was asked for meanwhile
 
-    def _wait_for_workers(self, deadline: float) -> None:
+    def _wait_for_workers(self, deadline: float) -> bool:
+        """Reap workers as they exit, until none is left or ``deadline``; True if SIGINT/SIGQUIT cut it short."""
         while self.WORKERS:
             left = deadline - time.monotonic()
             if left <= 0:
-                return
+                return False
             try:
                 sig = self.SIG_QUEUE.get(timeout=min(left, WAKE_AT_LEAST_EVERY))
             except queue.Empty:
                 sig = None
             if sig in (signal.SIGINT, signal.SIGQUIT):
                 self.SIG_QUEUE.put_nowait(sig)  # for gunicorn's own stop: its quick shutdown
-                return
+                return True
+            if sig == signal.SIGHUP:  # a reload asked for while stopping: nothing left to reload
+                continue
             self.reap_workers()
+        return False
 
     def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
         try:

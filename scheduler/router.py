@@ -164,6 +164,7 @@ class Router:
         self._mailbox: Queue = Queue()
         self._closed = False
         self._drained: AsyncResult | None = None  # set once drain() was called: True when nothing is left
+        self._drain_seen = False  # the loop reached the drain: every request submitted before it is counted
         self._max_wait = max_wait  # seconds; the FIFO scheduler's starvation bound (0 = off)
         self._timers: dict[object, Timer] = {}  # wake-ups asked for, not yet fired
         self._unload_replies: dict[int, tuple[AsyncResult, list[str]]] = {}  # stop id -> (reply, models)
@@ -209,7 +210,8 @@ class Router:
         request already in (in flight, queued, waiting for a load) to be done; True when none is left.
 
         New requests are answered ``ShuttingDown`` at once. ``shutdown`` then
-        fails what is still there. A second call waits on the same drain.
+        fails what is still there. A second call waits on the same drain;
+        ``cut_drain`` ends it early.
         """
         if self._closed:
             return True
@@ -219,6 +221,11 @@ class Router:
             drained.rawlink(lambda _: deadline.cancel())
             self._post(("drain",))
         return self._drained.get()
+
+    def cut_drain(self) -> None:
+        """End a drain in progress now, as if its time were up (a quick shutdown asked for meanwhile)."""
+        if self._drained is not None and not self._drained.ready():
+            self._drained.set(False)
 
     def shutdown(self) -> None:
         """Fail every waiter and stop every upstream (graceful, then forced)."""
@@ -258,7 +265,7 @@ class Router:
                 log.exception("router: error handling %s", event[0])
                 self._answer_after_fault(event, exc)
                 finished = False
-            if self._drained is not None and not self._drained.ready() and not self._scheduler.occupancy():
+            if self._drain_seen and not self._drained.ready() and not self._scheduler.occupancy():
                 self._drained.set(True)  # draining, and the last request in is done
             if self._on_processed is not None:
                 self._on_processed(event[0])
@@ -332,6 +339,9 @@ class Router:
         self._unload_replies[stop_id] = (done, models)
 
     def _on_drain(self) -> None:
+        # Only from here: a request submitted before drain() may still be behind an earlier event in
+        # the mailbox, where the scheduler cannot count it yet.
+        self._drain_seen = True
         occupied = self._scheduler.occupancy()
         if occupied:
             log.info("draining: waiting for %s", ", ".join(

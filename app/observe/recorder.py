@@ -25,6 +25,7 @@ from typing import Callable
 
 import gevent
 from gevent.event import Event
+from gevent.lock import Semaphore
 
 from app.observe.activity import ActivityRecord, Finished, capture_of, record_of
 from app.observe.activity_store import ActivityStore
@@ -45,6 +46,7 @@ class Recorder:
         self._pending: deque[tuple[int, Finished]] = deque()
         self._wake = Event()
         self._writer: gevent.Greenlet | None = None
+        self._writing = Semaphore()  # one batch written at a time; a flush waits for the one in hand
 
     def record(self, finished: Finished) -> int:
         """Queue ``finished`` under the next activity id, which is returned."""
@@ -60,11 +62,12 @@ class Recorder:
         return len(self._pending)
 
     def flush(self) -> None:
-        """Store everything queued, now."""
-        while self._pending:
-            batch = list(self._pending)
-            self._pending.clear()
-            self._write(batch)
+        """Store everything queued, now, and the batch the writer has in hand (it yields while it works)."""
+        with self._writing:
+            while self._pending:
+                batch = list(self._pending)
+                self._pending.clear()
+                self._write(batch)
 
     def _run(self) -> None:
         while True:

@@ -21,14 +21,17 @@ with 32 MB in memory and the rest on disk, and caps bodies at 250 MB).
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Iterator, Mapping, Protocol
 
+import gevent
 from flask import Request
+from gevent.exceptions import ConcurrentObjectUseError
 
+from app import BODY_TIMEOUT_ENV, seconds_from_env
 from app.config.model import ModelConfig, ModelFilters
 from app.errors import ApiError, BadRequest, RequestTooLarge
 from app.relay import filters
@@ -40,7 +43,8 @@ MAX_PART_HEADERS = 16 * 1024
 MAX_MODEL_FIELD = 4 * 1024
 # Seconds a request body may go without a byte before it is refused (408), as nginx's
 # client_body_timeout: a client that stalls mid-body must not hold its connection for ever.
-BODY_IDLE_TIMEOUT = float(os.environ.get("LLAMA_SWAP_BODY_TIMEOUT", "") or 60)
+BODY_IDLE_TIMEOUT = seconds_from_env(BODY_TIMEOUT_ENV, 60.0)
+WATCH_BACKOFF = 0.01  # seconds between looks at a socket the hang-up watch is peeking at
 
 
 # --------------------------------------------------------------------------- JSON and query
@@ -104,9 +108,21 @@ class ClientStream:
         previous = sock.gettimeout()
         sock.settimeout(BODY_IDLE_TIMEOUT)
         try:
-            return self._stream.read(size)
+            return self._read(size)
         finally:
             sock.settimeout(previous)
+
+    def _read(self, size: int) -> bytes:
+        waited_until = time.monotonic() + BODY_IDLE_TIMEOUT
+        while True:
+            try:
+                return self._stream.read(size)
+            except ConcurrentObjectUseError:
+                # The hang-up watch is peeking at this socket for a client that has sent nothing more
+                # (gevent lets one greenlet wait on it); the watch ends at the next byte, so look again.
+                if time.monotonic() >= waited_until:
+                    raise TimeoutError from None
+                gevent.sleep(WATCH_BACKOFF)
 
 
 def read_body(stream: Readable, size: int) -> bytes:

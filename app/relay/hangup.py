@@ -13,11 +13,14 @@ from socket import MSG_PEEK
 from typing import Any, Callable
 
 import gevent
+from gevent.exceptions import ConcurrentObjectUseError
 
 
 def _watch(sock: Any, watch: "HangupWatch") -> None:
     try:
         data = sock.recv(1, MSG_PEEK)
+    except ConcurrentObjectUseError:  # the request body's relay is waiting on the socket: it notices a hang-up
+        return
     except OSError:
         data = b""
     if not data:

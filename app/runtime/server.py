@@ -130,7 +130,7 @@ class Server:
         return {model: process.state for model, process in self.router.processes.items()
                 if process.state not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)}
 
-    def close(self, grace: float = 0.0) -> None:
+    def close(self, grace: float = 0.0, *, hurry: bool = False) -> None:
         """Stop every upstream (graceful, then forced) and drop the pools; idempotent.
 
         With ``grace`` (a SIGTERM), the requests already in get up to that
@@ -138,9 +138,12 @@ class Server:
         is left then is cut. A second caller (a second SIGTERM, gunicorn's
         ``worker_exit`` while the first close is still stopping upstreams)
         returns when the first is done, never before: the process must not
-        exit under a graceful stop.
+        exit under a graceful stop. ``hurry`` (Ctrl-C during that grace) ends
+        the grace now.
         """
         if self._closing:
+            if hurry:
+                self.router.cut_drain()
             self._closed.wait()
             return
         self._closing = True

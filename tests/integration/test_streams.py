@@ -260,3 +260,25 @@ def test_bodies_that_stall_are_refused_with_a_408_and_a_thousand_of_them_block_n
             sock.close()
     assert server.starts("A") and len(server.starts("A")) == 1  # the stalled requests started nothing more
     assert "Traceback" not in server.log(), server.log()
+
+
+def test_an_upload_that_stalls_while_its_model_loads_is_a_408_without_a_traceback(llama_swap, tmp_path,
+                                                                                  monkeypatch):
+    # The hang-up watch peeks at the client's socket while the model loads; the upload's relay then
+    # waits on the same socket: only one may, and neither must fail for it.
+    monkeypatch.setenv("LLAMA_SWAP_BODY_TIMEOUT", "1")
+    server = llama_swap(model_a(tmp_path, "--load-time 0.5"))
+    head = (b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 300000\r\n\r\n"
+            b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nA\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+            + b"x" * 150_000)  # more than the first read takes: the model is known, the rest never comes
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head)  # ...and then nothing
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 408") or answer == b"", answer
+    wait_for(lambda: "POST /v1/audio/transcriptions" in server.log(), timeout=10, what="the access line")
+    assert "Traceback" not in server.log() and "ConcurrentObjectUseError" not in server.log(), server.log()
+    assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200

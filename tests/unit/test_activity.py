@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import gevent
 import pytest
 
 from app.observe.activity import ActivityRecord, error_message
@@ -288,3 +289,15 @@ def test_the_recorder_continues_a_file_stores_ids(tmp_path):
     exchange.refuse(503, "shutting down")
     recorder.flush()
     assert [r.id for r in rig_store.recent()] == [41, 42]
+
+
+def test_a_flush_at_shutdown_waits_for_the_batch_the_writer_has_in_hand():
+    rig = Rig()
+    for _ in range(3):
+        rig.serve(rig.exchange(), 200, "application/json", [b'{"usage": {"prompt_tokens": 1}}'])
+    writer = gevent.spawn(rig.recorder.flush)  # the writer greenlet: it yields between records
+    gevent.sleep(0)  # it took the batch and is writing the first record
+    assert rig.recorder.pending == 0
+    rig.recorder.flush()  # the shutdown's flush
+    assert len(rig.store.recent()) == 3, "every record is stored once the shutdown's flush returns"
+    writer.join()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import signal
+from types import SimpleNamespace
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ def test_the_wait_ends_when_the_workers_exit_is_signalled_not_at_a_poll(monkeypa
     arbiter = arbiter_with({7: "worker"}, exits=[7])
     arbiter.SIG_QUEUE.put_nowait(signal.SIGCHLD)
     began = time.monotonic()
-    arbiter._wait_for_workers(time.monotonic() + 120)
+    assert arbiter._wait_for_workers(time.monotonic() + 120) is False
     assert arbiter.WORKERS == {} and arbiter.reaped == 1
     assert time.monotonic() - began < 30  # woken by the queued SIGCHLD
 
@@ -42,7 +43,7 @@ def test_the_wait_ends_when_the_workers_exit_is_signalled_not_at_a_poll(monkeypa
 def test_a_second_sigint_ends_the_wait_and_is_left_for_gunicorns_quick_shutdown():
     arbiter = arbiter_with({7: "worker"}, exits=[])
     arbiter.SIG_QUEUE.put_nowait(signal.SIGINT)
-    arbiter._wait_for_workers(time.monotonic() + 30)
+    assert arbiter._wait_for_workers(time.monotonic() + 30) is True
     assert arbiter.WORKERS == {7: "worker"} and arbiter.reaped == 0
     assert arbiter.SIG_QUEUE.get_nowait() == signal.SIGINT
 
@@ -51,6 +52,23 @@ def test_a_worker_that_never_exits_is_left_at_the_deadline():
     arbiter = arbiter_with({7: "worker"}, exits=[])
     arbiter._wait_for_workers(time.monotonic() + 0.05)
     assert arbiter.WORKERS == {7: "worker"} and arbiter.reaped >= 1
+
+
+def test_a_worker_still_there_at_the_deadline_is_killed_at_once_not_after_a_second_graceful_timeout():
+    arbiter = arbiter_with({7: "worker"}, exits=[])
+    arbiter.cfg = SimpleNamespace(graceful_timeout=0.05, reuse_port=False)
+    arbiter.LISTENERS, arbiter.systemd, arbiter.dirty_arbiter_pid = [], False, 0
+    arbiter.reexec_pid = arbiter.master_pid = 0
+    sent: list[int] = []
+
+    def kill_workers(sig: int) -> None:
+        sent.append(sig)
+        if sig == signal.SIGKILL:
+            arbiter.WORKERS.clear()  # dead, and reaped
+
+    arbiter.kill_workers = kill_workers
+    arbiter.stop()
+    assert sent[:2] == [signal.SIGTERM, signal.SIGKILL]
 
 
 def run_exit(code: str) -> subprocess.CompletedProcess:

@@ -54,6 +54,22 @@ def test_main_refuses_a_bad_config_naming_the_key(
     assert capsys.readouterr().err == "llama-swap: models.a.ttl: must be a finite number\n"
 
 
+@pytest.mark.parametrize("name, value", [
+    ("LLAMA_SWAP_SHUTDOWN_GRACE", "abc"), ("LLAMA_SWAP_SHUTDOWN_GRACE", "-1"),
+    ("LLAMA_SWAP_BODY_TIMEOUT", "nan"), ("LLAMA_SWAP_BODY_TIMEOUT", "inf"),
+])
+def test_main_refuses_a_bad_number_of_seconds_in_the_environment_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        name: str, value: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("models: {}\n")
+    monkeypatch.setenv(name, value)
+
+    assert main(["--config", str(config), "--listen", "127.0.0.1:8080"]) == 1
+    assert capsys.readouterr().err == (
+        f"llama-swap: {name}={value!r}: expected a number of seconds, 0 or more\n")
+
+
 @pytest.mark.parametrize("argv, file, directory", [
     ([], "config.yaml", None),
     (["--config-dir", "models"], None, "models"),

@@ -386,3 +386,30 @@ def test_a_drain_with_nothing_in_ends_at_once_and_after_shutdown_answers_true(h:
     assert h.router.drain(5.0) is True
     h.router.shutdown()
     assert h.router.drain(5.0) is True
+
+
+def test_a_request_still_in_the_mailbox_when_the_drain_begins_is_waited_for(h: Harness):
+    h.ready("A")
+    h.answer(h.ask("A")).release()  # its serve_done is posted...
+    late = h.ask("A")  # ...and this request behind it; the loop has seen neither when the drain begins
+    done_with_late: list[bool] = []
+
+    def finish_late() -> None:
+        lease = h.answer(late)
+        settle()
+        done_with_late.append(True)
+        lease.release()
+
+    gevent.spawn(finish_late)
+    assert h.router.drain(10.0) is True
+    assert done_with_late, "the drain ended before the request submitted ahead of it was done"
+
+
+def test_a_drain_cut_short_answers_false_at_once(h: Harness):
+    h.ready("A")
+    stuck = h.answer(h.ask("A"))
+    drain = gevent.spawn(h.router.drain, 60.0)
+    wait_until(lambda: "drain" in h.handled, "the drain to begin")
+    h.router.cut_drain()
+    assert wait_until(lambda: drain.ready(), "the cut") and drain.value is False
+    stuck.release()
