@@ -484,6 +484,11 @@ class Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_POST
 
+    def do_HEAD(self) -> None:  # noqa: N802 - headers only, as cpp-httplib answers a HEAD
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def _dispatch(self) -> None:
         try:
             raw = self._read_body()
