@@ -13,10 +13,13 @@ import logging
 import os
 import sys
 
+from app.observe.stdout_writer import drain_stdout
+
 
 def exit_now(code: int | str | None = 0) -> None:
     """Flush the logs and the standard streams, then end the process with ``code`` (as ``sys.exit`` reads it)."""
     logging.shutdown()
+    drain_stdout(timeout=1.0)  # the log lines still queued for stdout, if it reads them soon
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -8,6 +8,13 @@ client reads it (a 100 KB URL got "connection reset" instead of its 414).
 ``linger`` ends our side, then reads and drops what the client still
 sends, for a bounded time and size, before gunicorn closes.
 
+The same holds for an answer the app gives before reading the body (a
+refusal: a wrong ``Content-Type``, an unknown model in a query) on a
+connection that then closes (``Connection: close``): the unread body would
+turn the close into a reset under the answer, so such a connection lingers
+too. (On a kept-alive connection gunicorn reads the rest before the next
+request.) Go's server does the same (``closeWriteAndWait``).
+
 Named by ``gunicorn.conf.py``'s ``worker_class``; loaded in the master as
 gunicorn loads its own gevent worker, so it imports no Flask.
 """
@@ -43,7 +50,23 @@ def linger(client: socket.socket, seconds: float = LINGER_SECONDS, limit: int = 
         return
 
 
+def has_body(req: Any) -> bool:
+    """True when gunicorn's request ``req`` announced a body (a length above zero, or chunked)."""
+    for name, value in req.headers:
+        if name == "TRANSFER-ENCODING" or (name == "CONTENT-LENGTH" and value.strip() not in ("", "0")):
+            return True
+    return False
+
+
 class GeventWorker(_GeventWorker):
+    def handle_request(self, listener_name: Any, req: Any, sock: socket.socket, addr: Any) -> bool:
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        except StopIteration:  # answered; the connection closes now
+            if has_body(req):
+                linger(sock)
+            raise
+
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         super().handle_error(req, client, addr, exc)
         linger(client)

@@ -11,7 +11,11 @@ child whose output, exit and signals the test controls.
 - each child's group is handed to the guardian (``scheduler.guardian``), a
   separate process that SIGKILLs it if we die first, however we die: the
   kernel's parent-death signal (``PR_SET_PDEATHSIG``, also set) reaches only
-  the direct child, not the server a wrapper started;
+  the direct child, not the server a wrapper started. The child sets it
+  itself, in ``scheduler.die_with_parent``, a fresh interpreter it runs
+  before the command: no Python code runs between fork and exec of ours
+  (``preexec_fn``, unsafe in a process with threads); what ``subprocess``
+  does natively (a new session, the fds passed) it does;
 - stdout and stderr are one pipe, read line by line.
 
 It expects gevent's monkey patching (gunicorn's gevent worker does it), so
@@ -20,19 +24,19 @@ waiting on a child or reading its output blocks only the calling greenlet.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
-from typing import Callable, Iterator, Mapping, Protocol, Sequence
+import sys
+from typing import Iterator, Mapping, Protocol, Sequence
 
 import gevent.subprocess
+from gevent.fileobject import FileObject
 
+from scheduler.die_with_parent import LC_CTYPE_KEEP
 from scheduler.guardian import Guardian
 
-PR_SET_PDEATHSIG = 1
-
-_libc = ctypes.CDLL(None, use_errno=True)  # the C library is already in the process: no ldconfig run to find it
+DIE_WITH_PARENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "die_with_parent.py")
 
 
 class Child(Protocol):
@@ -64,15 +68,12 @@ class Launcher(Protocol):
         ...
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn asking the kernel to SIGKILL the child when we die."""
-
-    def preexec() -> None:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # parent already died before prctl
-            os._exit(1)
-
-    return preexec
+def exec_status(fd: int) -> int:
+    """What ``die_with_parent`` wrote on ``fd`` before it closed: 0 once the command runs, else the errno
+    of its exec. Read cooperatively: only the calling greenlet waits for the interpreter to start."""
+    with FileObject(fd, "rb") as status:
+        written = status.read()
+    return int(written) if written else 0
 
 
 def kill_group(pgid: int, sig: int) -> None:
@@ -117,12 +118,28 @@ class PosixLauncher:
         self._guardian = guardian or _GUARDIAN
 
     def launch(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> Child:
-        popen = gevent.subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, **env}, cwd=cwd, close_fds=True, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()))
+        full_env = {**os.environ, **env}
+        if "LC_CTYPE" in full_env:  # die_with_parent puts it back after its interpreter's locale coercion
+            full_env[LC_CTYPE_KEEP] = full_env["LC_CTYPE"]
+        status_read, status_write = os.pipe()
+        try:
+            popen = gevent.subprocess.Popen(
+                [sys.executable, "-I", "-S", DIE_WITH_PARENT, str(os.getpid()), str(status_write), *argv],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=full_env, cwd=cwd, close_fds=True, start_new_session=True, pass_fds=(status_write,))
+        except BaseException:
+            os.close(status_read)
+            raise
+        finally:
+            os.close(status_write)
         self._guardian.watch(popen.pid)  # its own session: pgid == pid
-        return PosixChild(popen, self._guardian)
+        child = PosixChild(popen, self._guardian)
+        error = exec_status(status_read)
+        if error:
+            child.wait()
+            popen.stdout.close()
+            raise OSError(error, os.strerror(error), argv[0])
+        return child
 
     def run(self, argv: Sequence[str], timeout: float) -> None:
         """Run it in a group of its own; on overrun, SIGKILL the group (a wrapper's children too) and raise."""

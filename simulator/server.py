@@ -93,6 +93,7 @@ class Options:
     metrics: bool = False
     exit_mid_stream: int = 0
     close_delimited: bool = False
+    log_rate: int = 0
 
 
 class State:
@@ -483,6 +484,11 @@ class Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_POST
 
+    def do_HEAD(self) -> None:  # noqa: N802 - headers only, as cpp-httplib answers a HEAD
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def _dispatch(self) -> None:
         try:
             raw = self._read_body()
@@ -691,10 +697,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--exit-after-start", type=float, default=0.0, help="exit(3) this many seconds after start")
     p.add_argument("--echo-request", action="store_true", help="completion answers carry the request as 'received'")
     p.add_argument("--metrics", action="store_true", help="serve llama-server's Prometheus /metrics")
+    p.add_argument("--log-rate", type=int, default=0,
+                   help="print this many log lines a second, for as long as it runs (a chatty upstream)")
     a = p.parse_args(argv)
     return Options(a.host, a.port, a.model, a.load_time, a.tokens, a.token_delay, a.crash_after,
                    a.never_healthy, a.ignore_sigterm, a.split_writes, a.starts_file, a.exit_after_start,
-                   a.echo_request, a.prompt_delay, a.linger, a.metrics, a.exit_mid_stream, a.close_delimited)
+                   a.echo_request, a.prompt_delay, a.linger, a.metrics, a.exit_mid_stream, a.close_delimited,
+                   a.log_rate)
 
 
 def record_start(path: str) -> None:
@@ -730,6 +739,20 @@ def exit_while_starting() -> None:
     os._exit(3)
 
 
+def chatter(lines_per_second: int) -> None:
+    """Log ``lines_per_second`` lines a second, in bursts every 10 ms, forever (``--log-rate``)."""
+    def run() -> None:
+        sent, started = 0, time.monotonic()
+        while True:
+            due = int((time.monotonic() - started) * lines_per_second)
+            for n in range(sent, due):
+                log(f"slot update_slots: id  0 | task {n} | chatty line {n:08d} " + "." * 40)
+            sent = due
+            time.sleep(0.01)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
 def announce_loading(state: State) -> None:
     opts = state.options
     log(f"srv  load_model: loading model '{opts.model}'")
@@ -755,6 +778,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     log(f"main: server is listening on http://{host}:{server.server_address[1]} - starting the main loop")
     announce_loading(state)
+    if opts.log_rate > 0:
+        chatter(opts.log_rate)
     server.serve_forever(poll_interval=0.5)
     return 0
 

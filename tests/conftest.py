@@ -26,10 +26,10 @@ def llama_swap(tmp_path):
     """Start a server on a config text; on teardown stop it and prove nothing leaked."""
     servers: list[LlamaSwapServer] = []
 
-    def start(config_text: str, *extra_args: str) -> LlamaSwapServer:
+    def start(config_text: str, *extra_args: str, stdout: int | None = None) -> LlamaSwapServer:
         server = LlamaSwapServer(tmp_path, config_text, extra_args)
         servers.append(server)
-        return server.start()
+        return server.start(stdout=stdout)
 
     yield start
     for server in servers:

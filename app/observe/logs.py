@@ -8,7 +8,9 @@ writes or a reader asks for it; its writes also go to ``upstream``), and
 ``logToStdout`` decides what reaches the mux, as in llama-swap: ``proxy``
 (the default) the proxy's lines, ``upstream`` the upstreams', ``both``
 both, ``none`` nothing (no stdout; the mux's history stays empty, the other
-monitors keep theirs).
+monitors keep theirs). What goes to stdout is queued for a thread of its own
+(``app.observe.stdout_writer``): a slow or stuck stdout never blocks the
+hub, it loses lines instead, and says how many bytes.
 
 Each monitor keeps its last ``HISTORY_BYTES`` bytes. A live reader
 (``LogStream``) has a buffer of at most ``LIVE_BUFFER_BYTES``: a write never
@@ -25,13 +27,13 @@ reader waits on a gevent ``Event``.
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 from typing import Callable, TextIO
 
 from gevent.event import Event
 
 from app.observe.events import LogWritten
+from app.observe.stdout_writer import StdoutWriter, shared_stdout
 
 HISTORY_BYTES = 100 * 1024
 LIVE_BUFFER_BYTES = 256 * 1024
@@ -161,7 +163,8 @@ class LogHub:
     def __init__(self, publish: Callable[[object], None] | None = None, stdout: TextIO | None = None,
                  capacity: int = HISTORY_BYTES):
         self._publish = publish or (lambda event: None)
-        self._stdout = stdout  # None: whatever sys.stdout is at the time of writing
+        # None: the process's stdout, through the queue its own thread drains; a stream (tests): written at once
+        self._stdout: StdoutWriter | TextIO = stdout or shared_stdout()
         self._capacity = capacity
         self.proxy = LogMonitor("proxy", capacity)
         self.upstream = LogMonitor("upstream", capacity)
@@ -202,7 +205,10 @@ class LogHub:
 
     def _to_mux(self, data: bytes, text: str) -> None:
         self.mux.write(data)
-        stdout = self._stdout or sys.stdout
+        stdout = self._stdout
+        if isinstance(stdout, StdoutWriter):
+            stdout.write(data)
+            return
         try:
             stdout.write(text)
             stdout.flush()

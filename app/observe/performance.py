@@ -31,6 +31,7 @@ from gevent.event import Event
 from app.observe.host import HostReader
 from app.observe.nvml import Nvml
 from app.observe.perf_types import GpuStat, SysStat
+from app.offload import in_threadpool
 
 log = logging.getLogger("llama-swap")
 
@@ -41,11 +42,6 @@ STOP_TIMEOUT = 5.0  # a GPU read stuck in the driver is abandoned after this lon
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def in_threadpool(work: Callable[[], T]) -> T:
-    """Run ``work`` on gevent's threadpool; the calling greenlet waits, the hub does not."""
-    return gevent.get_hub().threadpool.apply(work)
 
 
 def ring_capacity(every: float) -> int:

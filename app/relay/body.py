@@ -9,8 +9,8 @@ only when something changed.
 
 Multipart uploads are never held in memory whole. ``MultipartUpload.read``
 reads the request stream only until the ``model`` field has been seen, keeping
-what it read in a spooled temporary file (memory up to ``SPOOL_IN_MEMORY``,
-disk beyond); the upstream then gets those bytes followed by the rest of the
+what it read in a spool (``app.relay.spool``: memory up to 1 MB, disk beyond,
+the disk written and read off the hub); the upstream then gets those bytes followed by the rest of the
 client's stream, read as it is sent. Clients that put ``model`` before the file
 (the OpenAI SDKs, curl ``-F model=... -F file=@...`` in that order) are
 streamed straight through; a ``model`` after the file costs a pass through the
@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Iterable, Iterator, Mapping, Protocol
 
 import gevent
 from flask import Request
@@ -35,9 +34,9 @@ from app import BODY_TIMEOUT_ENV, seconds_from_env
 from app.config.model import ModelConfig, ModelFilters
 from app.errors import ApiError, BadRequest, RequestTooLarge
 from app.relay import filters
+from app.relay.spool import Spool
 
 CHUNK = 64 * 1024
-SPOOL_IN_MEMORY = 1024 * 1024  # bytes of a buffered multipart prefix kept in RAM
 MAX_BUFFERED = 250 * 1024 * 1024  # Go's MaxRequestBodySize
 MAX_PART_HEADERS = 16 * 1024
 MAX_MODEL_FIELD = 4 * 1024
@@ -332,7 +331,7 @@ def request_body(req: Request) -> bytes | Iterable[bytes] | None:
 class MultipartUpload:
     """A multipart request read up to its ``model`` field; the rest is still on the wire."""
 
-    def __init__(self, stream: Readable, spool: IO[bytes], found: tuple[int, int, bytes],
+    def __init__(self, stream: Readable, spool: Spool, found: tuple[int, int, bytes],
                  content_length: int | None):
         self._stream = stream
         self._spool = spool
@@ -343,7 +342,7 @@ class MultipartUpload:
     @classmethod
     def read(cls, stream: Readable, content_type: str, content_length: int | None) -> "MultipartUpload":
         scanner = _Scanner(multipart_boundary(content_type))
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+        spool = Spool()
         buffered = 0
         try:
             while scanner.found is None:

@@ -89,12 +89,14 @@ class LlamaSwapServer:
     def url(self, path: str) -> str:
         return self.base_url + path
 
-    def start(self, timeout: float = 30.0) -> "LlamaSwapServer":
+    def start(self, timeout: float = 30.0, stdout: int | None = None) -> "LlamaSwapServer":
+        """Start it; its stdout and stderr go to its log, or stdout where told (``subprocess.PIPE``)."""
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "app", "--config", str(self.config_path),
                  "--listen", f"127.0.0.1:{self.port}", *self.extra_args],
-                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT, stdout=log if stdout is None else stdout,
+                stderr=subprocess.STDOUT if stdout is None else log, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         wait_for(self._healthy, timeout, what=f"server health\n{self.log()}")
         return self
@@ -125,6 +127,8 @@ class LlamaSwapServer:
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        if self.proc.stdout is not None:  # a pipe the test may never have read: writes to it fail from now on
+            self.proc.stdout.close()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=timeout)

@@ -162,7 +162,7 @@ def test_each_endpoint_is_served_by_the_model_the_request_names(server, method, 
 @pytest.mark.parametrize("path", ["/v1/audio/transcriptions", "/v1/images/edits"])
 @pytest.mark.parametrize("model_first", [True, False], ids=["model-before-file", "model-after-file"])
 def test_multipart_uploads_find_the_model_field_before_or_after_the_file(server, path, model_first):
-    content = os.urandom(300_000)
+    content = os.urandom(3_000_000)  # model after the file: 2 MB of it through the spool's disk file
     file_field = "file" if path.endswith("transcriptions") else "image"
     parts = [("model", None, b"plain"), ("prompt", None, "héllo".encode()), (file_field, "in.bin", content)]
     body, content_type = multipart(*(parts if model_first else parts[::-1]))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 import gevent
@@ -14,6 +16,7 @@ from app.config import load_config_text
 from app.observe.bus import EventBus
 from app.observe.events import LogWritten
 from app.observe.logs import HISTORY_BYTES, History, LogHub, LogMonitor, dropped_line
+from app.observe.stdout_writer import StdoutWriter, dropped_marker
 from app.runtime.log_setup import setup_logging, upstream_output_sink
 from app.runtime.log_time import LAYOUTS
 from tests.helpers.fakes import wait_until
@@ -253,3 +256,34 @@ def test_a_reader_waiting_across_many_writes_gets_them_in_order():
     reader.close()
     greenlet.join(timeout=5)
     assert b"".join(got) == b"".join(b"%d\n" % n for n in range(100))
+
+
+# --------------------------------------------------------------------------- stdout, off the hub
+
+
+def test_a_full_stdout_never_blocks_a_write_and_the_gap_is_marked_with_its_size():
+    read_end, write_end = os.pipe()  # nobody reads it until the end: 64 KB in, a write to it would block
+    try:
+        writer = StdoutWriter(fd=lambda: write_end, max_bytes=256 * 1024)
+        line = b"x" * 99 + b"\n"
+        began = time.monotonic()
+        for _ in range(10_000):  # 1 MB: four times the queue, sixteen times the pipe
+            writer.write(line)
+        assert time.monotonic() - began < 1.0
+        assert 0 < writer.dropped_total < 1_000_000
+        os.set_blocking(read_end, False)
+        out = b""
+        deadline = time.monotonic() + 10
+        while writer.pending() or b"dropped" not in out:
+            assert time.monotonic() < deadline, "the writer thread stopped draining"
+            try:
+                out += os.read(read_end, 1 << 20)
+            except BlockingIOError:
+                time.sleep(0.01)
+            if not writer.pending() and b"dropped" not in out:
+                writer.write(line)  # room again: the marker goes out before this line
+        assert dropped_marker(writer.dropped_total) in out
+        assert writer.drain(timeout=1.0)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

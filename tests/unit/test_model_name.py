@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import os
 import socket
+import tempfile
+import time
 
+import gevent
 import pytest
 
 from app.errors import BadRequest, RequestTooLarge
@@ -192,3 +195,46 @@ def test_a_body_silent_for_the_idle_timeout_is_a_408_and_the_socket_keeps_its_ow
         assert req.ours.gettimeout() is None  # the hang-up watch's later wait is not bounded by it
     finally:
         req.close()
+
+
+class SlowDisk:
+    """A temporary file whose every write blocks its thread for ``delay`` seconds, as a busy disk does."""
+
+    def __init__(self, real_file, delay: float):
+        self._file, self._delay = real_file, delay
+
+    def write(self, data: bytes) -> int:
+        time.sleep(self._delay)  # blocks the OS thread, as a real write does (no greenlet switch)
+        return self._file.write(data)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._file, name)
+
+
+def test_spooling_a_big_upload_to_disk_leaves_the_hub_free_and_the_body_intact(monkeypatch):
+    real_temporary_file = tempfile.TemporaryFile
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: SlowDisk(real_temporary_file(*a, **k), 0.05))
+    content = os.urandom(3 << 20)  # 3 MB before the model field: 2 MB of it on disk
+    data = form(("file", "big.bin", content), ("model", None, b"alias"))
+    ticks: list[float] = []
+
+    def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.005)
+
+    def upload_and_send() -> bytes:
+        return sent(MultipartUpload.read(io.BytesIO(data), CONTENT_TYPE, len(data)).body("org/real"))
+
+    watch = gevent.spawn(ticker)
+    gevent.sleep(0)
+    began = time.monotonic()
+    got = gevent.spawn(upload_and_send).get(timeout=30)
+    ended = time.monotonic()
+    watch.kill()
+    assert got == data.replace(b"\r\n\r\nalias\r\n", b"\r\n\r\norg/real\r\n")
+    marks = [began] + [t for t in ticks if began < t < ended] + [ended]
+    longest = max(b - a for a, b in zip(marks, marks[1:]))
+    assert longest < 0.5, f"the hub was held {longest:.2f}s at once by disk writes"
