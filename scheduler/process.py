@@ -155,6 +155,11 @@ class UpstreamProcess:
         return self.spec.model_id
 
     @property
+    def assigned_spec(self) -> ProcessSpec:
+        """The spec it was built with; a reload compares it to tell an unchanged model."""
+        return self._assigned
+
+    @property
     def state(self) -> ProcessState:
         """Advisory snapshot: fine for reports and eviction choices, never to gate a start or stop."""
         return self._state
