@@ -6,7 +6,8 @@
 
 This process becomes the gunicorn master; the one gevent worker it forks
 builds the app. The config is loaded here first so that a bad file fails at
-start, naming the key, before anything is forked.
+start, naming the key, before anything is forked; its texts are kept for a
+worker gunicorn respawns while the file is mid-edit (``app.runtime.lastgood``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import argparse
 import math
 import os
 import runpy
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 from gunicorn.app.base import BaseApplication
 
 from app.arbiter import Arbiter
-from app.config import Config, ConfigError, ConfigSources, load_sources
-from app import CONFIG_DIR_ENV, CONFIG_ENV, WATCH_ENV, shutdown_grace
+from app.config import Config, ConfigError, ConfigSources, load_texts, read_sources
+from app import CONFIG_DIR_ENV, CONFIG_ENV, LAST_GOOD_ENV, WATCH_ENV, shutdown_grace
+from app.runtime.lastgood import remember
 from app.version import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,9 +77,10 @@ def config_sources(config: str | None, config_dir: str | None) -> ConfigSources:
 class LlamaSwapApplication(BaseApplication):
     """gunicorn with our gunicorn.conf.py and the CLI's bind, loading the app in the worker."""
 
-    def __init__(self, sources: ConfigSources, options: dict):
+    def __init__(self, sources: ConfigSources, options: dict, cleanup: Callable[[], None] = lambda: None):
         self._sources = sources
         self._options = options
+        self.cleanup = cleanup  # the master's last act (``app.arbiter``): its own files go
         super().__init__()
 
     def load_config(self) -> None:
@@ -105,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bind = parse_listen(args.listen)
         sources = config_sources(args.config, args.config_dir)
-        config = load_sources(sources)
+        texts = read_sources(sources)
+        config = load_texts(sources, texts)
     except (ConfigError, ValueError) as exc:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return 1
+    keep_dir = tempfile.mkdtemp(prefix="llama-swap-")  # this user's alone (0700)
+    os.environ[LAST_GOOD_ENV] = os.path.join(keep_dir, "last-good-config.json")
+    remember(sources, texts)  # a worker respawned while the file is mid-edit starts from this
     os.environ[CONFIG_ENV] = sources.file or ""
     os.environ[CONFIG_DIR_ENV] = sources.directory or ""
     options = {"bind": [bind], "graceful_timeout": graceful_timeout(config)}
@@ -116,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         options.update(certfile=args.tls_cert_file, keyfile=args.tls_key_file)
     if args.watch_config:
         os.environ[WATCH_ENV] = "1"
-    LlamaSwapApplication(sources, options).run()
+    try:
+        LlamaSwapApplication(sources, options, cleanup=lambda: shutil.rmtree(keep_dir, ignore_errors=True)).run()
+    finally:
+        shutil.rmtree(keep_dir, ignore_errors=True)
     return 0
 
 

@@ -262,8 +262,9 @@ class Router:
               max_wait: float | None = None) -> Applied:
         """Serve a reloaded config: ``processes`` (new, never started) by model, and its policy.
 
-        A model whose ``assigned_spec`` equals the one it runs keeps its
-        process (the new one is shut down unused); one whose spec differs is
+        A model whose ``assigned_spec`` runs as the one it has (equal, or but
+        for an assigned ``${PORT}``) keeps its process (the new one is shut
+        down unused); one whose spec differs is
         retired (its in-flight requests finish, new ones wait) and then
         replaced; one no longer named is retired and dropped; a new one is
         served at once. Returns when the router has taken it, not when the
@@ -385,7 +386,7 @@ class Router:
         for model, new in sorted(processes.items()):
             pending = model in self._replacements
             current = self._replacements[model] if pending else self._processes.get(model)
-            if current is not None and current.assigned_spec == new.assigned_spec:
+            if current is not None and current.assigned_spec.runs_as(new.assigned_spec):
                 kept.append(model)
                 unused.append(new)
             elif model in self._processes:

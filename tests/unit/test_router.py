@@ -16,7 +16,7 @@ import pytest
 from scheduler.errors import InternalError, ModelNotFound, RouteError, ShuttingDown, StartFailed, Unloaded
 from scheduler.events import SwapBegan, SwapEnded
 from scheduler.fifo import Occupancy
-from scheduler.process import ProcessSpec
+from scheduler.process import PortTemplate, ProcessSpec
 from scheduler.router import Router, Ticket
 from scheduler.state import ProcessState
 from scheduler.swappers import Group, GroupSwapper
@@ -481,3 +481,20 @@ def test_shutdown_while_a_model_retires_shuts_its_replacement_down_too(h: Harnes
     h.router.shutdown()
     assert h.processes["A"].state is ProcessState.SHUTDOWN and fresh["A"].state is ProcessState.SHUTDOWN
     lease.release()
+
+
+def test_a_model_whose_assigned_port_alone_moved_keeps_its_process(h: Harness):
+    def spec(port: int) -> ProcessSpec:
+        template = PortTemplate(("server", "--port", "${PORT}"), (), "http://127.0.0.1:${PORT}")
+        return ProcessSpec("A", ("server", "--port", str(port)), f"http://127.0.0.1:{port}", port=port,
+                           port_template=template)
+
+    h.processes["A"].spec = spec(5801)
+    h.ready("A")
+    fresh = reloaded(h)
+    fresh["A"].spec = spec(5800)  # a model before it was removed: every later port moves down
+    assert h.router.apply(fresh, GroupSwapper([], "AB")).kept == ("A", "B")
+    fresh["A"].spec = ProcessSpec("A", ("server", "--port", "5800", "-v"), "http://127.0.0.1:5800", port=5800,
+                                  port_template=PortTemplate(("server", "--port", "${PORT}", "-v"), (),
+                                                             "http://127.0.0.1:${PORT}"))
+    assert h.router.apply(fresh, GroupSwapper([], "AB")).restarted == ("A",)
