@@ -20,7 +20,7 @@ from typing import Any
 CONFIG_ENV = "LLAMA_SWAP_CONFIG"
 CONFIG_DIR_ENV = "LLAMA_SWAP_CONFIG_DIR"  # --config-dir; "" when not given
 WATCH_ENV = "LLAMA_SWAP_WATCH_CONFIG"
-# The file (in a directory only this user can enter) where the last config texts that loaded are kept,
+# The descriptor of the master's unlinked file where the last config texts that loaded are kept,
 # for a worker gunicorn respawns while the config is mid-edit (``app.runtime.lastgood``).
 LAST_GOOD_ENV = "LLAMA_SWAP_LAST_GOOD"
 # "none": no exchange observers at all (no access log, metrics, in-flight, activity); for benchmarks only.

@@ -16,11 +16,9 @@ import argparse
 import math
 import os
 import runpy
-import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from gunicorn.app.base import BaseApplication
 
@@ -77,10 +75,9 @@ def config_sources(config: str | None, config_dir: str | None) -> ConfigSources:
 class LlamaSwapApplication(BaseApplication):
     """gunicorn with our gunicorn.conf.py and the CLI's bind, loading the app in the worker."""
 
-    def __init__(self, sources: ConfigSources, options: dict, cleanup: Callable[[], None] = lambda: None):
+    def __init__(self, sources: ConfigSources, options: dict):
         self._sources = sources
         self._options = options
-        self.cleanup = cleanup  # the master's last act (``app.arbiter``): its own files go
         super().__init__()
 
     def load_config(self) -> None:
@@ -116,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return 1
-    keep_dir = tempfile.mkdtemp(prefix="llama-swap-")  # this user's alone (0700)
-    os.environ[LAST_GOOD_ENV] = os.path.join(keep_dir, "last-good-config.json")
+    # Unlinked at once: the kernel frees it when the last process holding it ends, however that ends.
+    last_good = tempfile.TemporaryFile()
+    os.environ[LAST_GOOD_ENV] = str(last_good.fileno())  # every worker forked from here inherits the fd
     remember(sources, texts)  # a worker respawned while the file is mid-edit starts from this
     os.environ[CONFIG_ENV] = sources.file or ""
     os.environ[CONFIG_DIR_ENV] = sources.directory or ""
@@ -126,10 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         options.update(certfile=args.tls_cert_file, keyfile=args.tls_key_file)
     if args.watch_config:
         os.environ[WATCH_ENV] = "1"
-    try:
-        LlamaSwapApplication(sources, options, cleanup=lambda: shutil.rmtree(keep_dir, ignore_errors=True)).run()
-    finally:
-        shutil.rmtree(keep_dir, ignore_errors=True)
+    LlamaSwapApplication(sources, options).run()
+    last_good.close()
     return 0
 
 

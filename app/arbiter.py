@@ -42,7 +42,6 @@ class Arbiter(_Arbiter):
             self.reap_workers()
 
     def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
-        getattr(self.app, "cleanup", lambda: None)()  # exit_now skips every finally: clean up first
         try:
             super().halt(reason, exit_status)
         except SystemExit as done:
