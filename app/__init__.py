@@ -21,6 +21,9 @@ from typing import Any
 CONFIG_ENV = "LLAMA_SWAP_CONFIG"
 CONFIG_DIR_ENV = "LLAMA_SWAP_CONFIG_DIR"  # --config-dir; "" when not given
 WATCH_ENV = "LLAMA_SWAP_WATCH_CONFIG"
+# The descriptor of the master's unlinked file where the last config texts that loaded are kept,
+# for a worker gunicorn respawns while the config is mid-edit (``app.runtime.lastgood``).
+LAST_GOOD_ENV = "LLAMA_SWAP_LAST_GOOD"
 # "none": no exchange observers at all (no access log, metrics, in-flight, activity); for benchmarks only.
 OBSERVERS_ENV = "LLAMA_SWAP_OBSERVERS"
 # Seconds a SIGTERM leaves the requests already in to finish (new ones get 503) before upstreams stop.

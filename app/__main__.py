@@ -6,7 +6,8 @@
 
 This process becomes the gunicorn master; the one gevent worker it forks
 builds the app. The config is loaded here first so that a bad file fails at
-start, naming the key, before anything is forked.
+start, naming the key, before anything is forked; its texts are kept for a
+worker gunicorn respawns while the file is mid-edit (``app.runtime.lastgood``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import math
 import os
 import runpy
 import sys
+import tempfile
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 
 from app.arbiter import Arbiter
-from app.config import Config, ConfigError, ConfigSources, load_sources
-from app import BODY_TIMEOUT_ENV, CONFIG_DIR_ENV, CONFIG_ENV, WATCH_ENV, seconds_from_env, shutdown_grace
+from app.config import Config, ConfigError, ConfigSources, load_texts, read_sources
+from app import BODY_TIMEOUT_ENV, CONFIG_DIR_ENV, CONFIG_ENV, LAST_GOOD_ENV, WATCH_ENV, seconds_from_env, shutdown_grace
+from app.runtime.lastgood import remember
 from app.version import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,12 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bind = parse_listen(args.listen)
         sources = config_sources(args.config, args.config_dir)
-        config = load_sources(sources)
+        texts = read_sources(sources)
+        config = load_texts(sources, texts)
         seconds_from_env(BODY_TIMEOUT_ENV, 0.0)  # read in the worker: refused here, before it forks
         options = {"bind": [bind], "graceful_timeout": graceful_timeout(config)}
     except (ConfigError, ValueError) as exc:
         print(f"llama-swap: {exc}", file=sys.stderr)
         return 1
+    # Unlinked at once: the kernel frees it when the last process holding it ends, however that ends.
+    last_good = tempfile.TemporaryFile()
+    os.environ[LAST_GOOD_ENV] = str(last_good.fileno())  # every worker forked from here inherits the fd
+    remember(sources, texts)  # a worker respawned while the file is mid-edit starts from this
     os.environ[CONFIG_ENV] = sources.file or ""
     os.environ[CONFIG_DIR_ENV] = sources.directory or ""
     if args.tls_cert_file or args.tls_key_file:
@@ -118,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.watch_config:
         os.environ[WATCH_ENV] = "1"
     LlamaSwapApplication(sources, options).run()
+    last_good.close()
     return 0
 
 

@@ -59,6 +59,12 @@ Invariants:
 - After every event the queue is settled: a re-walk at the same moment would
   place nothing (so an ignored late ``on_swap_done`` and the cancel of an
   overdue request re-walk too: either may have freed someone).
+- A model a config reload retires (``on_retire``: its spec changed, or it was
+  removed) takes no new request from then on: those queue. Once nothing is
+  in flight for it, no swap is loading or evicting it and no stop is under
+  way, it is stopped for good (``Effects.retire_process``); when that is
+  reported (``on_stopped``) the queued requests go on to whatever now has its
+  name (the new process, or nothing: not found). Nothing is failed for it.
 """
 
 from __future__ import annotations
@@ -115,6 +121,11 @@ class Effects(Protocol):
 
     def wake_after(self, delay: float) -> None:
         """Call ``on_tick`` once, ``delay`` seconds (of the scheduler's clock) from now."""
+        ...
+
+    def retire_process(self, stop_id: int, model: str) -> None:
+        """Fire and forget: stop ``model``'s process for good; ``on_stopped(stop_id)`` follows, by which
+        time ``model`` names its replacement (or nothing)."""
         ...
 
     def report_hold(self, req: Request, waited: float, held: frozenset[str]) -> None:
@@ -180,7 +191,8 @@ class FifoScheduler:
         self._active: dict[str, _Swap] = {}
         # Swaps an unload dropped that still run, by id -> what they are stopping, until they report.
         self._dropped: dict[int, frozenset[str]] = {}
-        self._stopping: dict[int, frozenset[str]] = {}  # stop id -> the models an unload is stopping
+        self._stopping: dict[int, frozenset[str]] = {}  # stop id -> the models an unload or retire is stopping
+        self._retiring: set[str] = set()  # models a reload replaces, waiting for their requests to finish
         self._queue: list[_Queued] = []
         self._in_flight: dict[str, int] = {}
         self._waiting: dict[str, int] = {}
@@ -293,6 +305,25 @@ class FifoScheduler:
         if self._stopping.pop(stop_id, None) is not None:
             self._rewalk()
 
+    def on_retire(self, models: Sequence[str]) -> None:
+        """A reload replaces (or removes) ``models``: hold their new requests, retire each once it drains."""
+        self._retiring.update(models)
+        self._rewalk()
+
+    def reconfigure(self, swapper: Swapper, *, limits: Mapping[str, int] | None = None,
+                    priority: Mapping[str, int] | None = None, max_wait: float | None = None) -> None:
+        """A reload's policy: the swapper, limits and priorities decide from the next decision on."""
+        if max_wait is not None and max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0, got {max_wait}")
+        self._swapper = swapper
+        self._limits = dict(limits or {})
+        self._priority = dict(priority or {})
+        if max_wait is not None:
+            self._max_wait = max_wait
+        self._queue.sort(key=lambda entry: -self._priority.get(entry.req.model, 0))  # stable: arrival order kept
+        self._rewalk()
+        self._arm_wakeup()
+
     def on_fault(self, error: RouteError) -> None:
         """The router hit a bug handling an event: answer every waiter with ``error``.
 
@@ -314,6 +345,7 @@ class FifoScheduler:
 
     def on_shutdown(self, error: RouteError) -> None:
         self._closed = error
+        self._retiring.clear()
         holders = [w for swap in self._active.values() for w in swap.waiters]
         holders += [entry.req for entry in self._queue]
         self._active.clear()
@@ -371,6 +403,9 @@ class FifoScheduler:
         if state is None:
             self._fail(req, _not_found(model))
             return True
+        # A reload is replacing it: wait for the new one (its old one is draining).
+        if model in self._retiring:
+            return False
         # (3) A swap to it is in flight: join it.
         swap = self._active.get(model)
         if swap is not None:
@@ -418,6 +453,8 @@ class FifoScheduler:
                 continue
             if target in evict or model in swap.evict or evict & swap.evict:
                 return True
+        if evict & self._retiring:  # its retirement stops it: no second stop racing it
+            return True
         return any(model in stopping or evict & stopping for stopping in self._stops_in_progress())
 
     def _any_busy(self, evict: frozenset[str]) -> bool:
@@ -447,6 +484,19 @@ class FifoScheduler:
             if _contains_identical(still_overdue, entry.req) or not self._try_place(entry.req, still_overdue):
                 kept.append(entry)
         self._queue = kept
+        self._retire_drained()
+
+    def _retire_drained(self) -> None:
+        """Stop for good each retiring model nothing uses or touches any more."""
+        for model in sorted(self._retiring):
+            touched = model in self._active or any(model in swap.evict for swap in self._active.values()) \
+                or any(model in stopping for stopping in self._stops_in_progress())
+            if touched or self._in_flight.get(model, 0) > 0:
+                continue
+            self._retiring.discard(model)
+            stop_id = next(self._ids)
+            self._stopping[stop_id] = frozenset({model})
+            self._effects.retire_process(stop_id, model)
 
     # ---- the starvation bound ---------------------------------------------
 

@@ -85,3 +85,7 @@ class LocalPorts:
 
     def release(self, model: str) -> None:
         self._held.pop(model, None)
+
+    def reassign(self, assigned: Iterable[int]) -> None:
+        """A reload's assigned ports (what is held now stays held until its child is gone)."""
+        self._assigned = frozenset(assigned)

@@ -86,6 +86,17 @@ class ProcessSpec:
     port: int | None = None  # the assigned ${PORT}, already in argv and the URLs
     port_template: PortTemplate | None = None  # set when port is
 
+    def runs_as(self, other: "ProcessSpec") -> bool:
+        """Whether ``other`` runs the same upstream: equal, or equal but for the port each was assigned
+        from one ``${PORT}`` template (a reload that adds a model earlier shifts every later one's)."""
+        if self.port_template is None or other.port_template is None:
+            return self == other
+        return self._unported() == other._unported()
+
+    def _unported(self) -> "ProcessSpec":
+        """This spec without its assigned port (its template says where the port goes)."""
+        return replace(self, port=None, argv=(), stop_argv=(), proxy_url="", check_url=None)
+
     def at_port(self, port: int) -> "ProcessSpec":
         """This spec with ``port`` in place of the assigned one."""
         template = self.port_template
@@ -104,7 +115,7 @@ def _no_output(model: str, line: str) -> None:
     pass
 
 
-def _keep_connections(model: str) -> None:
+def _keep_connections(proxy_url: str) -> None:
     pass
 
 
@@ -117,7 +128,8 @@ class ProcessServices:
     clock: Clock
     publish: Publish = publish_nothing
     on_output: Callable[[str, str], None] = _no_output  # (model, line) for each line the child prints
-    release_connections: Callable[[str], None] = _keep_connections  # (model) before it is signalled
+    # (the child's proxy URL) before it is signalled
+    release_connections: Callable[[str], None] = _keep_connections
     ports: Ports = field(default_factory=AssignedPorts)  # which port each start uses
 
 
@@ -153,6 +165,11 @@ class UpstreamProcess:
     @property
     def model_id(self) -> str:
         return self.spec.model_id
+
+    @property
+    def assigned_spec(self) -> ProcessSpec:
+        """The spec it was built with; a reload compares it to tell an unchanged model."""
+        return self._assigned
 
     @property
     def state(self) -> ProcessState:
@@ -442,7 +459,7 @@ class UpstreamProcess:
     def _ask_to_stop(self, child: Child, deadline: float) -> None:
         """Drop idle connections to it, then cmdStop (or SIGTERM to its group); the exit is watched elsewhere."""
         try:
-            self._services.release_connections(self.model_id)
+            self._services.release_connections(self.spec.proxy_url)
         except Exception:  # never let a pool's trouble keep a model running
             log.exception("%s: could not close idle connections before stopping", self.model_id)
         if not self.spec.stop_argv:

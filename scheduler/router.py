@@ -26,7 +26,14 @@ Invariants kept here (the scheduler keeps the rest):
 - after ``shutdown`` every call answers at once (the ``done`` guard): nothing
   is posted to a loop nobody reads;
 - once ``drain`` is called no new request is taken (``ShuttingDown``); those
-  already in (granted, queued, waiting for a load) go on as usual.
+  already in (granted, queued, waiting for a load) go on as usual;
+- a config reload (``apply``) never cuts a request nor refuses one for being
+  a reload: a model whose spec is the same keeps its process (same child,
+  its requests untouched); a changed or removed one keeps serving what it
+  has, takes no new request, and is stopped once those are done (the
+  scheduler's retirement), and only then does its name pass to the new
+  process (or to nothing); a new one is there at once. The processes stay
+  the router's alone: ``apply`` is one more event on the loop.
 
 What happens is published as ``scheduler.events`` (swaps here, state
 changes by the process owners); ``on_processed`` lets a test wait until the
@@ -60,6 +67,11 @@ class Process(Protocol):
     """What the router needs of an upstream process (``scheduler.process.UpstreamProcess``)."""
 
     spec: ProcessSpec
+
+    @property
+    def assigned_spec(self) -> ProcessSpec:
+        """The spec it was built with (``spec`` is the running one, perhaps moved to another port)."""
+        ...
 
     @property
     def state(self) -> ProcessState: ...
@@ -141,6 +153,20 @@ class Lease:
             release()
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What a reload did to each model by name."""
+
+    kept: tuple[str, ...] = ()  # same spec: the same process serves on
+    restarted: tuple[str, ...] = ()  # a new spec: the new process takes over once the old one has drained
+    removed: tuple[str, ...] = ()  # stopped once drained
+    added: tuple[str, ...] = ()  # available at once
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.restarted or self.removed or self.added)
+
+
 @dataclass(eq=False)
 class _SwapRun:
     """One swap greenlet's standing: ``wanted`` turns False when its target is unloaded meanwhile."""
@@ -158,6 +184,8 @@ class Router:
                  max_wait: float = 0.0, clock: Clock | None = None, publish: Publish = publish_nothing,
                  on_processed: Callable[[str], None] | None = None):
         self._processes = dict(processes)
+        # A reload's replacements, by model, waiting for the old process to retire (None: the model is removed).
+        self._replacements: dict[str, Process | None] = {}
         self._clock = clock or GeventClock()
         self._publish = publish
         self._on_processed = on_processed
@@ -235,6 +263,27 @@ class Router:
         done = AsyncResult()
         self._post(("shutdown", done))
         done.get()
+
+    def apply(self, processes: Mapping[str, Process], swapper: Swapper, *,
+              limits: Mapping[str, int] | None = None, priority: Mapping[str, int] | None = None,
+              max_wait: float | None = None) -> Applied:
+        """Serve a reloaded config: ``processes`` (new, never started) by model, and its policy.
+
+        A model whose ``assigned_spec`` runs as the one it has (equal, or but
+        for an assigned ``${PORT}``) keeps its process (the new one is shut
+        down unused); one whose spec differs is
+        retired (its in-flight requests finish, new ones wait) and then
+        replaced; one no longer named is retired and dropped; a new one is
+        served at once. Returns when the router has taken it, not when the
+        old processes are stopped.
+        """
+        if self._closed:
+            for process in processes.values():
+                gevent.spawn(process.shutdown)
+            return Applied()
+        done = AsyncResult()
+        self._post(("apply", dict(processes), swapper, limits, priority, max_wait, done))
+        return done.get()
 
     def model_state(self, model: str) -> ProcessState | None:
         """The model's process state, or None when there is no such model; a snapshot."""
@@ -338,6 +387,55 @@ class Router:
         # this line runs (no yield since it was spawned).
         self._unload_replies[stop_id] = (done, models)
 
+    def _on_apply(self, processes: dict[str, Process], swapper: Swapper, limits: Mapping[str, int] | None,
+                  priority: Mapping[str, int] | None, max_wait: float | None, done: AsyncResult) -> None:
+        kept, restarted, removed, added, retire, unused = [], [], [], [], [], []
+        for model, new in sorted(processes.items()):
+            pending = model in self._replacements
+            current = self._replacements[model] if pending else self._processes.get(model)
+            if current is not None and current.assigned_spec.runs_as(new.assigned_spec):
+                kept.append(model)
+                unused.append(new)
+            elif model in self._processes:
+                restarted.append(model)
+                if current is not None and pending:
+                    unused.append(current)  # an earlier reload's replacement, never started
+                self._replacements[model] = new
+                if not pending:
+                    retire.append(model)
+            else:
+                added.append(model)
+                self._processes[model] = new
+        for model in sorted(set(self._processes) - set(processes)):
+            if model in self._replacements and self._replacements[model] is None:
+                continue  # an earlier reload removed it already
+            removed.append(model)
+            replacement = self._replacements.get(model)
+            if replacement is not None:
+                unused.append(replacement)
+            elif model not in self._replacements:
+                retire.append(model)
+            self._replacements[model] = None
+        self._scheduler.reconfigure(swapper, limits=limits, priority=priority, max_wait=max_wait)
+        if max_wait is not None:
+            self._max_wait = max_wait
+        if retire:
+            log.info("reload: %s finish their requests, then stop", ", ".join(retire))
+        self._scheduler.on_retire(retire)
+        for process in unused:
+            gevent.spawn(process.shutdown)  # never started: ends its owner at once
+        done.set(Applied(tuple(kept), tuple(restarted), tuple(removed), tuple(added)))
+
+    def _on_retired(self, stop_id: int, model: str) -> None:
+        self._processes.pop(model, None)
+        replacement = self._replacements.pop(model, None)
+        if replacement is not None:
+            self._processes[model] = replacement
+            log.info("%s: the old process is stopped; the new config's takes its requests", model)
+        else:
+            log.info("%s: removed by the reload, stopped", model)
+        self._scheduler.on_stopped(stop_id)
+
     def _on_drain(self) -> None:
         # Only from here: a request submitted before drain() may still be behind an earlier event in
         # the mailbox, where the scheduler cannot count it yet.
@@ -350,6 +448,7 @@ class Router:
 
     def _on_shutdown(self, done: AsyncResult) -> bool:
         processes = list(self._processes.values())
+        processes += [p for p in self._replacements.values() if p is not None]
         unloads, self._unload_replies = list(self._unload_replies.values()), {}
 
         def stop_all() -> None:
@@ -410,6 +509,18 @@ class Router:
             self._post(("stopped", stop_id))
 
         gevent.spawn(stop_all)
+
+    def retire_process(self, stop_id: int, model: str) -> None:
+        process = self._processes[model]
+
+        def retire() -> None:
+            try:
+                process.shutdown()
+            except Exception as exc:
+                log.warning("%s: stopping the old process failed: %s", model, exc)
+            self._post(("retired", stop_id, model))
+
+        gevent.spawn(retire)
 
     def model_busy(self, model: str, busy: bool) -> None:
         self._processes[model].set_busy(busy)

@@ -1,7 +1,8 @@
 """llama-swap's YAML config, loaded once into frozen dataclasses.
 
 ``load_config(path)`` / ``load_config_text(text)`` / ``load_sources(ConfigSources(file,
-directory))`` (``--config`` and ``--config-dir``) return a ``Config`` or
+directory))`` (``--config`` and ``--config-dir``; or in two steps, ``read_sources``
+then ``load_texts``, when the texts matter too) return a ``Config`` or
 raise ``ConfigError`` naming the key path (or file line) at fault. Nothing
 outside this package reads the YAML. Module map: ``yamlio`` parses (and
 replaces ``${env.X}``), ``expand`` expands macros in every value and assigns
@@ -16,7 +17,7 @@ and ``virtual`` (profiles, selectors) the rest, ``sources`` lists the files of
 
 from app.config.errors import ConfigError
 from app.config.frozen import FrozenDict, thaw
-from app.config.loader import load_config, load_config_text, load_sources
+from app.config.loader import SourceTexts, load_config, load_config_text, load_sources, load_texts, read_sources
 from app.config.matrix import MatrixConfig, MatrixError, MatrixSet, expand_sets
 from app.config.model import (
     Config, GroupConfig, ModelConfig, ModelFilters, PeerConfig, PeerFilters, Performance,
@@ -27,6 +28,6 @@ from app.config.sources import ConfigSources
 __all__ = [
     "Config", "ConfigError", "ConfigSources", "FrozenDict", "GroupConfig", "MatrixConfig",
     "MatrixError", "MatrixSet", "ModelConfig", "ModelFilters", "PeerConfig", "PeerFilters", "Performance",
-    "ProfileConfig", "SelectorConfig", "Timeouts", "expand_sets", "load_config",
-    "load_config_text", "load_sources", "thaw",
+    "ProfileConfig", "SelectorConfig", "SourceTexts", "Timeouts", "expand_sets", "load_config",
+    "load_config_text", "load_sources", "load_texts", "read_sources", "thaw",
 ]

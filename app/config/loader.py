@@ -45,10 +45,27 @@ def load_config(path: str) -> Config:
 def load_sources(sources: ConfigSources,
                  env: Callable[[str], str | None] = os.environ.get) -> Config:
     """The config of ``--config`` and ``--config-dir``: each file read alone, then merged (``app.config.merge``)."""
+    return load_texts(sources, read_sources(sources), env)
+
+
+SourceTexts = tuple[tuple[str, str], ...]  # (path, text) of each file of a config, in merge order
+
+
+def read_sources(sources: ConfigSources) -> SourceTexts:
+    """The text of each file ``sources`` names, in merge order; ConfigError if one cannot be read."""
     if not sources.directory:
         assert sources.file, "ConfigSources names a file, a directory or both"
-        return load_config_text(read_text(sources.file), sources.file, env)
-    documents = [(path, read_document(read_text(path), path, env)) for path in source_paths(sources)]
+        return ((sources.file, read_text(sources.file)),)
+    return tuple((path, read_text(path)) for path in source_paths(sources))
+
+
+def load_texts(sources: ConfigSources, texts: SourceTexts,
+               env: Callable[[str], str | None] = os.environ.get) -> Config:
+    """The config of ``sources`` whose files hold ``texts`` (``read_sources``): parsed, merged, validated."""
+    if not sources.directory:
+        ((path, text),) = texts
+        return load_config_text(text, path, env)
+    documents = [(path, read_document(text, path, env)) for path, text in texts]
     return build_config(merge_documents(documents))
 
 

@@ -1,8 +1,7 @@
 """The per-model gauges read from the router at scrape time: each model's state, its requests in flight and waiting.
 
 Nothing is kept between scrapes and nothing is paid per request: ``collect``
-asks the router of the moment (a config reload replaces it, so the collector
-is handed a function that finds the current one) for its processes' states
+asks the router (through a function the runtime hands it) for its processes' states
 and its ``occupancy()`` snapshot. Every configured model has a state series
 for each state, 1 for the one it is in (Prometheus's enum idiom), so a
 model that is not running still shows, as ``stopped``.

@@ -12,10 +12,9 @@ and at each swap or state change, from the router's ``occupancy()``
 snapshot. A point is kept only when the depth changed, so an idle server
 stores nothing (it still looks, four times a second: a few microseconds).
 
-Swaps are numbered here (``id``), not by the router: a config reload
-builds a new router whose swap ids start again at 1, while this history
-goes on. A swap still open at a reload is closed then, as failed ("config
-reloaded"): the router that ran it is gone.
+Swaps are numbered here (``id``), not by the router, so the history's ids
+stay its own. A config reload keeps the router (``Router.apply``): a swap
+running through one ends as it would have, and is told so then.
 
 Entries older than ``RETENTION`` are dropped (at most ``MAX_ENTRIES`` of
 each kind are kept whatever the hour holds); a model's last dropped state
@@ -37,7 +36,7 @@ from typing import Any, Callable, Mapping
 import gevent
 
 from app.observe.bus import EventBus, consume
-from app.observe.events import ConfigReloaded, TimelineChanged
+from app.observe.events import TimelineChanged
 from app.observe.timestamps import rfc3339
 from scheduler.events import ModelStateChanged, Origin, Publish, SwapBegan, SwapEnded
 
@@ -97,7 +96,7 @@ class SwapTimeline:
     def __init__(self, publish: Publish, occupancy: Occupancies | None = None, *,
                  wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  retention: float = RETENTION, max_entries: int = MAX_ENTRIES):
-        self.occupancy = occupancy or (lambda: {})  # set by the runtime: the router changes on a reload
+        self.occupancy = occupancy or (lambda: {})  # set by the runtime
         self._publish = publish
         self._wall = wall
         self._monotonic = monotonic
@@ -116,7 +115,7 @@ class SwapTimeline:
     # ----------------------------------------------------------------- feeding it
 
     def record(self, event: object) -> None:
-        """Take one event (state change, swap began or ended, config reloaded); anything else is ignored."""
+        """Take one event (state change, swap began or ended); anything else is ignored."""
         if isinstance(event, ModelStateChanged):
             entry = _State(self._wall_of(event.at), event.model, event.state.value, event.previous.value, event.pid)
             self._states.append(entry)
@@ -137,11 +136,6 @@ class SwapTimeline:
             if swap is None:  # began before the timeline was built, or pushed out by MAX_ENTRIES
                 return
             self._close(swap, self._wall_of(event.at), event.seconds, event.error)
-        elif isinstance(event, ConfigReloaded):
-            now = self._wall()
-            for swap in self._open.values():  # its router is gone: it will never be told to end
-                self._close(swap, now, now - swap.began, "config reloaded")
-            self._open.clear()
         else:
             return
         self.sample()
@@ -154,7 +148,7 @@ class SwapTimeline:
         """Look at the queue depth now; keep (and tell) a point when it changed."""
         try:
             waiting = {model: counts.waiting for model, counts in self.occupancy().items() if counts.waiting}
-        except Exception:  # a router being replaced by a reload: look again next time
+        except Exception:  # never let a sample end the sampler: look again next time
             log.debug("timeline: occupancy unavailable", exc_info=True)
             return
         last = self._depths[-1].models if self._depths else self._initial_depth
@@ -182,8 +176,7 @@ class SwapTimeline:
 
     def follow(self, bus: EventBus, sample_every: float = SAMPLE_EVERY) -> None:
         """Read ``bus`` and sample the queue in background greenlets until ``close``."""
-        subscription = self._subscription = bus.subscribe(kinds=(ModelStateChanged, SwapBegan, SwapEnded,
-                                                                 ConfigReloaded))
+        subscription = self._subscription = bus.subscribe(kinds=(ModelStateChanged, SwapBegan, SwapEnded))
 
         def poll() -> None:
             while not subscription.closed:

@@ -2,8 +2,9 @@
 
 ``factory.create_app`` builds the Flask app; ``build`` turns a config into
 the scheduler's objects (processes, swapper, router) and a ``Server``;
-``server`` holds what views reach (``current()``); ``reload`` swaps in a new
-``Server`` when the config file changes; ``preload`` loads
+``server`` holds what views reach (``current()``); ``reload`` applies the
+config again, by difference, when its files change; ``lastgood`` keeps the
+last config that loaded for a respawned worker; ``preload`` loads
 ``hooks.on_startup.preload``; ``log_setup`` routes log lines; ``live``
 answers name resolution's questions about what is running.
 """

@@ -1,4 +1,5 @@
-"""Turns a loaded Config into the running objects: process specs and owners, the swapper, the router, a Server.
+"""Turns a loaded Config into the running objects: process specs and owners, the swapper, the router, a Server;
+and applies a reloaded Config to that Server.
 
 This is the one place that knows both sides of the ``app`` → ``scheduler``
 arrow: the scheduler never sees a ModelConfig. It also wires the core's
@@ -21,7 +22,7 @@ from scheduler.clock import GeventClock
 from scheduler.launcher import PosixLauncher
 from scheduler.ports import LocalPorts
 from scheduler.process import PortTemplate, ProcessServices, ProcessSpec, UpstreamProcess
-from scheduler.router import Router
+from scheduler.router import Applied, Router
 from scheduler.swappers import Group, GroupSwapper, MatrixSwapper, ModelSet, Swapper
 
 log = logging.getLogger("llama-swap")
@@ -50,23 +51,34 @@ def process_spec(model: ModelConfig, config: Config) -> ProcessSpec:
     )
 
 
-def build_router(config: Config, transport: UpstreamTransport, observatory: Observatory,
-                 on_output: Callable[[str, str], None]) -> Router:
-    clock = GeventClock()
-    specs = {m.id: process_spec(m, config) for m in config.models.values()}
-    processes: dict[str, UpstreamProcess] = {}
+class Upstreams:
+    """The process owners' shared wiring, for the app's life: every config's processes are made here.
 
-    def release_connections(model: str) -> None:
-        transport.drop_idle(processes[model].spec.proxy_url)  # the port its child runs on
+    The launcher, the health probe, the clock, the bus, the output sink, the
+    transport's ``drop_idle`` and the ports in use outlive a reload, so a
+    process kept across one and its replacement next to it see one world
+    (one port table: a new model never picks a port an old one still holds).
+    """
 
-    ports = LocalPorts(spec.port for spec in specs.values() if spec.port is not None)
-    services = ProcessServices(launcher=PosixLauncher(), probe=HealthProbe(), clock=clock,
-                               publish=observatory.bus.publish, on_output=on_output,
-                               release_connections=release_connections, ports=ports)
-    processes.update((model, UpstreamProcess(spec, services)) for model, spec in specs.items())
-    limits = {m.id: m.concurrency_limit for m in config.models.values()}
-    return Router(processes, build_swapper(config), limits=limits, priority=dict(config.fifo_priority),
-                  max_wait=config.fifo_max_wait, clock=clock, publish=observatory.bus.publish)
+    def __init__(self, transport: UpstreamTransport, observatory: Observatory,
+                 on_output: Callable[[str, str], None]):
+        self.clock = GeventClock()
+        self._ports = LocalPorts(())
+        self._services = ProcessServices(launcher=PosixLauncher(), probe=HealthProbe(), clock=self.clock,
+                                         publish=observatory.bus.publish, on_output=on_output,
+                                         release_connections=transport.drop_idle, ports=self._ports)
+
+    def processes(self, config: Config) -> dict[str, UpstreamProcess]:
+        """A process owner (not started) for each of ``config``'s models."""
+        specs = {m.id: process_spec(m, config) for m in config.models.values()}
+        self._ports.reassign(spec.port for spec in specs.values() if spec.port is not None)
+        return {model: UpstreamProcess(spec, self._services) for model, spec in specs.items()}
+
+
+def policy(config: Config) -> dict:
+    """The router's policy arguments besides the swapper: limits, priorities, maxWait."""
+    return {"limits": {m.id: m.concurrency_limit for m in config.models.values()},
+            "priority": dict(config.fifo_priority), "max_wait": config.fifo_max_wait}
 
 
 def build_swapper(config: Config) -> Swapper:
@@ -83,11 +95,31 @@ def build_swapper(config: Config) -> Swapper:
 
 def build_server(config: Config, observatory: Observatory) -> Server:
     """A running Server for ``config``: logging set up, processes owned, preload begun."""
+    announce(config, observatory)
+    transport = UpstreamTransport()
+    upstreams = Upstreams(transport, observatory, upstream_output_sink(observatory.logs))
+    router = Router(upstreams.processes(config), build_swapper(config), clock=upstreams.clock,
+                    publish=observatory.bus.publish, **policy(config))
+
+    def reconfigure(new: Config) -> Applied:
+        return router.apply(upstreams.processes(new), build_swapper(new), **policy(new))
+
+    server = Server(config=config, router=router, transport=transport, observatory=observatory,
+                    reconfigure=reconfigure)
+    preload(router, config.preload)
+    return server
+
+
+def reload_server(server: Server, config: Config) -> Applied:
+    """Serve a reloaded ``config`` on the running ``server``, by difference (``Router.apply``)."""
+    announce(config, server.observatory)
+    applied = server.reload(config)
+    preload(server.router, [model for model in config.preload if model not in applied.kept])
+    return applied
+
+
+def announce(config: Config, observatory: Observatory) -> None:
+    """Set logging up as ``config`` asks, and log its warnings."""
     setup_logging(config, observatory.logs)
     for warning in config.warnings:
         log.warning("config: %s", warning)
-    transport = UpstreamTransport()
-    router = build_router(config, transport, observatory, upstream_output_sink(observatory.logs))
-    server = Server(config=config, router=router, transport=transport, observatory=observatory)
-    preload(router, config.preload)
-    return server

@@ -6,7 +6,7 @@ outlive a config reload (the event bus, the exchange observers: the access
 log, the per-model Prometheus series, the activity meter and the in-flight
 table; the log monitors, the Prometheus registry, the activity store, the
 captures, the hardware snapshot and the performance sampler) are built here
-once; the ``Server`` is built from the config and rebuilt on each reload.
+once, and so is the ``Server``: a reload applies the new config to it by difference.
 ``performance:``, ``store``, ``metricsMaxInMemory`` and ``captureBuffer`` are
 read at startup only: a reload that changes them takes effect at the next start.
 """
@@ -20,7 +20,7 @@ import prometheus_client
 from flask import Flask
 
 from app import CONFIG_DIR_ENV, CONFIG_ENV, OBSERVERS_ENV, WATCH_ENV, auth
-from app.config import Config, ConfigSources, load_sources
+from app.config import Config, ConfigSources
 from app.errors import register_error_handlers
 from app.observe.access_log import AccessLog
 from app.observe.hardware import HardwareUnknown, detect_hardware
@@ -32,7 +32,8 @@ from app.observe.metering import ActivityMeter
 from app.observe.model_gauges import ModelGauges
 from app.routes import register_routes
 from app.routes.metrics import track_http
-from app.runtime.build import build_server
+from app.runtime.build import build_server, reload_server
+from app.runtime.lastgood import load_first
 from app.runtime.reload import watch_config
 from app.runtime.server import EXTENSION, Observatory, model_status
 from app.version import __version__, build_info
@@ -51,8 +52,10 @@ def create_app(config_path: str | None = None, config: Config | None = None,
         config_dir = os.environ.get(CONFIG_DIR_ENV) or None
     sources = ConfigSources(file=config_path or (None if config_dir else "config.yaml"),
                             directory=config_dir)
+    texts, fallback_reason = (), None  # a config given whole: the watch's first look loads the files
     if config is None:
-        config = load_sources(sources)
+        loaded = load_first(sources)
+        config, texts, fallback_reason = loaded.config, loaded.texts, loaded.fallback_reason
     app = Flask(__name__, static_folder=None)  # /ui/ is served by app.routes.ui
     # No ``*_created`` series beside every counter and histogram: they double
     # what Prometheus stores and say nothing a restart's reset does not.
@@ -62,6 +65,9 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     observatory.model_metrics.follow(observatory.bus)  # before any server publishes
     observatory.timeline.follow(observatory.bus)
     app.extensions[EXTENSION] = build_server(config, observatory)
+    if fallback_reason is not None:
+        log.warning("config %s does not load (%s); serving the last config that loaded until it is fixed",
+                    sources, fallback_reason)
     observatory.timeline.occupancy = lambda: app.extensions[EXTENSION].router.occupancy()
     observatory.registry.register(ModelGauges(lambda: app.extensions[EXTENSION].router))
     observatory.feed.model_status = lambda: model_status(app.extensions[EXTENSION])
@@ -75,7 +81,7 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     if watch is None:
         watch = os.environ.get(WATCH_ENV) == "1"
     if watch:
-        watch_config(app, sources, lambda new: build_server(new, observatory))
+        watch_config(app, sources, texts, lambda new: reload_server(app.extensions[EXTENSION], new))
         log.info("watching %s for changes", sources)
     log.info("llama-swap ready: %d models (%s)", len(config.models), ", ".join(config.models))
     return app

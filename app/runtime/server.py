@@ -1,8 +1,10 @@
 """The running server's state: one config's router, transport and profile, and the app-wide observers.
 
-A ``Server`` is built from one config (``app.runtime.build``) and replaced
-whole on a reload; views reach the current one through ``current()`` and
-nothing else holds it. ``close()`` is its one teardown path: stop every
+A ``Server`` is built from the first config (``app.runtime.build``) and
+lives as long as the app: a reload (``reload``) hands the new config's
+models to the router, which keeps what is unchanged (``Router.apply``), and
+then serves the new config; views reach it through ``current()`` and read
+``config`` once per request. ``close()`` is its one teardown path: stop every
 upstream (graceful, then forced), then drop the connection pools.
 
 ``Observatory`` is what outlives a reload: the event bus, the exchange
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from flask import current_app
 from gevent.event import Event
@@ -25,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from app.config import Config, ProfileConfig
 from app.observe.activity_store import ActivityStore
 from app.observe.bus import EventBus
-from app.observe.events import ProfileChanged
+from app.observe.events import ConfigReloaded, ProfileChanged
 from app.observe.exchange import Observers
 from app.observe.feed import EventFeed
 from app.observe.inflight import InflightTracker
@@ -39,7 +41,7 @@ from app.observe.logs import LogHub
 from app.observe.timeline import SwapTimeline
 from app.relay.grants import PeerTraffic
 from app.relay.transport import UpstreamTransport
-from scheduler.router import Router
+from scheduler.router import Applied, Router
 from scheduler.state import ProcessState
 
 log = logging.getLogger("llama-swap")
@@ -118,6 +120,8 @@ class Server:
     # The profile whose pins apply now; none at start and after a reload.
     active_profile: ProfileConfig | None = None
     peer_traffic: PeerTraffic = field(default_factory=PeerTraffic)  # requests in flight to peers
+    # Hands a reloaded config's models and policy to the router (``app.runtime.build`` supplies it).
+    reconfigure: Callable[[Config], Applied] | None = None
     _closing: bool = False
     _closed: Event = field(default_factory=Event)  # set once every upstream is stopped
 
@@ -156,6 +160,17 @@ class Server:
         finally:
             self._closed.set()
         log.info("all upstreams stopped in %.2fs", time.monotonic() - began)
+
+    def reload(self, config: Config) -> Applied:
+        """Serve ``config`` from now on: the router takes its models first (a name it serves is never
+        unknown to it), then the views see it. No profile is active after it, as in llama-swap."""
+        if self._closing or self.reconfigure is None:
+            return Applied()
+        applied = self.reconfigure(config)
+        self.config = config
+        self.active_profile = None
+        self.observatory.bus.publish(ConfigReloaded(tuple(config.models), None))
+        return applied
 
     def activate_profile(self, name: str | None) -> ProfileConfig | None:
         """Make ``name`` the active profile (None: no profile); KeyError if there is no such profile."""

@@ -223,6 +223,10 @@ class FakeProcess:
     def model_id(self) -> str:
         return self.model
 
+    @property
+    def assigned_spec(self) -> ProcessSpec:
+        return self.spec
+
     def ensure_ready(self) -> None:
         self.calls.append("ensure_ready")
         if self.state is ProcessState.SHUTDOWN:

@@ -155,7 +155,7 @@ def test_watch_config_reloads_a_valid_change_and_keeps_running_on_an_invalid_one
         return [m["id"] for m in requests.get(server.url("/v1/models"), timeout=5).json()["data"]]
 
     wait_for(lambda: listed() == ["new"], timeout=10, what="the new config to be served")
-    assert server.upstream_processes() == []
+    wait_for(lambda: server.upstream_processes() == [], timeout=10, what="the removed model to be stopped")
     assert requests.post(server.url("/v1/chat/completions"), json=chat("new"), timeout=30).status_code == 200
     assert requests.post(server.url("/v1/chat/completions"), json=chat("old"), timeout=30).status_code == 404
 

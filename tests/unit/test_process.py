@@ -36,7 +36,7 @@ class Harness:
         self.probe = FakeProbe(self.clock)
         self.events: list[ModelStateChanged] = []
         self.output: list[str] = []
-        self.released: list[tuple[str, list[int]]] = []  # (model, signals the child had seen by then)
+        self.released: list[tuple[str, list[int]]] = []  # (proxy URL, signals the child had seen by then)
         spec = ProcessSpec("m", argv, "http://127.0.0.1:5800", check_url=check_url,
                            stop_argv=stop_argv, ttl=ttl, unload_timeout=unload_timeout,
                            health_timeout=health_timeout, port=port, port_template=port_template)
@@ -44,7 +44,7 @@ class Harness:
             launcher=self.launcher, probe=self.probe, clock=self.clock,
             publish=publish or self.events.append,
             on_output=lambda model, line: self.output.append(line),
-            release_connections=lambda model: self.released.append((model, list(self.child.signals))),
+            release_connections=lambda url: self.released.append((url, list(self.child.signals))),
             **({} if ports is None else {"ports": ports}))
         self.process = UpstreamProcess(spec, services)
 
@@ -169,7 +169,7 @@ def test_stop_drops_idle_connections_before_it_signals_the_group():
     h.become_ready()
     stopping = h.stop()
     assert outcome(stopping) is None
-    assert h.released == [("m", [])], "connections dropped before any signal reached the child"
+    assert h.released == [("http://127.0.0.1:5800", [])], "connections dropped before any signal reached the child"
     assert h.child.signals[0] == signal.SIGTERM
     assert h.states() == [S.STARTING, S.READY, S.STOPPING, S.STOPPED]
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import gevent
 import pytest
 
-from scheduler.errors import InternalError, RouteError, ShuttingDown, StartFailed, Unloaded
+from scheduler.errors import InternalError, ModelNotFound, RouteError, ShuttingDown, StartFailed, Unloaded
 from scheduler.events import SwapBegan, SwapEnded
 from scheduler.fifo import Occupancy
+from scheduler.process import PortTemplate, ProcessSpec
 from scheduler.router import Router, Ticket
 from scheduler.state import ProcessState
 from scheduler.swappers import Group, GroupSwapper
@@ -413,3 +414,114 @@ def test_a_drain_cut_short_answers_false_at_once(h: Harness):
     h.router.cut_drain()
     assert wait_until(lambda: drain.ready(), "the cut") and drain.value is False
     stuck.release()
+
+
+# --------------------------------------------------------------------------- a config reload (apply)
+
+
+def reloaded(h: Harness, changed: str = "", models: str = "AB") -> dict[str, FakeProcess]:
+    """Fresh processes for ``models``, as a reload builds them; those in ``changed`` with a new command."""
+    fresh = {m: FakeProcess(m, h.clock) for m in models}
+    for m in changed:
+        fresh[m].spec = ProcessSpec(m, ("fake", m, "--new"), fresh[m].spec.proxy_url)
+    return fresh
+
+
+def test_a_reload_keeps_an_unchanged_model_serving_on_the_same_process(h: Harness):
+    h.ready("A")
+    lease = h.answer(h.ask("A"))
+    fresh = reloaded(h)
+    applied = h.router.apply(fresh, GroupSwapper([], "AB"))
+    assert applied.kept == ("A", "B") and not applied.changed
+    assert h.router.processes["A"] is h.processes["A"], "the running process stays"
+    assert h.processes["A"].calls == [], "neither stopped nor restarted"
+    wait_until(lambda: fresh["A"].state is ProcessState.SHUTDOWN, "the unused new process to end")
+    second = h.answer(h.ask("A"))  # still served at once, next to the request in flight
+    assert second.model == "A"
+    lease.release()
+    second.release()
+
+
+def test_a_changed_model_finishes_its_requests_then_its_new_process_takes_over(h: Harness):
+    h.ready("A")
+    lease = h.answer(h.ask("A"))
+    fresh = reloaded(h, changed="A")
+    applied = h.router.apply(fresh, GroupSwapper([], "AB"))
+    assert applied.restarted == ("A",) and applied.kept == ("B",)
+    waiting = h.ask("A")
+    settle()
+    assert not waiting._reply.ready(), "a new request waits for the new process"
+    assert h.processes["A"].calls == [], "the old one is not stopped under its request"
+    assert h.router.processes["A"] is h.processes["A"]
+    lease.release()
+    granted = h.answer(waiting)
+    assert granted.model == "A"
+    assert h.processes["A"].calls == ["shutdown"], "the old process stopped once drained"
+    assert fresh["A"].calls == ["ensure_ready"], "then the new one started, and served the request"
+    assert h.router.processes["A"] is fresh["A"]
+    granted.release()
+
+
+def test_a_removed_model_is_stopped_once_drained_and_then_not_found(h: Harness):
+    h.ready("A")
+    lease = h.answer(h.ask("A"))
+    applied = h.router.apply(reloaded(h, models="B"), GroupSwapper([], "B"))
+    assert applied.removed == ("A",)
+    late = h.ask("A")  # a request resolved under the old config
+    settle()
+    assert h.processes["A"].calls == [] and not late._reply.ready()
+    lease.release()
+    assert isinstance(h.answer(late), ModelNotFound)
+    assert h.processes["A"].state is ProcessState.SHUTDOWN and "A" not in h.router.processes
+
+
+def test_a_new_model_is_served_at_once_and_the_new_policy_decides(h: Harness):
+    h.ready("A")
+    fresh = reloaded(h, models="ABC")
+    h.router.apply(fresh, GroupSwapper([side_by_side("A", "C")], "ABC"))
+    lease = h.answer(h.ask("C"))
+    assert lease.model == "C" and fresh["C"].calls == ["ensure_ready"]
+    assert h.processes["A"].calls == [], "A and C may run together now"
+    lease.release()
+
+
+def test_a_second_reload_before_the_first_retired_replaces_the_pending_process(h: Harness):
+    h.ready("A")
+    lease = h.answer(h.ask("A"))
+    first = reloaded(h, changed="A")
+    h.router.apply(first, GroupSwapper([], "AB"))
+    second = reloaded(h, changed="A")
+    second["A"].spec = ProcessSpec("A", ("fake", "A", "--newer"), second["A"].spec.proxy_url)
+    assert h.router.apply(second, GroupSwapper([], "AB")).restarted == ("A",)
+    wait_until(lambda: first["A"].state is ProcessState.SHUTDOWN, "the first replacement to be dropped")
+    lease.release()
+    granted = h.answer(h.ask("A"))
+    assert h.router.processes["A"] is second["A"] and second["A"].calls == ["ensure_ready"]
+    granted.release()
+
+
+def test_shutdown_while_a_model_retires_shuts_its_replacement_down_too(h: Harness):
+    h.ready("A")
+    lease = h.answer(h.ask("A"))
+    fresh = reloaded(h, changed="A")
+    h.router.apply(fresh, GroupSwapper([], "AB"))
+    h.router.shutdown()
+    assert h.processes["A"].state is ProcessState.SHUTDOWN and fresh["A"].state is ProcessState.SHUTDOWN
+    lease.release()
+
+
+def test_a_model_whose_assigned_port_alone_moved_keeps_its_process(h: Harness):
+    def spec(port: int) -> ProcessSpec:
+        template = PortTemplate(("server", "--port", "${PORT}"), (), "http://127.0.0.1:${PORT}")
+        return ProcessSpec("A", ("server", "--port", str(port)), f"http://127.0.0.1:{port}", port=port,
+                           port_template=template)
+
+    h.processes["A"].spec = spec(5801)
+    h.ready("A")
+    fresh = reloaded(h)
+    fresh["A"].spec = spec(5800)  # a model before it was removed: every later port moves down
+    assert h.router.apply(fresh, GroupSwapper([], "AB")).kept == ("A", "B")
+    fresh["A"].spec = ProcessSpec("A", ("server", "--port", "5800", "-v"), "http://127.0.0.1:5800", port=5800,
+                                  port_template=PortTemplate(("server", "--port", "${PORT}", "-v"), (),
+                                                             "http://127.0.0.1:${PORT}"))
+    assert h.router.apply(fresh, GroupSwapper([], "AB")).restarted == ("A",)
