@@ -32,7 +32,7 @@ limit_request_line = 8190  # gunicorn's most (its default is 4094); a longer URL
 worker_connections = 10000  # /api/events subscribers hold one each, for hours
 timeout = 120  # heartbeat of a stuck worker, not a request timeout (gevent requests can stream for hours)
 graceful_timeout = 10
-keepalive = 2  # idle client connections hold up a graceful exit this long
+keepalive = 75  # seconds an idle client connection is kept (nginx's default): a shorter one races clients reusing it
 accesslog = None
 loglevel = "warning"
 
