@@ -29,6 +29,17 @@ class UntoldGuardian:
         pass
 
 
+@pytest.fixture(autouse=True, params=["setpriv", "interpreter"])
+def way(request, monkeypatch):
+    """Each test both ways the child can set its parent-death signal: setpriv, or the interpreter fallback."""
+    if request.param == "setpriv" and launcher_module.SETPRIV is None:
+        pytest.skip("no setpriv on this host: the interpreter fallback is what runs")
+    if request.param == "interpreter":
+        monkeypatch.setattr(launcher_module, "SETPRIV", None)
+        monkeypatch.setenv("LLAMA_SWAP_NO_SETPRIV", "1")  # for the launch in a child process
+    return request.param
+
+
 def output_of(argv: list[str]) -> list[str]:
     child = PosixLauncher(UntoldGuardian()).launch(argv, {}, None)
     lines = list(child.lines())
@@ -53,14 +64,18 @@ def test_a_child_dies_with_its_parent_though_no_guardian_knows_it(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys, time
         from tests.unit.test_launcher import UntoldGuardian
-        from scheduler.launcher import PosixLauncher
-        child = PosixLauncher(UntoldGuardian()).launch(["sleep", "60"], {}, None)
+        import os
+        from scheduler import launcher
+        if os.environ.get("LLAMA_SWAP_NO_SETPRIV"):
+            launcher.SETPRIV = None
+        child = launcher.PosixLauncher(UntoldGuardian()).launch(["sleep", "60"], {}, None)
         print(child.pid, flush=True)
         time.sleep(60)
     """)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
         pid = int(parent.stdout.readline())
-        assert psutil.Process(pid).cmdline() == ["sleep", "60"]
+        wait_for(lambda: psutil.Process(pid).cmdline() == ["sleep", "60"], timeout=5,
+                 what="the child to become the command")  # setpriv execs it a moment after the launch
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
