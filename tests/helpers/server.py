@@ -66,6 +66,15 @@ def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "con
         time.sleep(interval)
 
 
+def module_server(workdir: Path, config_text: str):
+    """A server shared by a test module's tests (``yield from`` it in a module-scoped fixture): started,
+    then stopped, and every process it caused proven gone."""
+    server = LlamaSwapServer(workdir, config_text).start()
+    yield server
+    server.stop()
+    wait_for(lambda: not processes_under(str(workdir)), timeout=5, what="every process of the module to exit")
+
+
 class LlamaSwapServer:
     """One running server on a free loopback port, with its config and log in ``workdir``."""
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.helpers.upstream import free_port_block
-from tests.helpers.server import LlamaSwapServer, fake_cmd, processes_under, wait_for
+from tests.helpers.server import LlamaSwapServer, fake_cmd, module_server, wait_for
 
 CHAT = {"messages": [{"role": "user", "content": "hello there"}]}
 
@@ -96,10 +96,7 @@ groups:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("endpoints")
-    started = LlamaSwapServer(workdir, config_text(workdir)).start()
-    yield started
-    started.stop()
-    wait_for(lambda: not processes_under(str(workdir)), timeout=5, what="every process of the module to exit")
+    yield from module_server(workdir, config_text(workdir))
 
 
 def post(server: LlamaSwapServer, path: str, **kwargs: Any) -> requests.Response:

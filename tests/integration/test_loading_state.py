@@ -12,14 +12,13 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from pathlib import Path
 from typing import Iterator
 
 import openai
 import pytest
 import requests
 
-from tests.helpers.server import LlamaSwapServer, fake_cmd, processes_under, wait_for
+from tests.helpers.server import LlamaSwapServer, fake_cmd, module_server, wait_for
 from tests.helpers.upstream import free_port_block
 
 BANNER = "━━━━━\nllama-swap loading model: "
@@ -53,13 +52,6 @@ def stream_chat(server: LlamaSwapServer, model: str) -> tuple[requests.Response,
     return response, list(sse_events(response)) if response.ok else []
 
 
-def start(workdir: Path, config: str):
-    server = LlamaSwapServer(workdir, config).start()
-    yield server
-    server.stop()
-    wait_for(lambda: not processes_under(str(workdir)), timeout=5, what="every process of the module to exit")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("loading")
@@ -67,7 +59,7 @@ def server(tmp_path_factory):
     def cmd(model: str, flags: str = "--load-time 0.3") -> str:
         return fake_cmd(model, workdir, f"--tokens 3 {flags}")
 
-    yield from start(workdir, f"""
+    yield from module_server(workdir, f"""
 healthCheckTimeout: 15
 startPort: {free_port_block(10)}
 sendLoadingState: true
@@ -101,7 +93,7 @@ groups:
 @pytest.fixture(scope="module")
 def server_off(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("loading-off")
-    yield from start(workdir, f"""
+    yield from module_server(workdir, f"""
 healthCheckTimeout: 15
 startPort: {free_port_block(2)}
 models:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers.server import LlamaSwapServer, fake_cmd, processes_under, wait_for
+from tests.helpers.server import LlamaSwapServer, fake_cmd, module_server, wait_for
 
 
 def config_text(workdir) -> str:
@@ -70,10 +70,7 @@ routing:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("profiles")
-    started = LlamaSwapServer(workdir, config_text(workdir)).start()
-    yield started
-    started.stop()
-    wait_for(lambda: not processes_under(str(workdir)), timeout=5, what="every process of the module to exit")
+    yield from module_server(workdir, config_text(workdir))
 
 
 @pytest.fixture

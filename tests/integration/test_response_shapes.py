@@ -15,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from tests.helpers.server import LlamaSwapServer, fake_cmd, processes_under, wait_for
+from tests.helpers.server import LlamaSwapServer, fake_cmd, module_server
 from tests.helpers.upstream import free_port
 
 
@@ -59,10 +59,7 @@ profiles:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("shapes")
-    started = LlamaSwapServer(workdir, config_text(workdir)).start()
-    yield started
-    started.stop()
-    wait_for(lambda: not processes_under(str(workdir)), timeout=5, what="every process of the module to exit")
+    yield from module_server(workdir, config_text(workdir))
 
 
 @pytest.fixture

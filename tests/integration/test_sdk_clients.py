@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.helpers.upstream import free_port_block
-from tests.helpers.server import LlamaSwapServer, fake_cmd, processes_under, wait_for
+from tests.helpers.server import fake_cmd, module_server
 
 TOKENS = "tok0 tok1 tok2 tok3 "
 
@@ -39,10 +39,7 @@ models:
 groups:
   all: {{swap: false, exclusive: false, members: [qwen, whisper, sd]}}
 """
-    started = LlamaSwapServer(workdir, config).start()
-    yield started
-    started.stop()
-    wait_for(lambda: not processes_under(str(workdir)), timeout=5, what="every process of the module to exit")
+    yield from module_server(workdir, config)
 
 
 @pytest.fixture
