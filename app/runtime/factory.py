@@ -44,6 +44,15 @@ def create_app(config_path: str | None = None, config: Config | None = None,
                watch: bool | None = None, config_dir: str | None = None) -> Flask:
     """The Flask app; ``watch`` (default: $LLAMA_SWAP_WATCH_CONFIG) reloads on config changes.
 
+    See ``build_app`` for the arguments.
+    """
+    return build_app(config_path, config, watch, config_dir)
+
+
+def build_app(config_path: str | None = None, config: Config | None = None,
+              watch: bool | None = None, config_dir: str | None = None) -> Flask:
+    """The Flask app, with its server and watchers built on the calling thread's gevent hub.
+
     The config comes from ``config_path`` and/or ``config_dir`` (``--config-dir``); when
     neither is given, from $LLAMA_SWAP_CONFIG and $LLAMA_SWAP_CONFIG_DIR, else config.yaml.
     """
