@@ -1,16 +1,36 @@
 """The WSGI entry point for other hosts: ``gunicorn -c gunicorn.conf.py wsgi:app`` (config from $LLAMA_SWAP_CONFIG).
 
-The worker process that loads this claims the server (``app.runtime.single``):
-a host running a second worker process on the same config refuses it,
-saying to run one worker, instead of starting a second scheduler.
+The first thing a host imports of ours, so it first asks which host loaded
+it (``app.runtime.hosts``): a gevent host that has not patched is patched
+here, before anything else is imported; a host this server cannot serve
+correctly is refused with a message naming it and how to run it instead.
+
+Then the worker process claims the server (``app.runtime.single``): a host
+running a second worker process on the same config refuses it, saying to run
+one worker, instead of starting a second scheduler.
 """
 
 import os
+import sys
 
-from app import CONFIG_DIR_ENV, CONFIG_ENV
-from app.runtime.single import claim
+from app.runtime import hosts
 
-claim(f"{os.environ.get(CONFIG_ENV, '')}|{os.environ.get(CONFIG_DIR_ENV, '')}")
+try:
+    HOST = hosts.prepare()
+except hosts.HostRefused as refused:
+    print(refused, file=sys.stderr, flush=True)
+    hosts.stop_the_host()
+    raise SystemExit(hosts.REFUSED_EXIT) from None
+
+from app import CONFIG_DIR_ENV, CONFIG_ENV  # noqa: E402 - after the patching
+from app.runtime.single import SecondWorker, claim  # noqa: E402
+
+try:
+    claim(f"{os.environ.get(CONFIG_ENV, '')}|{os.environ.get(CONFIG_DIR_ENV, '')}")
+except SecondWorker as refused:
+    print(f"llama-swap: {refused}", file=sys.stderr, flush=True)
+    hosts.stop_the_host()
+    raise SystemExit(hosts.REFUSED_EXIT) from None
 
 from app.runtime.factory import create_app  # noqa: E402 - after the claim: a refused worker builds nothing
 

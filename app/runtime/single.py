@@ -26,6 +26,7 @@ import tempfile
 import time
 
 WAIT_FOR_OTHER_S = 20.0  # a graceful restart's old worker drains and stops its upstreams meanwhile
+WAIT_ENV = "LLAMA_SWAP_SECOND_WORKER_WAIT"  # seconds instead of WAIT_FOR_OTHER_S (tests make it short)
 _held: dict[str, int] = {}  # lock path -> descriptor, for this process's lifetime
 
 
@@ -40,8 +41,13 @@ def lock_path(config_key: str, parent: int | None = None) -> str:
     return os.path.join(tempfile.gettempdir(), f"llama-swap-{digest}.lock")
 
 
-def claim(config_key: str, wait: float = WAIT_FOR_OTHER_S, poll: float = 0.1, parent: int | None = None) -> None:
-    """Take this host's one-worker lock for ``config_key``; SecondWorker when another process keeps it."""
+def claim(config_key: str, wait: float | None = None, poll: float = 0.1, parent: int | None = None) -> None:
+    """Take this host's one-worker lock for ``config_key``; SecondWorker when another process keeps it
+    for ``wait`` seconds (default: $LLAMA_SWAP_SECOND_WORKER_WAIT, else ``WAIT_FOR_OTHER_S``)."""
+    if wait is None:
+        from app import seconds_from_env
+
+        wait = seconds_from_env(WAIT_ENV, WAIT_FOR_OTHER_S)
     path = lock_path(config_key, parent)
     if path in _held:  # this process built the app before (a test, a second create_app): still ours
         return
