@@ -1,9 +1,15 @@
-"""The app in gunicorn through ``wsgi.py``, as a deployment without ``python -m app`` runs it.
+"""The app through ``wsgi.py`` in the WSGI hosts its users have, and in gunicorn with our settings.
 
 ``gunicorn -c gunicorn.conf.py wsgi:app`` (config from $LLAMA_SWAP_CONFIG,
 address from $LLAMA_SWAP_BIND) serves and stops as ``python -m app`` does;
 ``-w 2`` is refused before any worker starts: each worker would run its own
 scheduler and its own copies of the models.
+
+Every other host (``tests/helpers/hosts.py``) runs the issue's six checks:
+start, list, chat, stream, 6 concurrent requests over two models (and
+/v1/models not waiting behind a completion), clean stop. A host that is not
+installed is skipped, saying what to install. Hosts this server cannot serve
+are refused at start with a message naming the host and how to run it.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ import os
 import signal
 import subprocess
 import sys
+from typing import Callable
 
+import pytest
 import requests
 
+from tests.helpers.hosts import HostCase, HostRun, six_checks
 from tests.helpers.server import fake_cmd, processes_under, wait_for
 from tests.helpers.upstream import REPO_ROOT, free_port, free_port_block
 
@@ -70,3 +79,99 @@ def test_gunicorn_with_two_workers_is_refused_before_any_starts(tmp_path):
     assert "gunicorn with 2 workers" in log and "run it with exactly one (-w 1)" in log, log
     assert "Traceback" not in log, log
     assert not processes_under(str(tmp_path)), "nothing was started"
+
+
+def loopback(port: int) -> str:
+    return f"127.0.0.1:{port}"
+
+
+def uwsgi(*flags: str) -> Callable[[int], list[str]]:
+    """uWSGI speaking HTTP itself on the port (no router process), failing at start if the app does not load."""
+    return lambda port: ["--http-socket", loopback(port), *flags, "--need-app", "--module", "wsgi:app"]
+
+
+def uwsgi_master(*flags: str) -> Callable[[int], list[str]]:
+    """uWSGI under its master with its HTTP router in front: the app built in the worker, SIGTERM stopping."""
+    return lambda port: ["--master", "--lazy-apps", "--die-on-term", "--http", loopback(port), *flags,
+                         "--need-app", "--module", "wsgi:app"]
+
+
+def gunicorn_without_our_settings(*flags: str) -> Callable[[int], list[str]]:
+    """Run from the test's directory: gunicorn finds no gunicorn.conf.py there."""
+    return lambda port: [*flags, "-b", loopback(port), "wsgi:app"]
+
+
+PIP_UWSGI = "pip install uwsgi (it compiles; .ci/run installs it)"
+PYWSGI_HOST = str(REPO_ROOT / "tests" / "helpers" / "pywsgi_host.py")
+HOSTS = [
+    HostCase("waitress", "waitress-serve", lambda port: [f"--listen={loopback(port)}", "wsgi:app"],
+             "pip install waitress (requirements-dev.txt)"),
+    HostCase("flask-run", "flask", lambda port: ["--app", "wsgi:app", "run", "--host", "127.0.0.1", "--port",
+                                                 str(port)], "pip install Flask"),
+    HostCase("gunicorn-sync", "gunicorn", gunicorn_without_our_settings("-k", "sync"), "pip install gunicorn",
+             one_at_a_time=True),
+    HostCase("gunicorn-gthread", "gunicorn", gunicorn_without_our_settings("-k", "gthread", "--threads", "4"),
+             "pip install gunicorn"),
+    HostCase("gunicorn-gevent", "gunicorn", gunicorn_without_our_settings("-k", "gevent"), "pip install gunicorn"),
+    HostCase("pywsgi-patched", "python", lambda port: [PYWSGI_HOST, str(port), "--patch"], "pip install gevent"),
+    HostCase("pywsgi-unpatched", "python", lambda port: [PYWSGI_HOST, str(port)], "pip install gevent"),
+    HostCase("uwsgi-gevent-monkey-patch", "uwsgi", uwsgi("--gevent", "100", "--gevent-monkey-patch"), PIP_UWSGI),
+    HostCase("uwsgi-gevent-early-monkey-patch", "uwsgi",
+             uwsgi("--gevent", "100", "--gevent-early-monkey-patch"), PIP_UWSGI),
+    HostCase("uwsgi-gevent-unpatched", "uwsgi", uwsgi("--gevent", "100"), PIP_UWSGI),
+    HostCase("uwsgi-threads", "uwsgi", uwsgi("--threads", "4"), PIP_UWSGI),
+    HostCase("uwsgi-master-threads", "uwsgi", uwsgi_master("--threads", "4"), PIP_UWSGI),
+    HostCase("uwsgi-master-gevent", "uwsgi", uwsgi_master("--gevent", "100", "--gevent-early-monkey-patch"),
+             PIP_UWSGI),
+]
+
+
+@pytest.mark.parametrize("case", HOSTS, ids=[case.id for case in HOSTS])
+def test_the_six_checks_pass_in_each_wsgi_host(tmp_path, case):
+    six_checks(tmp_path, case)
+
+
+REFUSED = [
+    HostCase("uwsgi-two-processes", "uwsgi", uwsgi("--threads", "4", "--processes", "2", "--lazy-apps", "--master"),
+             PIP_UWSGI),
+    HostCase("uwsgi-master-without-lazy-apps", "uwsgi", uwsgi("--master", "--die-on-term", "--threads", "4"),
+             PIP_UWSGI),
+]
+REFUSALS = {"uwsgi-two-processes": "uWSGI with 2 worker processes", "uwsgi-master-without-lazy-apps": "--lazy-apps"}
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[case.id for case in REFUSED])
+def test_a_host_that_cannot_serve_correctly_is_refused_at_start_saying_how_to_run_it(tmp_path, case):
+    port = free_port()
+    run = HostRun(tmp_path, case.argv(port), f"models:\n  A:\n    cmd: {fake_cmd('A', tmp_path)}\n", port=port)
+    try:
+        code = run.proc.wait(timeout=30)
+    finally:
+        run.kill()
+    log = run.log()
+    assert code != 0, log
+    assert "llama-swap cannot run in uWSGI" in log and REFUSALS[case.id] in log and "docs/DEPLOY.md" in log, log
+    assert not processes_under(str(tmp_path)), "nothing was started"
+
+
+def test_two_gunicorn_gevent_workers_without_our_settings_serve_one_scheduler_then_stop_saying_so(tmp_path):
+    """The first worker claims the server and serves; the second waits for it (here 2 s, not 20), then refuses,
+    which gunicorn takes as a failed boot and stops: one copy of the model ever started, none left after."""
+    port = free_port()
+    argv = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2", "-k", "gevent", "-b",
+            loopback(port), "wsgi:app"]
+    config = f"startPort: {free_port_block(4)}\nmodels:\n  A:\n    cmd: {fake_cmd('A', tmp_path)}\n"
+    run = HostRun(tmp_path, argv, config, env={"LLAMA_SWAP_SECOND_WORKER_WAIT": "2"}, port=port)
+    try:
+        run.wait_healthy()
+        for _ in range(3):
+            assert run.chat("A").status_code == 200
+        code = run.proc.wait(timeout=30)
+        wait_for(lambda: not run.upstreams(), timeout=10, what="every upstream to be stopped")
+    finally:
+        run.kill()
+    log = run.log()
+    assert code != 0, log
+    assert "already serves this config" in log and "exactly one worker (gunicorn -w 1" in log, log
+    assert "Traceback" not in log, log
+    assert len(run.starts("A")) == 1, run.starts("A")
