@@ -49,6 +49,7 @@ class HostCase:
     install: str  # what to install when it is missing
     stop_signal: int = signal.SIGTERM
     one_at_a_time: bool = False  # the host serves one request at a time (gunicorn sync, uWSGI's one thread)
+    says: str = ""  # what wsgi.py logs at start in this host
     env: dict[str, str] = field(default_factory=dict)
 
     def argv(self, port: int) -> list[str]:
@@ -142,8 +143,9 @@ def events(response: requests.Response) -> list[tuple[float, str]]:
     return found
 
 
-def check_start(run: HostRun) -> None:
+def check_start(run: HostRun, says: str) -> None:
     run.wait_healthy()
+    assert says in run.log(), run.log()
 
 
 def check_list(run: HostRun) -> None:
@@ -208,7 +210,7 @@ def six_checks(workdir: Path, case: HostCase) -> None:
     port = free_port()
     run = HostRun(workdir, case.argv(port), two_models_config(workdir), case.env, port=port)
     try:
-        check_start(run)
+        check_start(run, case.says)
         check_list(run)
         check_chat(run)
         check_stream(run)

@@ -102,6 +102,7 @@ def gunicorn_without_our_settings(*flags: str) -> Callable[[int], list[str]]:
 
 
 PIP_UWSGI = "pip install uwsgi (it compiles; .ci/run installs it)"
+PATCHED_BY_WSGI_PY = "wsgi.py patched it with gevent.monkey.patch_all() before importing anything else"
 PYWSGI_HOST = str(REPO_ROOT / "tests" / "helpers" / "pywsgi_host.py")
 HOSTS = [
     HostCase("waitress", "waitress-serve", lambda port: [f"--listen={loopback(port)}", "wsgi:app"],
@@ -114,11 +115,13 @@ HOSTS = [
              "pip install gunicorn"),
     HostCase("gunicorn-gevent", "gunicorn", gunicorn_without_our_settings("-k", "gevent"), "pip install gunicorn"),
     HostCase("pywsgi-patched", "python", lambda port: [PYWSGI_HOST, str(port), "--patch"], "pip install gevent"),
-    HostCase("pywsgi-unpatched", "python", lambda port: [PYWSGI_HOST, str(port)], "pip install gevent"),
-    HostCase("uwsgi-gevent-monkey-patch", "uwsgi", uwsgi("--gevent", "100", "--gevent-monkey-patch"), PIP_UWSGI),
+    HostCase("pywsgi-unpatched", "python", lambda port: [PYWSGI_HOST, str(port)], "pip install gevent",
+             says=PATCHED_BY_WSGI_PY),
+    HostCase("uwsgi-gevent-monkey-patch", "uwsgi", uwsgi("--gevent", "100", "--gevent-monkey-patch"), PIP_UWSGI,
+             says=PATCHED_BY_WSGI_PY),  # uWSGI's own patching comes after the app is loaded
     HostCase("uwsgi-gevent-early-monkey-patch", "uwsgi",
              uwsgi("--gevent", "100", "--gevent-early-monkey-patch"), PIP_UWSGI),
-    HostCase("uwsgi-gevent-unpatched", "uwsgi", uwsgi("--gevent", "100"), PIP_UWSGI),
+    HostCase("uwsgi-gevent-unpatched", "uwsgi", uwsgi("--gevent", "100"), PIP_UWSGI, says=PATCHED_BY_WSGI_PY),
     HostCase("uwsgi-threads", "uwsgi", uwsgi("--threads", "4"), PIP_UWSGI),
     HostCase("uwsgi-master-threads", "uwsgi", uwsgi_master("--threads", "4"), PIP_UWSGI),
     HostCase("uwsgi-master-gevent", "uwsgi", uwsgi_master("--gevent", "100", "--gevent-early-monkey-patch"),
