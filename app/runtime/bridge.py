@@ -24,7 +24,8 @@ keeps everything that belongs to the app; they talk in messages:
   socket, waitress's ``client_disconnected``). Either way the core sets the
   request's hang-up event (``HANGUP_KEY``), which the relay's hang-up watch
   waits on: the upstream request is closed and the lease released, as
-  under gevent.
+  under gevent. The host's thread ends the answer quietly (a 499 if it had
+  not begun): it is writing to nobody.
 
 A websocket upgrade needs the host's socket on the core and is refused
 (501). Under a gevent host none of this is installed.
@@ -52,6 +53,9 @@ HANGUP_POLL_S = 0.25  # how often a silent request's client is looked at
 HOST_ONLY_KEYS = ("gunicorn.socket", "werkzeug.socket", "waitress.client_disconnected", "wsgi.file_wrapper")
 
 _START, _CHUNK, _END, _FAIL, _READ = range(5)  # core -> request thread messages
+_GONE = (5,)  # what the request thread tells itself when its client has hung up
+# The answer to a client that left before it began (nginx's code): nobody reads it, the host closes quietly.
+GONE_START = ("499 Client Closed Request", [("Content-Length", "0")], None)
 
 
 def install(app: Flask, core: CoreHub) -> None:
@@ -212,6 +216,8 @@ class _RequestSide:
         self._over = True
         if message[0] == _FAIL:
             raise message[1]
+        if message is _GONE:
+            return GONE_START
         raise RuntimeError("the app ended without starting a response")
 
     def _next(self) -> tuple:
@@ -222,7 +228,7 @@ class _RequestSide:
             except queue.Empty:
                 if self._client_gone is not None and self._client_gone():
                     self._hang_up()
-                    raise ConnectionResetError("the client went away")
+                    return _GONE
                 continue
             if message[0] != _READ:
                 return message
@@ -259,7 +265,7 @@ class _RequestSide:
             raise message[1]
         if kind == _START:  # start_response called again (with exc_info) after the body began
             raise RuntimeError("the app started its response twice")
-        raise StopIteration
+        raise StopIteration  # the end, or a client gone: the host closes quietly
 
     def close(self) -> None:
         """The host is done with the answer: if the app is not, the client has gone."""
