@@ -22,7 +22,14 @@ Every write to ``proxy`` or ``upstream`` is published on the event bus as
 ``logToStdout`` says.
 
 Like the bus, this is written for the one gevent hub: no locks, and a
-reader waits on a gevent ``Event``.
+reader waits on a gevent ``Event``. Lines may be logged from other threads
+though: a threaded WSGI host's own threads and its request threads (issue
+13's bridge runs the server on a hub of its own thread), gevent's thread
+pool (a config parsed off the hub). Such a write is handed to the hub that
+built the ``LogHub`` (``run_callback_threadsafe``) and done there, in order:
+no gevent object of that hub is ever touched from another thread, and the
+stdout writer keeps its one producer. On the hub's own thread the check
+costs one ``get_ident`` call.
 """
 
 from __future__ import annotations
@@ -30,13 +37,16 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, TextIO
 
+import gevent
 from gevent.event import Event
+from gevent.monkey import get_original
 
 from app.observe.events import LogWritten
 from app.observe.stdout_writer import StdoutWriter, shared_stdout
 
 HISTORY_BYTES = 100 * 1024
 LIVE_BUFFER_BYTES = 256 * 1024
+_thread_ident = get_original("_thread", "get_ident")  # the OS thread's, patched or not (not a greenlet's)
 MUX_SOURCES = {"proxy": (True, False), "upstream": (False, True), "both": (True, True), "none": (False, False)}
 
 
@@ -172,6 +182,8 @@ class LogHub:
         self._models: dict[str, LogMonitor] = {}
         self._proxy_to_mux, self._upstream_to_mux = MUX_SOURCES["proxy"]
         self._closed = False
+        self._thread = _thread_ident()  # the hub's thread: writes happen there
+        self._loop = gevent.get_hub().loop
 
     def configure(self, log_to_stdout: str) -> None:
         """What reaches the mux (and stdout): ``proxy``, ``upstream``, ``both`` or ``none``."""
@@ -187,7 +199,10 @@ class LogHub:
         return monitor
 
     def write_proxy(self, text: str) -> None:
-        """One or more whole proxy lines, line ends included."""
+        """One or more whole proxy lines, line ends included; from any thread."""
+        if _thread_ident() != self._thread:
+            self._loop.run_callback_threadsafe(self.write_proxy, text)
+            return
         data = text.encode("utf-8", "replace")
         self.proxy.write(data)
         self._publish(LogWritten("proxy", text))
@@ -195,7 +210,10 @@ class LogHub:
             self._to_mux(data, text)
 
     def write_upstream(self, model: str, text: str) -> None:
-        """Output of ``model``'s process (line ends included): to its log, then the upstream log."""
+        """Output of ``model``'s process (line ends included): to its log, then the upstream log; from any thread."""
+        if _thread_ident() != self._thread:
+            self._loop.run_callback_threadsafe(self.write_upstream, model, text)
+            return
         data = text.encode("utf-8", "replace")
         self.model(model).write(data)
         self.upstream.write(data)
