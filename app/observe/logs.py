@@ -29,7 +29,9 @@ pool (a config parsed off the hub). Such a write is handed to the hub that
 built the ``LogHub`` (``run_callback_threadsafe``) and done there, in order:
 no gevent object of that hub is ever touched from another thread, and the
 stdout writer keeps its one producer. On the hub's own thread the check
-costs one ``get_ident`` call.
+costs one ``get_ident`` call. Once that hub's loop is destroyed, a write is
+done where it is made; a hub whose thread ends must be destroyed, or lines
+logged after its end are lost.
 """
 
 from __future__ import annotations
@@ -200,8 +202,7 @@ class LogHub:
 
     def write_proxy(self, text: str) -> None:
         """One or more whole proxy lines, line ends included; from any thread."""
-        if _thread_ident() != self._thread:
-            self._loop.run_callback_threadsafe(self.write_proxy, text)
+        if _thread_ident() != self._thread and self._handed(self.write_proxy, text):
             return
         data = text.encode("utf-8", "replace")
         self.proxy.write(data)
@@ -211,8 +212,7 @@ class LogHub:
 
     def write_upstream(self, model: str, text: str) -> None:
         """Output of ``model``'s process (line ends included): to its log, then the upstream log; from any thread."""
-        if _thread_ident() != self._thread:
-            self._loop.run_callback_threadsafe(self.write_upstream, model, text)
+        if _thread_ident() != self._thread and self._handed(self.write_upstream, model, text):
             return
         data = text.encode("utf-8", "replace")
         self.model(model).write(data)
@@ -220,6 +220,15 @@ class LogHub:
         self._publish(LogWritten("upstream", text, model))
         if self._upstream_to_mux:
             self._to_mux(data, text)
+
+    def _handed(self, write: Callable[..., None], *args: str) -> bool:
+        """Whether ``write(*args)`` was handed to the hub's thread; False once its loop is destroyed (the hub is
+        gone, nothing is left to race with: the caller writes)."""
+        try:
+            self._loop.run_callback_threadsafe(write, *args)
+        except ValueError:  # "operation on destroyed loop"
+            return False
+        return True
 
     def _to_mux(self, data: bytes, text: str) -> None:
         self.mux.write(data)

@@ -29,8 +29,10 @@ import gevent.event
 import gevent.monkey
 import psutil
 
+from app.config import ConfigSources, read_sources
 from app.config.loader import load_config
 from app.runtime.factory import build_app
+from app.runtime.reload import load_off_the_hub
 from app.runtime.server import EXTENSION
 
 DEADLINE_S = 60.0
@@ -74,6 +76,16 @@ def drive(config_path: str) -> dict:
         response = client.get("/v1/models")
         return {"status": response.status_code, "asked": asked, "answered": time.monotonic() - began}
 
+    gaps = [0.0]  # the longest the hub went without running this greenlet, from the first request on
+
+    def tick() -> None:
+        last = time.monotonic()
+        while True:
+            gevent.sleep(0.005)
+            now = time.monotonic()
+            gaps[0], last = max(gaps[0], now - last), now
+
+    ticker = gevent.spawn(tick)
     with gevent.Timeout(DEADLINE_S / 2):
         jobs = {"stream_a": gevent.spawn(stream, "a"), "stream_b": gevent.spawn(stream, "b"),
                 "models": gevent.spawn(listing)}
@@ -81,6 +93,11 @@ def drive(config_path: str) -> dict:
         jobs.update(chat_a=gevent.spawn(complete, "a"), chat_b=gevent.spawn(complete, "b"))
         gevent.joinall(list(jobs.values()), raise_error=True)
     result.update({name: job.value for name, job in jobs.items()})
+    ticker.kill()
+    result["longest_gap"] = gaps[0]
+    # gevent's thread pool of this hub (a config reload parses there).
+    sources = ConfigSources(file=config_path)
+    result["reparsed_off_the_hub"] = load_off_the_hub(sources, read_sources(sources)) == server.config
 
     # A line logged by another thread (a host's, a request thread's) reaches the proxy log and its
     # live reader, handed to the hub: the reader waits on a gevent Event of this hub.

@@ -82,3 +82,13 @@ def test_unload_stops_every_upstream(seen):
     assert seen["unload"] == 200
     assert seen["running_after_unload"] == []
     assert seen["alive_after_unload"] == []
+
+
+def test_nothing_holds_the_hub_while_models_start_and_stream(seen):
+    assert "error" not in seen, seen.get("error")
+    assert seen["longest_gap"] < 0.25, seen["longest_gap"]
+
+
+def test_the_hub_s_thread_pool_parses_a_config(seen):
+    assert "error" not in seen, seen.get("error")
+    assert seen["reparsed_off_the_hub"] is True

@@ -287,6 +287,20 @@ def test_lines_written_from_other_threads_are_handed_to_the_hub_each_thread_s_in
     assert hub.proxy.history().count(b"\n") == 800
 
 
+def test_once_the_hub_that_owns_the_logs_is_destroyed_a_line_is_written_where_it_is_logged():
+    made = []
+
+    def on_a_thread_of_its_own() -> None:
+        made.append(LogHub(stdout=io.StringIO()))
+        gevent.get_hub().destroy(destroy_loop=True)  # the bridge's thread, at its end
+
+    thread = threading.Thread(target=on_a_thread_of_its_own)
+    thread.start()
+    thread.join(5)
+    made[0].write_proxy("logged at exit\n")
+    assert made[0].proxy.history() == b"logged at exit\n"
+
+
 # --------------------------------------------------------------------------- stdout, off the hub
 
 
