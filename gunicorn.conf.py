@@ -41,12 +41,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _close_server(worker, grace: float = 0.0, hurry: bool = False) -> None:
-    app = getattr(worker, "wsgi", None)
-    server = getattr(app, "extensions", {}).get("llama_swap") if app is not None else None
-    if server is not None:
-        server.observatory.close()  # live feeds and log streams end now: gunicorn's graceful exit need not wait
-        server.close(grace, hurry=hurry)
-        server.observatory.flush()  # the activity of the streams that close() just ended
+    wsgi_app = getattr(worker, "wsgi", None)
+    if hasattr(wsgi_app, "extensions"):  # built (a worker that failed to load has none)
+        from app.runtime.shutdown import close_app
+
+        close_app(wsgi_app, grace, hurry)  # live feeds end at once: gunicorn's graceful exit need not wait
 
 
 EXIT_GRACE = 0.05  # seconds for the last answers to go out once everything is stopped

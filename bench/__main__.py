@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
+from bench import harness
 from bench.harness import BenchResult, Check, format_table, machine_info, say, stop_everything
 from bench.churn import run_churn
 from bench.first_event import run_first_event
@@ -48,6 +49,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"benchmarks to run (default: all but {', '.join(sorted(OPT_IN))}): "
                              f"{', '.join(BENCHMARKS)}")
     parser.add_argument("--quick", action="store_true", help="a much shorter run, for a smoke test")
+    parser.add_argument("--host", choices=harness.WSGI_HOSTS, default="gunicorn",
+                        help="the WSGI host the proxy runs in (default: python -m app, gunicorn with one gevent "
+                             "worker; the others serve wsgi.py through the thread bridge)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json", help="raw results (JSON)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
@@ -61,6 +65,7 @@ def print_header(machine: dict, quick: bool) -> None:
     say(f"  date:    {machine['date']}")
     say(f"  machine: {machine['cpu']}, {machine['cores']} cores, kernel {machine['kernel']}")
     say(f"  python:  {machine['implementation']} {machine['python']}")
+    say(f"  host:    {machine.get('wsgi_host', 'gunicorn')}")
     say(f"  load:    {' '.join(f'{x:.2f}' for x in machine['load_average'])} (1/5/15 min, at start; the bench is"
         " CPU-bound: anything else running skews it)")
     say()
@@ -89,9 +94,11 @@ def _raise_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    harness.WSGI_HOST = args.host
     names = args.names or [name for name in BENCHMARKS if name not in OPT_IN]
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     machine = machine_info()
+    machine["wsgi_host"] = args.host
     print_header(machine, args.quick)
     results: list[BenchResult] = []
     failures: dict[str, str] = {}

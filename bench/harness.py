@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 import psutil
 import requests
 
+from app import CONFIG_ENV, WATCH_ENV
 from tests.helpers.server import wait_for as wait_until
 from tests.helpers.upstream import free_port, http_status as _http_status
 
@@ -318,12 +319,17 @@ class ProxyServer:
         return f"http://{HOST}:{self.upstream_port}"
 
     def start(self) -> "ProxyServer":
+        argv = [PYTHON, "-m", self.server_module, "--config", str(self.config_path), "--listen", f"{HOST}:{self.port}",
+                *self.extra_args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        if WSGI_HOST != "gunicorn" and self.server_module == "app":  # the same app, served by another host
+            argv = wsgi_host_argv(WSGI_HOST, f"{HOST}:{self.port}")
+            env[CONFIG_ENV] = str(self.config_path)
+            env[WATCH_ENV] = "1" if "--watch-config" in self.extra_args else ""
         with open(self.log_path, "ab") as log:
             self.proc = register(subprocess.Popen(
-                [PYTHON, "-m", self.server_module, "--config", str(self.config_path), "--listen", f"{HOST}:{self.port}",
-                 *self.extra_args],
-                cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env}, start_new_session=True))
+                argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True))
         wait_until(self._healthy, SERVER_START_TIMEOUT, what="the server's /health")
         return self
 
@@ -380,6 +386,25 @@ class ProxyServer:
         took = time.monotonic() - began
         if code not in (0, -signal.SIGTERM) or took > SLOW_STOP_S:
             say(f"  note: server exited with status {code} {took:.1f}s after SIGTERM")
+
+
+# The WSGI host the proxy runs in: "gunicorn" (``python -m app``: gunicorn with one gevent worker), or a
+# threaded host through ``wsgi.py`` and the thread bridge (``python -m bench --host waitress``).
+WSGI_HOST = "gunicorn"
+WSGI_HOSTS = ("gunicorn", "waitress", "gthread")
+HOST_THREADS = 64  # a threaded host's request threads: every open stream holds one
+
+
+def wsgi_host_argv(host: str, listen: str) -> list[str]:
+    """The command line that serves ``wsgi:app`` on ``listen`` in the threaded ``host``."""
+    bin_dir = os.path.dirname(sys.executable)
+    if host == "waitress":
+        return [os.path.join(bin_dir, "waitress-serve"), f"--listen={listen}", f"--threads={HOST_THREADS}",
+                "--channel-request-lookahead=1", "wsgi:app"]
+    if host == "gthread":  # -c /dev/null: not our gunicorn.conf.py, which names the gevent worker
+        return [os.path.join(bin_dir, "gunicorn"), "-c", "/dev/null", "-k", "gthread", "--threads",
+                str(HOST_THREADS), "-b", listen, "wsgi:app"]
+    raise ValueError(f"unknown WSGI host {host!r}; choose from {', '.join(WSGI_HOSTS)}")
 
 
 class running_server:

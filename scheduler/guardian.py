@@ -17,7 +17,11 @@ the signals a terminal or a supervisor sends a whole process group (INT,
 TERM, HUP, QUIT): only the proxy's end decides its end.
 
 The proxy side (``Guardian``) starts a new guardian, telling it every live
-group again, if the old one is gone or the process has forked since.
+group again, if the old one is gone or the process has forked since. It is
+started with ``subprocess.Popen``: gevent's once patched (the main thread's
+hub), the standard library's otherwise, which works from any thread (issue
+13's bridge launches from a thread of its own). Nothing ever waits on it:
+``poll`` and a few bytes written to its pipe never block.
 
 Limits: a process that leaves its group (``setsid``, a daemonizing server)
 escapes ``killpg``; so does a container that ``docker run`` asked the docker

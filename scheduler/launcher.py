@@ -22,8 +22,21 @@ child whose output, exit and signals the test controls.
   refused before the fork with the error ``subprocess`` raises;
 - stdout and stderr are one pipe, read line by line.
 
-It expects gevent's monkey patching (gunicorn's gevent worker does it), so
-waiting on a child or reading its output blocks only the calling greenlet.
+Waiting on a child and reading its output block only the calling greenlet,
+with or without gevent's monkey patching, on whichever thread's hub calls:
+- on the hub that runs libev's default loop (the main thread's: gunicorn's
+  gevent worker, ``python -m app``), with ``gevent.subprocess``, whose child
+  watchers (SIGCHLD) exist on that loop only;
+- on any other hub (issue 13's thread bridge: a threaded WSGI host, where
+  the server runs on a hub of its own thread), ``gevent.subprocess`` cannot
+  start a child at all ("child watchers are only available on the default
+  loop"). There the standard library's ``Popen`` (it works from any thread)
+  starts it, its exit is waited for on a process file descriptor
+  (``pidfd_open``: readable once the child has exited; polled where the
+  kernel lacks it), and its output read through gevent's ``FileObject``.
+  ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child ends,
+  not the process: such a hub must live as long as its children (the
+  bridge's thread does), never a short-lived request thread.
 """
 
 from __future__ import annotations
@@ -34,10 +47,13 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
+import gevent
 import gevent.subprocess
 from gevent.fileobject import FileObject
+from gevent.monkey import get_original
+from gevent.socket import wait_read
 
 from scheduler.die_with_parent import LC_CTYPE_KEEP
 from scheduler.guardian import Guardian
@@ -105,12 +121,65 @@ def kill_group(pgid: int, sig: int) -> None:
 
 
 _GUARDIAN = Guardian()  # one per process, started on the first launch
+_StdlibPopen = get_original("subprocess", "Popen")  # the standard one, patched or not
+EXIT_POLL_S = 0.02  # how often a child's exit is looked for where there is no pidfd
+
+
+class PidfdPopen(_StdlibPopen):
+    """The standard library's ``Popen``, waited for cooperatively on any hub: exit through a pidfd, output
+    (``stdout=PIPE``) through a gevent ``FileObject``."""
+
+    def __init__(self, args: Sequence[str], **kwargs: Any):
+        read_end = write_end = None
+        if kwargs.get("stdout") == subprocess.PIPE:
+            read_end, write_end = os.pipe()
+            kwargs["stdout"] = write_end
+        try:
+            super().__init__(args, **kwargs)
+        except BaseException:
+            if read_end is not None:
+                os.close(read_end)
+            raise
+        finally:
+            if write_end is not None:
+                os.close(write_end)  # the child has its own copy
+        if read_end is not None:
+            self.stdout = FileObject(read_end, "rb")
+        try:
+            self._pidfd: int | None = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # before Linux 5.3: polled
+            self._pidfd = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._until_exited(timeout)
+        returncode = super().wait()  # exited: reaped at once
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        return returncode
+
+    def _until_exited(self, timeout: float | None) -> None:
+        expired = subprocess.TimeoutExpired(self.args, timeout)
+        if self._pidfd is not None:
+            wait_read(self._pidfd, timeout, expired)
+            return
+        with gevent.Timeout(timeout, expired):
+            while self.poll() is None:
+                gevent.sleep(EXIT_POLL_S)
+
+
+def start_process(argv: Sequence[str], **kwargs: Any) -> gevent.subprocess.Popen | PidfdPopen:
+    """``Popen(argv, **kwargs)`` whose ``wait`` and ``stdout`` block only the calling greenlet, on this thread's hub."""
+    if gevent.get_hub().loop.default:
+        return gevent.subprocess.Popen(argv, **kwargs)
+    return PidfdPopen(argv, **kwargs)
 
 
 class PosixChild:
     __slots__ = ("_popen", "_guardian")
 
-    def __init__(self, popen: gevent.subprocess.Popen, guardian: Guardian):
+    def __init__(self, popen: gevent.subprocess.Popen | PidfdPopen, guardian: Guardian):
         self._popen = popen
         self._guardian = guardian
 
@@ -149,7 +218,7 @@ class PosixLauncher:
             raise ValueError("embedded null byte")  # as subprocess says, before it looks for the command
         command = argv[0] if cwd is None or os.sep not in argv[0] else os.path.join(cwd, argv[0])
         executable(command, full_env.get("PATH"))  # refused here, as subprocess would, not by setpriv's 127
-        popen = gevent.subprocess.Popen(
+        popen = start_process(
             [SETPRIV, "--pdeathsig", "KILL", "--", *argv],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env=full_env, cwd=cwd, close_fds=True, start_new_session=True)
@@ -161,7 +230,7 @@ class PosixLauncher:
             full_env[LC_CTYPE_KEEP] = full_env["LC_CTYPE"]
         status_read, status_write = os.pipe()
         try:
-            popen = gevent.subprocess.Popen(
+            popen = start_process(
                 [sys.executable, "-I", "-S", DIE_WITH_PARENT, str(os.getpid()), str(status_write), *argv],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 env=full_env, cwd=cwd, close_fds=True, start_new_session=True, pass_fds=(status_write,))
@@ -181,8 +250,8 @@ class PosixLauncher:
 
     def run(self, argv: Sequence[str], timeout: float) -> None:
         """Run it in a group of its own; on overrun, SIGKILL the group (a wrapper's children too) and raise."""
-        popen = gevent.subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+        popen = start_process(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
         self._guardian.watch(popen.pid)
         try:
             popen.wait(timeout=max(0.0, timeout))

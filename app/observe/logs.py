@@ -22,7 +22,16 @@ Every write to ``proxy`` or ``upstream`` is published on the event bus as
 ``logToStdout`` says.
 
 Like the bus, this is written for the one gevent hub: no locks, and a
-reader waits on a gevent ``Event``.
+reader waits on a gevent ``Event``. Lines may be logged from other threads
+though: a threaded WSGI host's own threads and its request threads (issue
+13's bridge runs the server on a hub of its own thread), gevent's thread
+pool (a config parsed off the hub). Such a write is handed to the hub that
+built the ``LogHub`` (``run_callback_threadsafe``) and done there, in order:
+no gevent object of that hub is ever touched from another thread, and the
+stdout writer keeps its one producer. On the hub's own thread the check
+costs one ``get_ident`` call. Once that hub's loop is destroyed, a write is
+done where it is made; a hub whose thread ends must be destroyed, or lines
+logged after its end are lost.
 """
 
 from __future__ import annotations
@@ -30,13 +39,16 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, TextIO
 
+import gevent
 from gevent.event import Event
+from gevent.monkey import get_original
 
 from app.observe.events import LogWritten
 from app.observe.stdout_writer import StdoutWriter, shared_stdout
 
 HISTORY_BYTES = 100 * 1024
 LIVE_BUFFER_BYTES = 256 * 1024
+_thread_ident = get_original("_thread", "get_ident")  # the OS thread's, patched or not (not a greenlet's)
 MUX_SOURCES = {"proxy": (True, False), "upstream": (False, True), "both": (True, True), "none": (False, False)}
 
 
@@ -172,6 +184,8 @@ class LogHub:
         self._models: dict[str, LogMonitor] = {}
         self._proxy_to_mux, self._upstream_to_mux = MUX_SOURCES["proxy"]
         self._closed = False
+        self._thread = _thread_ident()  # the hub's thread: writes happen there
+        self._loop = gevent.get_hub().loop
 
     def configure(self, log_to_stdout: str) -> None:
         """What reaches the mux (and stdout): ``proxy``, ``upstream``, ``both`` or ``none``."""
@@ -187,7 +201,9 @@ class LogHub:
         return monitor
 
     def write_proxy(self, text: str) -> None:
-        """One or more whole proxy lines, line ends included."""
+        """One or more whole proxy lines, line ends included; from any thread."""
+        if _thread_ident() != self._thread and self._handed(self.write_proxy, text):
+            return
         data = text.encode("utf-8", "replace")
         self.proxy.write(data)
         self._publish(LogWritten("proxy", text))
@@ -195,13 +211,24 @@ class LogHub:
             self._to_mux(data, text)
 
     def write_upstream(self, model: str, text: str) -> None:
-        """Output of ``model``'s process (line ends included): to its log, then the upstream log."""
+        """Output of ``model``'s process (line ends included): to its log, then the upstream log; from any thread."""
+        if _thread_ident() != self._thread and self._handed(self.write_upstream, model, text):
+            return
         data = text.encode("utf-8", "replace")
         self.model(model).write(data)
         self.upstream.write(data)
         self._publish(LogWritten("upstream", text, model))
         if self._upstream_to_mux:
             self._to_mux(data, text)
+
+    def _handed(self, write: Callable[..., None], *args: str) -> bool:
+        """Whether ``write(*args)`` was handed to the hub's thread; False once its loop is destroyed (the hub is
+        gone, nothing is left to race with: the caller writes)."""
+        try:
+            self._loop.run_callback_threadsafe(write, *args)
+        except ValueError:  # "operation on destroyed loop"
+            return False
+        return True
 
     def _to_mux(self, data: bytes, text: str) -> None:
         self.mux.write(data)

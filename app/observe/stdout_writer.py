@@ -18,6 +18,10 @@ The thread writes with ``os.write`` on the descriptor, bypassing
 ``sys.stdout``'s buffer and its lock: a writer stuck in the kernel cannot
 make a ``sys.stdout.flush()`` on the hub (``app.quick_exit``) wait too.
 ``drain`` gives the queue a bounded time to go out before the process ends.
+
+The one producer is the hub that owns the logs (``app.observe.logs`` hands
+it the lines other threads log); ``write`` is not safe to call from two
+threads at once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 from collections import deque
 from typing import Callable
 
+import gevent
 from gevent.monkey import get_original
 
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
@@ -84,7 +89,7 @@ class StdoutWriter:
         while self.pending() and self._owner_pid == os.getpid():
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.005)  # gevent's sleep once patched: other greenlets may still log meanwhile
+            gevent.sleep(0.005)  # patched or not: other greenlets of this hub may still log meanwhile
         return True
 
     def _put(self, data: bytes) -> None:

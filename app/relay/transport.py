@@ -34,15 +34,33 @@ relay needs beyond requests' public API lives here and nowhere else:
 
 ``HealthProbe`` is the process owners' health check (``scheduler.health``),
 over a one-connection session that lives for one start.
+
+Every connection is a gevent socket, made here (``_connect``: urllib3's
+``create_connection`` over ``gevent.socket``), so a wait on an upstream
+blocks only the calling greenlet with or without gevent's monkey patching:
+a threaded WSGI host patches nothing, and there the server runs on a hub of
+its own thread (issue 13's bridge); with the standard library's sockets one
+upstream read would stall every request and the scheduler. Once patched,
+``gevent.socket`` *is* ``socket`` (same class, same resolver): nothing
+changes, and a kept-alive request never reaches this code. TLS likewise:
+unpatched, an ``https`` upstream's pool gets a gevent ``SSLContext`` with
+urllib3's default settings (``_cooperative_tls``); patched, urllib3 makes
+its own as before.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import socket
+import ssl
+import sys
 from typing import Any, Callable, Iterator, Mapping
 
+import gevent.monkey
+import gevent.socket
+import gevent.ssl
 import requests
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest
@@ -50,6 +68,10 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util.connection import allowed_gai_family
+from urllib3.util.ssl_ import create_urllib3_context
+from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 log = logging.getLogger("llama-swap.proxy")
 
@@ -64,13 +86,75 @@ def _quickack(sock: socket.socket | None) -> None:
             pass
 
 
-class _QuickAckHTTPConnection(HTTPConnection):
+def _connect(address: tuple[str, int], timeout: Any, source_address: tuple[str, int] | None,
+             socket_options: Any) -> socket.socket:
+    """urllib3's ``create_connection`` over ``gevent.socket``: each address in turn, options set before connect."""
+    host, port = address
+    error: OSError | None = None
+    for family, kind, proto, _, peer in gevent.socket.getaddrinfo(host.strip("[]"), port, allowed_gai_family(),
+                                                                  socket.SOCK_STREAM):
+        sock = gevent.socket.socket(family, kind, proto)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            if timeout is not _DEFAULT_TIMEOUT:
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(peer)
+            return sock
+        except OSError as exc:
+            error = exc
+            sock.close()
+    raise error or OSError("getaddrinfo returns an empty list")
+
+
+class _CooperativeConnect:
+    """urllib3's ``HTTPConnection._new_conn`` (its errors too), the socket a gevent one."""
+
+    host: str
+    port: int
+    timeout: Any
+    source_address: tuple[str, int] | None
+    socket_options: Any
+    _dns_host: str
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            sock = _connect((self._dns_host, self.port), self.timeout, self.source_address, self.socket_options)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
+        except socket.timeout as exc:
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc  # type: ignore[arg-type]
+        sys.audit("http.client.connect", self, self.host, self.port)
+        return sock
+
+
+@functools.cache
+def _cooperative_tls() -> ssl.SSLContext:
+    """A gevent ``SSLContext`` (its sockets wait cooperatively) with the protocol settings urllib3 gives its own.
+
+    One for every pool: urllib3 sets its verify mode per connection and, the
+    context checking no hostname, matches the certificate's name itself.
+    """
+    default = create_urllib3_context()
+    context = gevent.ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for setting in ("minimum_version", "maximum_version", "options", "verify_flags", "post_handshake_auth"):
+        setattr(context, setting, getattr(default, setting))
+    context.check_hostname = False
+    return context
+
+
+class _QuickAckHTTPConnection(_CooperativeConnect, HTTPConnection):
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         _quickack(self.sock)
         return super().getresponse(*args, **kwargs)
 
 
-class _QuickAckHTTPSConnection(HTTPSConnection):
+class _QuickAckHTTPSConnection(_CooperativeConnect, HTTPSConnection):
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         _quickack(self.sock)
         return super().getresponse(*args, **kwargs)
@@ -90,6 +174,8 @@ class _UpstreamAdapter(HTTPAdapter):
     _pool: HTTPConnectionPool | None = None
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        if not gevent.monkey.is_module_patched("ssl"):  # (http pools ignore it)
+            kwargs.setdefault("ssl_context", _cooperative_tls())
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _QuickAckHTTPPool, "https": _QuickAckHTTPSPool}
 

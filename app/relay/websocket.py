@@ -8,20 +8,32 @@ side closes, and the other side is closed with its code. The grant is
 released and the exchange ended (status 101, bytes moved) when the relay is
 over. The view's answer after a hand-over (``HandedOver``) makes the WSGI
 server write nothing more on the connection the websocket took.
+
+Both sides wait cooperatively with or without gevent's monkey patching:
+each side's reader (simple-websocket runs one per connection, a
+``threading.Thread`` by default) is a greenlet of the calling hub and its
+wake-ups gevent ``Event`` objects, and the upstream's socket (the probe's
+too) is a gevent one. Patched, those are what simple-websocket's defaults
+become; unpatched (a threaded host, where issue 13's bridge runs the server
+on a hub of its own thread), its defaults would block the hub on the first
+read.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import gevent
+import gevent.socket
+import gevent.ssl
 import simple_websocket
 from flask import Response
+from gevent.event import Event
+from wsproto import ConnectionType
 from wsproto.utilities import LocalProtocolError
 
 from app.errors import UpstreamRefused, UpstreamUnreachable
@@ -67,7 +79,7 @@ def websocket_url(proxy_url: str, path: str) -> str:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host = parts.hostname
     if parts.scheme == "http" and not is_ip_literal(host):  # TLS needs the name, for SNI and the certificate
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as probe:
+        with gevent.socket.create_connection((host, port), timeout=CONNECT_TIMEOUT) as probe:
             host = probe.getpeername()[0]
     if ":" in host:
         host = f"[{host}]"
@@ -95,13 +107,41 @@ def requested_subprotocols(environ: dict) -> list[str]:
     return [p.strip() for p in offered.split(",") if p.strip()]
 
 
+class ReaderGreenlet:
+    """simple-websocket's ``thread_class``: its reader loop, run as a greenlet of the calling hub."""
+
+    def __init__(self, target: Callable[[], None]):
+        self.name = "simple_websocket(_thread)"
+        self._target = target
+
+    def start(self) -> None:
+        gevent.spawn(self._target)
+
+
+COOPERATIVE = {"thread_class": ReaderGreenlet, "event_class": Event}
+
+
 class UpstreamClient(simple_websocket.Client):
-    """simple-websocket's client, minus a stall: it reads only the first event of the handshake.
+    """simple-websocket's client over a gevent socket, minus a stall: it reads only the first event of the handshake.
 
     A message the upstream sends right behind its 101 (a status push on
     connect, as ComfyUI does) often arrives in the same read; left in the
     protocol buffer, it would only surface when more data came.
     """
+
+    def __init__(self, url: str, subprotocols: list[str], headers: list[tuple[bytes, bytes]]):
+        # What simple_websocket.Client.__init__ sets, its socket made here: gevent's, and tried on each address.
+        parts = urlsplit(url)
+        secure = parts.scheme == "wss"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if secure else 80)
+        self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.subprotocols = subprotocols
+        self.extra_headeers = headers  # (sic) simple-websocket's name
+        sock = gevent.socket.create_connection((self.host, self.port))  # bounded by the caller's Timeout
+        if secure:
+            sock = gevent.ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+        simple_websocket.ws.Base.__init__(self, sock, connection_type=ConnectionType.CLIENT, **COOPERATIVE)
 
     def handshake(self) -> None:
         super().handshake()
@@ -118,8 +158,7 @@ def connect_upstream(lease: Grant, path: str, environ: dict) -> simple_websocket
                                  f"handshake in {CONNECT_TIMEOUT:.0f}s")
     try:
         with gevent.Timeout(CONNECT_TIMEOUT, silent):
-            return UpstreamClient.connect(
-                url, subprotocols=requested_subprotocols(environ), headers=handshake_headers(environ))
+            return UpstreamClient(url, requested_subprotocols(environ), handshake_headers(environ))
     except simple_websocket.ConnectionError as exc:
         # The upstream answered with a status instead of 101: pass a client error on as it is.
         status = exc.status_code if isinstance(exc.status_code, int) and exc.status_code >= 400 else 502
@@ -173,7 +212,7 @@ def relay_websocket(grant: Grant, upstream_path: str, environ: dict, exchange: E
         upstream = connect_upstream(grant, upstream_path, environ)
         try:
             client = simple_websocket.Server.accept(
-                environ, subprotocols=[upstream.subprotocol] if upstream.subprotocol else None)
+                environ, subprotocols=[upstream.subprotocol] if upstream.subprotocol else None, **COOPERATIVE)
         except BaseException:
             close_quietly(upstream)
             raise

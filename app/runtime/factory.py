@@ -13,11 +13,13 @@ read at startup only: a reload that changes them takes effect at the next start.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 
 import prometheus_client
 from flask import Flask
+from gevent import monkey
 
 from app import CONFIG_DIR_ENV, CONFIG_ENV, OBSERVERS_ENV, WATCH_ENV, auth
 from app.config import Config, ConfigSources
@@ -32,10 +34,13 @@ from app.observe.metering import ActivityMeter
 from app.observe.model_gauges import ModelGauges
 from app.routes import register_routes
 from app.routes.metrics import track_http
+from app.runtime import bridge
 from app.runtime.build import build_server, reload_server
+from app.runtime.core_hub import THREAD_NAME, core_hub
 from app.runtime.lastgood import load_first
 from app.runtime.reload import watch_config
 from app.runtime.server import EXTENSION, Observatory, model_status
+from app.runtime.shutdown import close_app, stop_on_sigterm
 from app.version import __version__, build_info
 
 log = logging.getLogger("llama-swap")
@@ -44,9 +49,23 @@ def create_app(config_path: str | None = None, config: Config | None = None,
                watch: bool | None = None, config_dir: str | None = None) -> Flask:
     """The Flask app; ``watch`` (default: $LLAMA_SWAP_WATCH_CONFIG) reloads on config changes.
 
-    See ``build_app`` for the arguments.
+    In a gevent host (gevent has patched the process) it is built on the
+    calling greenlet's hub. In any other (requests on OS threads, nothing
+    patched) it is built on the core hub, a thread of its own
+    (``app.runtime.core_hub``), and answers through the thread bridge
+    (``app.runtime.bridge``); the server stops at exit and on SIGTERM
+    (``app.runtime.shutdown``). See ``build_app`` for the arguments.
     """
-    return build_app(config_path, config, watch, config_dir)
+    if monkey.is_module_patched("socket"):
+        return build_app(config_path, config, watch, config_dir)
+    core = core_hub()
+    app = core.call(build_app, config_path, config, watch, config_dir)
+    bridge.install(app, core)
+    atexit.register(close_app, app)
+    stop_on_sigterm()
+    log.info("not a gevent host: the server runs on its own gevent hub (thread %s), requests are bridged to it",
+             THREAD_NAME)
+    return app
 
 
 def build_app(config_path: str | None = None, config: Config | None = None,

@@ -1,6 +1,6 @@
 """The auth walk: every route of the real app refuses a request without a key when ``apiKeys`` is set.
 
-The routes are read from ``app.url_map`` of the app ``create_app`` builds
+The routes are read from ``app.url_map`` of the app ``build_app`` builds
 on the test's own config, so a route added later is walked too: if it
 forgets the key check (or is added to ``app.auth.OPEN_PATHS`` without a
 reason written down here), this test fails. Each rule's converters get a
@@ -29,7 +29,7 @@ import requests
 from werkzeug.routing import Rule
 
 from app.config import load_config_text
-from app.runtime.factory import EXTENSION, create_app
+from app.runtime.factory import EXTENSION, build_app
 from tests.helpers.raw_http import raw_status
 from tests.helpers.server import fake_cmd, wait_for
 from tests.helpers.upstream import free_port
@@ -59,8 +59,8 @@ def config_text(tmp_path) -> str:
 
 
 def url_map_of(text: str) -> list[Rule]:
-    """The rules of the app ``create_app`` builds on ``text`` (built here, closed again at once)."""
-    app = create_app(config=load_config_text(text), watch=False)
+    """The rules of the app ``build_app`` builds on ``text`` (built here, closed again at once)."""
+    app = build_app(config=load_config_text(text), watch=False)
     try:
         return list(app.url_map.iter_rules())
     finally:

@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import re
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -256,6 +257,48 @@ def test_a_reader_waiting_across_many_writes_gets_them_in_order():
     reader.close()
     greenlet.join(timeout=5)
     assert b"".join(got) == b"".join(b"%d\n" % n for n in range(100))
+
+
+# --------------------------------------------------------------------------- lines from other threads
+
+
+def test_lines_written_from_other_threads_are_handed_to_the_hub_each_thread_s_in_order():
+    written_on = set()  # the threads the writes were done on (each publishes once)
+    hub = LogHub(publish=lambda event: written_on.add(threading.get_ident()), stdout=io.StringIO())
+    reader = hub.upstream.subscribe()
+
+    def write(n: int) -> None:
+        for i in range(200):
+            hub.write_proxy(f"proxy {n} {i}\n")
+            hub.write_upstream(f"m{n}", f"{n} {i}\n")
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    got = []
+    wait_until(lambda: got.append(reader.get(timeout=0) or b"") or b"".join(got).count(b"\n") == 800,
+               "every upstream line")
+    assert written_on == {threading.get_ident()}, "a write was done off the hub's thread"
+    lines = b"".join(got).decode().splitlines()
+    for n in range(4):
+        assert [line for line in lines if line.startswith(f"{n} ")] == [f"{n} {i}" for i in range(200)]
+    assert hub.proxy.history().count(b"\n") == 800
+
+
+def test_once_the_hub_that_owns_the_logs_is_destroyed_a_line_is_written_where_it_is_logged():
+    made = []
+
+    def on_a_thread_of_its_own() -> None:
+        made.append(LogHub(stdout=io.StringIO()))
+        gevent.get_hub().destroy(destroy_loop=True)  # the bridge's thread, at its end
+
+    thread = threading.Thread(target=on_a_thread_of_its_own)
+    thread.start()
+    thread.join(5)
+    made[0].write_proxy("logged at exit\n")
+    assert made[0].proxy.history() == b"logged at exit\n"
 
 
 # --------------------------------------------------------------------------- stdout, off the hub

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
+import gevent
+import gevent.monkey
+import gevent.ssl
+
+from app.relay import transport as transport_module
 from app.relay.transport import HealthProbe, UpstreamTransport
 
 
@@ -117,3 +124,31 @@ def test_drop_idle_leaves_a_stream_in_flight_alone_and_the_next_request_works():
         again = transport.send("GET", server.base_url, "/health", {}, None, (5, 5))
         assert again.content == b"ok"
         transport.close()
+
+
+def test_without_monkey_patching_a_wait_on_an_upstream_blocks_only_its_greenlet():
+    assert not gevent.monkey.is_module_patched("socket")  # a threaded WSGI host patches nothing
+    with counting_server() as server:
+        transport = UpstreamTransport()
+        response = transport.send("GET", server.base_url, "/stream", {}, None, (5, None))
+        chunks = response.iter_content(None)
+        assert next(chunks) == b"head"
+        began = time.monotonic()
+        rest = gevent.spawn(lambda: b"".join(chunks))  # waits for a tail the server holds back for 10 s
+        gevent.sleep(0)  # it runs until it waits
+        health = transport.send("GET", server.base_url, "/health", {}, None, (5, 5))
+        assert health.content == b"ok"
+        assert not rest.ready() and time.monotonic() - began < 2, "the stream's read held the hub"
+        server.release_stream.set()
+        assert rest.get(timeout=5) == b"tail"
+        response.close()
+        transport.close()
+
+
+def test_without_monkey_patching_an_https_upstream_gets_a_cooperative_tls_context():
+    assert not gevent.monkey.is_module_patched("ssl")
+    adapter = transport_module._adapter(pool_size=1)
+    context = adapter.poolmanager.connection_pool_kw["ssl_context"]
+    assert isinstance(context, gevent.ssl.SSLContext)  # its sockets are gevent's
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    adapter.close()
