@@ -3,14 +3,21 @@
 Diagnostics only (``bench.heapwatch`` starts it in place of ``python -m app``,
 same flags). The app is wrapped in a tiny WSGI middleware: a request carrying
 ``X-Bench-Heap`` is answered by the probe with a JSON report instead of the
-app. ``sample``: the worker's RSS, glibc's malloc figures (``mallinfo2``: held
-from the system, in use, free; and the number of malloc arenas), Python's own
-(pymalloc blocks, tracemalloc's traced bytes when on), objects the collector
-tracks (by type; what the weak references point to), greenlets, threads and open fds. ``collect``: ``gc.collect()``, with what was in use before and after. ``trim``: ``malloc_trim(0)``
-and the RSS before and after (what glibc held free). ``top``: tracemalloc's
-lines that grew most since the probe started (``BENCH_TRACEMALLOC=<frames>``
-turns tracemalloc on in the worker; off by default, as it slows it down).
-``BENCH_KEEPALIVE=<seconds>`` replaces gunicorn.conf.py's keepalive.
+app.
+
+- ``sample``: the worker's RSS; glibc's malloc figures (``mallinfo2``: held
+  from the system, in use, free; the number of malloc arenas); pymalloc's
+  (arenas, bytes used: ``sys._debugmallocstats``); tracemalloc's traced
+  bytes when it is on; the objects the collector tracks, by type, and what
+  the weak references point to; greenlets, threads, open fds; the activity
+  recorder's backlog.
+- ``collect``: ``gc.collect()``, with what was in use before and after.
+- ``trim``: ``malloc_trim(0)``, and the RSS before and after (what glibc held free).
+- ``top``: tracemalloc's sites that grew most since the probe started.
+
+``BENCH_TRACEMALLOC=<frames>`` turns tracemalloc on in the worker (off by
+default: it slows the worker several times); ``BENCH_KEEPALIVE=<seconds>``
+replaces gunicorn.conf.py's keepalive.
 """
 
 from __future__ import annotations
