@@ -19,7 +19,6 @@ import os
 
 import prometheus_client
 from flask import Flask
-from gevent import monkey
 
 from app import CONFIG_DIR_ENV, CONFIG_ENV, OBSERVERS_ENV, WATCH_ENV, auth
 from app.config import Config, ConfigSources
@@ -34,7 +33,7 @@ from app.observe.metering import ActivityMeter
 from app.observe.model_gauges import ModelGauges
 from app.routes import register_routes
 from app.routes.metrics import track_http
-from app.runtime import bridge
+from app.runtime import bridge, hosts
 from app.runtime.build import build_server, reload_server
 from app.runtime.core_hub import THREAD_NAME, core_hub
 from app.runtime.lastgood import load_first
@@ -56,7 +55,7 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     (``app.runtime.bridge``); the server stops at exit and on SIGTERM
     (``app.runtime.shutdown``). See ``build_app`` for the arguments.
     """
-    if monkey.is_module_patched("socket"):
+    if not hosts.needs_bridge():
         return build_app(config_path, config, watch, config_dir)
     core = core_hub()
     app = core.call(build_app, config_path, config, watch, config_dir)

@@ -185,10 +185,22 @@ def prepare(host: Host | None = None) -> Host:
     return host
 
 
+UWSGI_FAILED_APP = 22  # uWSGI's exit status for "the app did not load", which --need-app acts on
+
+
 def stop_the_host(modules: Mapping[str, Any] | None = None) -> None:
-    """After a refusal in a worker: uWSGI's master respawns a worker that exits while loading the app, for
-    ever, so ask it to stop the whole instance and leave at once. Other hosts stop on the worker's exit."""
+    """After a refusal in a worker: without ``--need-app``, uWSGI's master respawns a worker that exits while
+    loading the app, for ever, so ask it to stop the whole instance and leave at once. With ``--need-app``
+    the master ends the instance itself (status 22) when the app fails to load; other hosts stop on the
+    worker's exit."""
     uwsgi = (sys.modules if modules is None else modules).get("uwsgi")
-    if uwsgi is not None and uwsgi.masterpid() not in (0, os.getpid()):
+    if uwsgi is None or uwsgi.masterpid() in (0, os.getpid()):
+        return
+    if getattr(uwsgi, "opt", {}).get("need-app"):
+        os._exit(UWSGI_FAILED_APP)  # the status of a worker whose app did not load: the master ends the instance
+        return
+    try:
         uwsgi.stop()
-        os._exit(REFUSED_EXIT)
+    except KeyboardInterrupt:  # the master's stop reaches this worker as SIGINT at once
+        pass
+    os._exit(REFUSED_EXIT)

@@ -152,19 +152,19 @@ def test_a_host_that_cannot_serve_correctly_is_refused_at_start_saying_how_to_ru
     finally:
         run.kill()
     log = run.log()
-    assert code != 0, log
+    assert code != 0, log  # --need-app: uWSGI ends the instance when the app does not load (status 22)
     assert "llama-swap cannot run in uWSGI" in log and REFUSALS[case.id] in log and "docs/DEPLOY.md" in log, log
     assert not processes_under(str(tmp_path)), "nothing was started"
 
 
 def test_two_gunicorn_gevent_workers_without_our_settings_serve_one_scheduler_then_stop_saying_so(tmp_path):
-    """The first worker claims the server and serves; the second waits for it (here 2 s, not 20), then refuses,
+    """The first worker claims the server and serves; the second waits for it (here 6 s, not 20: room for the first to serve on a loaded machine), then refuses,
     which gunicorn takes as a failed boot and stops: one copy of the model ever started, none left after."""
     port = free_port()
     argv = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2", "-k", "gevent", "-b",
             loopback(port), "wsgi:app"]
     config = f"startPort: {free_port_block(4)}\nmodels:\n  A:\n    cmd: {fake_cmd('A', tmp_path)}\n"
-    run = HostRun(tmp_path, argv, config, env={"LLAMA_SWAP_SECOND_WORKER_WAIT": "2"}, port=port)
+    run = HostRun(tmp_path, argv, config, env={"LLAMA_SWAP_SECOND_WORKER_WAIT": "6"}, port=port)
     try:
         run.wait_healthy()
         for _ in range(3):

@@ -131,8 +131,13 @@ def test_prepare_leaves_a_patched_host_alone_and_says_a_threaded_one_is_not_patc
     assert "waitress is a threaded host" in capsys.readouterr().err
 
 
-def test_stop_the_host_asks_only_a_uwsgi_master_to_stop():
+def test_stop_the_host_asks_only_a_uwsgi_master_to_stop(monkeypatch):
     stopped = []
     hosts.stop_the_host({})  # not uWSGI: nothing to do
     hosts.stop_the_host({"uwsgi": SimpleNamespace(masterpid=lambda: 0, stop=lambda: stopped.append(1))})
     assert stopped == []  # no master: the worker's own exit ends it
+    exits = []
+    monkeypatch.setattr(hosts.os, "_exit", exits.append)
+    hosts.stop_the_host({"uwsgi": SimpleNamespace(masterpid=lambda: 1, opt={"need-app": True},
+                                                  stop=lambda: stopped.append(1))})
+    assert stopped == [] and exits[0] == 22  # --need-app: the master ends the instance on a worker's status 22
