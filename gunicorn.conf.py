@@ -87,6 +87,10 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
+    from gunicorn.workers.ggevent import GeventWorker
+
+    if not isinstance(worker, GeventWorker):  # -k sync/gthread with this file: worker_exit stops the server
+        return
     import gevent
 
     default_exit = worker.handle_exit

@@ -10,7 +10,6 @@ running a second worker process on the same config refuses it, saying to run
 one worker, instead of starting a second scheduler.
 """
 
-import os
 import sys
 
 from app.runtime import hosts
@@ -22,11 +21,10 @@ except hosts.HostRefused as refused:
     hosts.stop_the_host()
     raise SystemExit(hosts.REFUSED_EXIT) from None
 
-from app import CONFIG_DIR_ENV, CONFIG_ENV  # noqa: E402 - after the patching
-from app.runtime.single import SecondWorker, claim  # noqa: E402
+from app.runtime.single import SecondWorker, claim, config_key  # noqa: E402 - after the patching
 
 try:
-    claim(f"{os.environ.get(CONFIG_ENV, '')}|{os.environ.get(CONFIG_DIR_ENV, '')}")
+    claim(config_key())
 except SecondWorker as refused:
     print(f"llama-swap: {refused}", file=sys.stderr, flush=True)
     hosts.stop_the_host()

@@ -14,9 +14,10 @@ each side's reader (simple-websocket runs one per connection, a
 ``threading.Thread`` by default) is a greenlet of the calling hub and its
 wake-ups gevent ``Event`` objects, and the upstream's socket (the probe's
 too) is a gevent one. Patched, those are what simple-websocket's defaults
-become; unpatched (a threaded host, where issue 13's bridge runs the server
-on a hub of its own thread), its defaults would block the hub on the first
-read.
+become; unpatched, its defaults would block the hub on the first read. (The
+thread bridge of a threaded host refuses websocket upgrades today: the
+client's socket belongs to the host's thread. This keeps the relay correct
+on any hub, for when a host hands it over.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ keeps everything that belongs to the app; they talk in messages:
   request thread, which reads the host's stream (nothing else may) and
   hands back the bytes, or the exception the host raised;
 - the app's ``start_response`` becomes a message, and so does each chunk of
-  its body: at most ``WINDOW`` chunks are in flight, so a slow client slows
+  its body, an empty one too (the relay yields one when the upstream's
+  headers arrive: a host sends the headers on it, before the first event,
+  as gunicorn's gevent worker does): at most ``WINDOW`` chunks are in flight, so a slow client slows
   its upstream down and nothing is buffered whole;
 - an exception out of the body (``StreamBroken``: the upstream died
   mid-answer) is raised again in the request thread, so the host drops the
@@ -20,12 +22,14 @@ keeps everything that belongs to the app; they talk in messages:
 - a client that hangs up: the host stops iterating the answer (a write
   failed, or it closed it), or, while the app is silent (a long prompt
   before the first token, a model still loading), the request thread looks
-  at the client every ``HANGUP_POLL_S`` (a peek at gunicorn's or Werkzeug's
-  socket, waitress's ``client_disconnected``). Either way the core sets the
-  request's hang-up event (``HANGUP_KEY``), which the relay's hang-up watch
-  waits on: the upstream request is closed and the lease released, as
+  at the client every ``HANGUP_POLL_S`` (``peer_closed`` on gunicorn's or
+  Werkzeug's socket, TLS ones too; waitress's ``client_disconnected``).
+  Either way the core sets the request's hang-up signal (``HANGUP_KEY``),
+  which the relay's hang-up watch waits on: the upstream request is closed and the lease released, as
   under gevent. The host's thread ends the answer quietly (a 499 if it had
-  not begun): it is writing to nobody.
+  not begun): it is writing to nobody. A host that refuses the answer
+  (its ``start_response`` raises) counts as a hang-up too: the app never
+  waits on a request thread that has left.
 
 A websocket upgrade needs the host's socket on the core and is refused
 (501). Under a gevent host none of this is installed.
@@ -42,7 +46,7 @@ from flask import Flask
 from gevent.event import Event
 
 from app.errors import error_response
-from app.relay.hangup import HANGUP_KEY
+from app.relay.hangup import HANGUP_KEY, HangupSignal, peer_closed
 from app.runtime.core_hub import CORE_KEY, CoreHub
 
 log = logging.getLogger("llama-swap")
@@ -78,8 +82,12 @@ class Bridge:
             return self._refuse_websocket(environ, start_response)
         request = _RequestSide(environ, self._core)
         self._core.spawn(_serve_on_core, self._inner, request.core_environ(), request.core)
-        status, headers, exc_info = request.until_started()
-        start_response(status, headers, exc_info)
+        try:
+            status, headers, exc_info = request.until_started()
+            request.host_write = start_response(status, headers, exc_info)
+        except BaseException:  # the host refused the answer (a header it rejects): the app must not wait on
+            request.close()
+            raise
         return request
 
     def _refuse_websocket(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -91,11 +99,12 @@ class Bridge:
 class _CoreSide:
     """The core's half of one request: what the app's greenlet waits on, set only on the hub."""
 
-    __slots__ = ("outbox", "gone", "_wake", "_reply", "_sent", "_taken")
+    __slots__ = ("outbox", "gone", "over", "_wake", "_reply", "_sent", "_taken")
 
     def __init__(self, outbox: "queue.SimpleQueue[tuple]"):
         self.outbox = outbox  # to the request thread
         self.gone = Event()  # the client hung up: the relay's hang-up watch waits on this
+        self.over = Event()  # the app is done with the request: a watch nobody stopped ends
         self._wake = Event()
         self._reply: tuple | None = None
         self._sent = 0
@@ -173,12 +182,15 @@ def _serve_on_core(inner: Callable[..., Iterable[bytes]], environ: dict, core: _
     result: Iterable[bytes] | None = None
     try:
         result = inner(environ, start_response)
-        for chunk in result:
-            if chunk and not core.send(chunk):
+        for chunk in result:  # an empty one too: the relay yields it for the headers to go out at once
+            if not core.send(chunk):
                 break
-    except BaseException as exc:  # noqa: BLE001 - raised again in the request thread, where the host handles it
+    except Exception as exc:  # noqa: BLE001 - raised again in the request thread, where the host handles it
         core.outbox.put((_FAIL, exc))
         return
+    except BaseException as exc:  # the greenlet's own (GreenletExit, a Timeout): never into the host's thread
+        core.outbox.put((_FAIL, RuntimeError(f"the request was stopped on the core hub: {exc!r}")))
+        raise
     finally:
         close = getattr(result, "close", None)
         if close is not None:
@@ -186,6 +198,7 @@ def _serve_on_core(inner: Callable[..., Iterable[bytes]], environ: dict, core: _
                 close()
             except Exception:  # noqa: BLE001 - the answer is over either way
                 log.exception("closing a bridged response")
+        core.over.set()
     core.outbox.put((_END,))
 
 
@@ -200,17 +213,23 @@ class _RequestSide:
         self._client_gone = hangup_probe(environ)
         self._over = False
         self._taken_one = False
+        self._began = False  # a byte of the body has gone to the host
+        self.host_write: Callable[[bytes], Any] | None = None  # what the host's start_response gave
         _no_delay(environ)
 
     def core_environ(self) -> dict:
         environ = {key: value for key, value in self._environ.items() if key not in HOST_ONLY_KEYS}
         environ["wsgi.input"] = _BodyFromHost(self.core)
-        environ[HANGUP_KEY] = self.core.gone
+        environ[HANGUP_KEY] = HangupSignal(self.core.gone, self.core.over)
         return environ
 
     def until_started(self) -> tuple[str, list, Any]:
         """Serve body reads until the app starts its response; its status, headers and exc_info."""
-        message = self._next()
+        try:
+            message = self._next()
+        except BaseException:
+            self._hang_up()
+            raise
         if message[0] == _START:
             return message[1], message[2], message[3]
         self._over = True
@@ -251,15 +270,22 @@ class _RequestSide:
         return self
 
     def __next__(self) -> bytes:
-        if self._over:
-            raise StopIteration
-        if self._taken_one:
-            self._hub.post(self.core.took)  # the host has written the chunk before: room for one more
-        message = self._next()
-        kind = message[0]
-        if kind == _CHUNK:
+        while True:
+            if self._over:
+                raise StopIteration
+            if self._taken_one:
+                self._hub.post(self.core.took)  # the host has written the chunk before: room for one more
+            message = self._next()
+            kind = message[0]
+            if kind != _CHUNK:
+                break
             self._taken_one = True
-            return message[1]
+            if message[1] or self._began or self.host_write is None:
+                self._began = True
+                return message[1]
+            # The headers, now: from the iteration, waitress and uWSGI send them only with a non-empty
+            # chunk (PEP 3333), from write() at once, as gunicorn and Werkzeug do either way.
+            self.host_write(b"")
         self._over = True
         if kind == _FAIL:
             raise message[1]
@@ -277,21 +303,11 @@ def hangup_probe(environ: dict) -> Callable[[], bool] | None:
     """A check that the host's client has hung up, where the host lets us look; None where it does not."""
     sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
     if sock is not None:
-        return lambda: _peer_closed(sock)
+        return lambda: peer_closed(sock)
     asked = environ.get("waitress.client_disconnected")  # only with waitress's channel_request_lookahead > 0
     if callable(asked):
         return asked
     return None
-
-
-def _peer_closed(sock: socket.socket) -> bool:
-    """Whether ``sock``'s peer has closed: end of file (or an error) on a peek that never waits."""
-    try:
-        return not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
 
 
 def _no_delay(environ: dict) -> None:

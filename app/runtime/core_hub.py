@@ -39,10 +39,14 @@ class CoreHub:
         self._thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
         self._thread.start()
         started.wait()
+        if self._loop is None:
+            raise RuntimeError("the core hub's thread failed to start its gevent hub")
 
     def _run(self, started: threading.Event) -> None:
-        self._loop = gevent.get_hub().loop
-        started.set()
+        try:
+            self._loop = gevent.get_hub().loop
+        finally:
+            started.set()  # the starting thread waits for this, whatever happens here
         while True:
             gevent.sleep(KEEPALIVE_S)
 

@@ -52,11 +52,15 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     calling greenlet's hub. In any other (requests on OS threads, nothing
     patched) it is built on the core hub, a thread of its own
     (``app.runtime.core_hub``), and answers through the thread bridge
-    (``app.runtime.bridge``); the server stops at exit and on SIGTERM
-    (``app.runtime.shutdown``). See ``build_app`` for the arguments.
+    (``app.runtime.bridge``), and SIGTERM, where the host leaves it at its
+    default, becomes a normal exit. Either way the server stops (every
+    upstream, gracefully) at the interpreter's exit, for hosts without a
+    stop hook of ours (``app.runtime.shutdown``). See ``build_app`` for the arguments.
     """
     if not hosts.needs_bridge():
-        return build_app(config_path, config, watch, config_dir)
+        app = build_app(config_path, config, watch, config_dir)
+        atexit.register(close_app, app)  # a host without our stop hooks (python -m app's worker skips atexit)
+        return app
     core = core_hub()
     app = core.call(build_app, config_path, config, watch, config_dir)
     bridge.install(app, core)

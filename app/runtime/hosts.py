@@ -79,8 +79,13 @@ def _number(value: Any) -> int:
         return 0
 
 
+def _options(uwsgi: Any) -> dict[str, Any]:
+    """uWSGI's options by name (its keys are bytes in some versions)."""
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in dict(getattr(uwsgi, "opt", {})).items()}
+
+
 def _uwsgi(uwsgi: Any, patched: bool, threads: int) -> Host:
-    opt = {(k.decode() if isinstance(k, bytes) else k): v for k, v in dict(uwsgi.opt).items()}
+    opt = _options(uwsgi)
     processes = max(_number(opt.get("processes")), _number(opt.get("workers")), _number(getattr(uwsgi, "numproc", 1)))
     if processes > 1:
         return Host("uWSGI", REFUSED,
@@ -196,7 +201,7 @@ def stop_the_host(modules: Mapping[str, Any] | None = None) -> None:
     uwsgi = (sys.modules if modules is None else modules).get("uwsgi")
     if uwsgi is None or uwsgi.masterpid() in (0, os.getpid()):
         return
-    if getattr(uwsgi, "opt", {}).get("need-app"):
+    if _options(uwsgi).get("need-app"):
         os._exit(UWSGI_FAILED_APP)  # the status of a worker whose app did not load: the master ends the instance
         return
     try:

@@ -22,6 +22,7 @@ from typing import Any
 
 from flask import Flask
 
+from app.observe.stdout_writer import drain_stdout
 from app.runtime.core_hub import CORE_KEY
 from app.runtime.server import EXTENSION, Server
 
@@ -38,13 +39,15 @@ def close_app(app: Flask, grace: float = 0.0, hurry: bool = False) -> None:
     core = app.extensions.get(CORE_KEY)
     if core is None or core.here:
         _close(server, grace, hurry)
+        drain_stdout()
         return
     slowest = max((model.unload_timeout for model in server.config.models.values()), default=0.0)
     try:
         core.call(_close, server, grace, hurry, timeout=grace + slowest + CLOSE_MARGIN_S)
-    except TimeoutError:
-        log.error("the server did not stop within %.0fs; its upstreams are killed as the process ends",
-                  grace + slowest + CLOSE_MARGIN_S)
+    except TimeoutError:  # the logs go through the hub that does not answer: straight to stderr
+        print(f"llama-swap: the server did not stop within {grace + slowest + CLOSE_MARGIN_S:.0f}s; its "
+              "upstreams are killed as the process ends", file=sys.stderr, flush=True)
+    drain_stdout()  # the last lines, before the interpreter's exit stops the writer's thread
 
 
 def _close(server: Server, grace: float, hurry: bool) -> None:

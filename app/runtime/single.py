@@ -13,7 +13,7 @@ one has gone), then refuses to start, saying to run one worker.
 The lock is ``flock`` on a file in the temporary directory: the kernel drops
 it with the process that held it, however it ends. ``wsgi.py`` claims it (the
 entry point of every other host); ``python -m app`` runs one worker by
-construction, and an app built in-process (``create_app(config=...)``, as
+construction, and an app built in-process (``build_app(config=...)``, as
 tests do) claims nothing.
 """
 
@@ -24,6 +24,9 @@ import hashlib
 import os
 import tempfile
 import time
+from typing import Mapping
+
+from app import CONFIG_DIR_ENV, CONFIG_ENV, seconds_from_env
 
 WAIT_FOR_OTHER_S = 20.0  # a graceful restart's old worker drains and stops its upstreams meanwhile
 WAIT_ENV = "LLAMA_SWAP_SECOND_WORKER_WAIT"  # seconds instead of WAIT_FOR_OTHER_S (tests make it short)
@@ -32,6 +35,15 @@ _held: dict[str, int] = {}  # lock path -> descriptor, for this process's lifeti
 
 class SecondWorker(RuntimeError):
     """Another worker process of this host already serves this config."""
+
+
+def config_key(environ: Mapping[str, str] = os.environ) -> str:
+    """The config a host's worker serves, as ``create_app`` will find it (``$LLAMA_SWAP_CONFIG``,
+    ``$LLAMA_SWAP_CONFIG_DIR``, else ``config.yaml``), as absolute paths: two servers started from
+    different directories on their own ``config.yaml`` are two servers."""
+    directory = environ.get(CONFIG_DIR_ENV) or ""
+    file = environ.get(CONFIG_ENV) or ("" if directory else "config.yaml")
+    return "|".join(os.path.realpath(path) if path else "" for path in (file, directory))
 
 
 def lock_path(config_key: str, parent: int | None = None) -> str:
@@ -45,8 +57,6 @@ def claim(config_key: str, wait: float | None = None, poll: float = 0.1, parent:
     """Take this host's one-worker lock for ``config_key``; SecondWorker when another process keeps it
     for ``wait`` seconds (default: $LLAMA_SWAP_SECOND_WORKER_WAIT, else ``WAIT_FOR_OTHER_S``)."""
     if wait is None:
-        from app import seconds_from_env
-
         wait = seconds_from_env(WAIT_ENV, WAIT_FOR_OTHER_S)
     path = lock_path(config_key, parent)
     if path in _held:  # this process built the app before (a test, a second create_app): still ours

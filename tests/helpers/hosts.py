@@ -200,9 +200,13 @@ def check_concurrent(run: HostRun, one_at_a_time: bool) -> None:
 
 
 def check_clean_stop(run: HostRun, signum: int) -> None:
+    """The host's stop signal stops the server (each model stopped and logged so, not killed by the guardian
+    as the process dies), and no upstream is left."""
     assert run.upstreams(), "no upstream ran: the checks before did not start any model"
     run.stop(signum)
     wait_for(lambda: not run.upstreams(), timeout=10, what=f"every upstream to be stopped\n{run.log()}")
+    log = run.log()
+    assert "A: stopped pid" in log and "B: stopped pid" in log, f"the models were not stopped by the server:\n{log}"
 
 
 def six_checks(workdir: Path, case: HostCase) -> None:

@@ -18,7 +18,7 @@ import pytest
 from gevent.event import Event
 
 from app.relay.forward import StreamBroken
-from app.relay.hangup import HANGUP_KEY, HangupWatch
+from app.relay.hangup import HANGUP_KEY, HangupSignal, HangupWatch, peer_closed
 from app.runtime import bridge
 from app.runtime.core_hub import CoreHub, core_hub
 from tests.helpers.server import wait_for
@@ -39,7 +39,10 @@ class Host:
 
     def start_response(self, status, headers, exc_info=None):
         self.started = (status, headers)
-        return lambda data: None
+        return lambda data: self.write(data)
+
+    def write(self, data: bytes) -> None:
+        pass
 
 
 def test_core_hub_runs_work_on_its_own_thread_and_hands_back_results_and_exceptions(core):
@@ -71,7 +74,7 @@ def test_the_body_is_read_by_the_host_thread_and_the_answer_comes_back_in_its_ch
 
     host = Host(app, core, b"first line\nthe rest", **{"gunicorn.socket": client})
     assert host.started == ("201 Created", [("X-A", "1")])
-    assert list(host.answer) == [b"one ", b"two"]
+    assert list(host.answer) == [b"one ", b"", b"two"], "an empty chunk after the first is the host's to skip"
     assert seen == {"line": b"first line\n", "rest": b"the rest", "thread": "llama-swap-core", "socket": False}
     client.close()
     _peer.close()
@@ -92,6 +95,27 @@ def test_each_chunk_reaches_the_host_before_the_app_has_finished(core):
     assert next(host.answer) == b"second"
     with pytest.raises(StopIteration):
         next(host.answer)
+
+
+def test_an_empty_first_chunk_sends_the_headers_at_once_through_the_hosts_write(core):
+    written, thinking = [], Event()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        yield b""  # what the relay yields when the upstream's headers arrive before its first event
+        thinking.wait()
+        yield b"data: first"
+
+    host = Host(app, core)
+    host.write = written.append
+    first = []
+    iterating = threading.Thread(target=lambda: first.append(next(host.answer)))  # the host's thread
+    iterating.start()
+    wait_for(lambda: written == [b""], timeout=5, what="the headers to be written before the first event")
+    assert not first
+    core.post(thinking.set)
+    iterating.join(5)
+    assert first == [b"data: first"]
 
 
 def test_a_client_that_reads_slowly_holds_the_app_to_the_window_nothing_piles_up(core):
@@ -185,25 +209,107 @@ def test_a_client_gone_while_the_app_is_silent_is_noticed_within_a_poll(core):
     began = time.monotonic()
     threading.Timer(0.1, client_left.set).start()
     host = Host(app, core, **{"waitress.client_disconnected": client_left.is_set})
-    assert time.monotonic() - began < 0.1 + 3 * bridge.HANGUP_POLL_S
+    assert time.monotonic() - began < 3.0, "noticed within a few polls (bound wide for a loaded machine)"
     assert host.started[0].startswith("499"), "ended quietly: the host has nobody to tell"
     assert list(host.answer) == []
     wait_for(lambda: core.call(hung_up.is_set), timeout=5, what="the hang-up watch to fire")
 
 
-def test_the_socket_probe_sees_a_closed_peer_and_not_a_quiet_or_pipelining_one():
+class TlsLike:
+    """A client socket as TLS gives it: a real descriptor, but no ``recv`` with flags (no peek)."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if flags:
+            raise ValueError("non-zero flags not allowed in calls to recv() on <class 'ssl.SSLSocket'>")
+        return self._sock.recv(size)
+
+
+@pytest.mark.parametrize("kind", ["plain", "tls", "with a timeout"])
+def test_the_socket_probe_sees_a_closed_peer_and_not_a_quiet_or_pipelining_one(kind):
     ours, theirs = socket.socketpair()
+    if kind == "with a timeout":
+        ours.settimeout(5)  # a peek would wait for it; the probe must not
     try:
-        probe = bridge.hangup_probe({"werkzeug.socket": ours})
+        probe = bridge.hangup_probe({"werkzeug.socket": TlsLike(ours) if kind == "tls" else ours})
+        began = time.monotonic()
         assert probe() is False, "quiet"
+        assert time.monotonic() - began < 1, "the probe never waits"
         theirs.sendall(b"GET / HTTP/1.1\r\n")
         assert probe() is False, "a pipelined request"
-        assert ours.recv(100)
         theirs.close()
-        assert probe() is True, "gone"
+        assert probe() is True, "gone, its last bytes still unread"
     finally:
         ours.close()
+    assert peer_closed(ours) is True, "a closed socket"
     assert bridge.hangup_probe({}) is None
+
+
+def test_the_gevent_watch_notices_a_tls_client_that_leaves(core):
+    ours, theirs = socket.socketpair()
+
+    def watched() -> list:
+        seen = []
+        watch = HangupWatch({"gunicorn.socket": TlsLike(ours)}, lambda: seen.append("gone"))
+        gevent.sleep(0.01)
+        assert not seen, "still there"
+        theirs.close()
+        with gevent.Timeout(5):
+            while not seen:
+                gevent.sleep(0.005)
+        watch.stop()
+        return seen
+
+    try:
+        assert core.call(watched) == ["gone"]
+    finally:
+        ours.close()
+
+
+def test_a_host_that_refuses_the_answer_frees_the_app(core):
+    closed = Event()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Connection", "keep-alive")])
+        try:
+            while True:
+                yield b"token"
+                gevent.sleep(0.01)
+        finally:
+            closed.set()
+
+    def refusing(status, headers, exc_info=None):
+        raise AssertionError("Connection is a hop-by-hop header")  # what waitress raises for it
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "wsgi.input": io.BytesIO()}
+    with pytest.raises(AssertionError, match="hop-by-hop"):
+        bridge.Bridge(app, core)(environ, refusing)
+    wait_for(lambda: core.call(closed.is_set), timeout=5, what="the app's body to be closed")
+
+
+def test_a_greenlet_exit_on_the_hub_never_reaches_the_hosts_thread(core):
+    def app(environ, start_response):
+        raise gevent.GreenletExit()
+
+    with pytest.raises(RuntimeError, match="stopped on the core hub"):
+        Host(app, core)
+
+
+def test_a_watch_nobody_stopped_ends_with_its_request(core):
+    watches = []
+
+    def app(environ, start_response):
+        watches.append(HangupWatch(environ, lambda: None))  # never stopped
+        start_response("200 OK", [])
+        return [b"done"]
+
+    assert list(Host(app, core).answer) == [b"done"]
+    wait_for(lambda: core.call(lambda: watches[0]._greenlet.dead), timeout=5, what="the watch to end")
 
 
 def test_a_websocket_upgrade_is_refused_with_a_501(core):
@@ -218,7 +324,7 @@ def test_a_websocket_upgrade_is_refused_with_a_501(core):
 def test_a_hang_up_event_in_the_environ_drives_the_watch_without_a_socket(core):
     def watched() -> bool:
         gone, seen = Event(), []
-        watch = HangupWatch({HANGUP_KEY: gone}, lambda: seen.append(True))
+        watch = HangupWatch({HANGUP_KEY: HangupSignal(gone, Event())}, lambda: seen.append(True))
         gevent.sleep(0)
         assert not seen
         gone.set()

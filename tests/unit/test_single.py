@@ -54,3 +54,14 @@ def test_the_lock_is_free_once_the_other_worker_is_gone_and_other_servers_never_
     single.claim("/srv/config.yaml|", wait=0, parent=PARENT)  # and again, in the same process
     for fd in single._held.values():
         os.close(fd)
+
+
+def test_the_config_key_is_the_config_as_absolute_paths_so_servers_in_two_directories_are_two(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    here = single.config_key({})
+    assert here == f"{tmp_path / 'config.yaml'}|", "the default config.yaml, where the host runs"
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")
+    assert single.config_key({}) != here
+    assert single.config_key({"LLAMA_SWAP_CONFIG": "../config.yaml"}) == here
+    assert single.config_key({"LLAMA_SWAP_CONFIG_DIR": "models"}) == f"|{tmp_path / 'other' / 'models'}"
