@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.helpers.server import fake_cmd, free_port
+from tests.helpers.server import fake_cmd, free_port, wait_for
 from tests.integration.test_http_contract import assert_openai_error, chat
 
 
@@ -23,5 +23,6 @@ models:
     assert requests.post(url, json=chat("local"), timeout=30).status_code == 200
     assert_openai_error(requests.post(url, json=chat("remote"), timeout=30), 502, "bad_gateway",
                         contains="unable to get sanitized command: empty command (model remote has no cmd")
-    assert "remote: cannot start: it has no cmd" in server.log()
+    # The log is written behind the answer (the stdout writer): look for the line until it is there.
+    wait_for(lambda: "remote: cannot start: it has no cmd" in server.log(), timeout=5, what="the log line")
     assert requests.post(url, json=chat("local"), timeout=30).status_code == 200
