@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 
 from app.__main__ import LlamaSwapApplication, parse_listen
 from app import CONFIG_ENV
+from app.config import ConfigSources
 
 PROFILE_HEADER = "HTTP_X_BENCH_PROFILE"
 OUT_ENV = "BENCH_PROFILE_OUT"
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config_path = os.path.abspath(args.config)
     os.environ[CONFIG_ENV] = config_path
-    ProfiledApplication(config_path, {"bind": [parse_listen(args.listen)]}).run()
+    ProfiledApplication(ConfigSources(file=config_path), {"bind": [parse_listen(args.listen)]}).run()
     return 0
 
 
