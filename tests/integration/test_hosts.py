@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Callable
 
 import pytest
@@ -178,3 +179,56 @@ def test_two_gunicorn_gevent_workers_without_our_settings_serve_one_scheduler_th
     assert "already serves this config" in log and "exactly one worker (gunicorn -w 1" in log, log
     assert "Traceback" not in log, log
     assert len(run.starts("A")) == 1, run.starts("A")
+
+
+HANGUP_HOSTS = [
+    HostCase("waitress-lookahead", "waitress-serve",
+             lambda port: [f"--listen={loopback(port)}", "--channel-request-lookahead=1", "wsgi:app"],
+             "pip install waitress (requirements-dev.txt)"),
+    HostCase("flask-run", "flask", lambda port: ["--app", "wsgi:app", "run", "--host", "127.0.0.1", "--port",
+                                                 str(port)], "pip install Flask"),
+    HostCase("gunicorn-gthread", "gunicorn", gunicorn_without_our_settings("-k", "gthread", "--threads", "4"),
+             "pip install gunicorn"),
+]
+
+
+def post_and_leave(port: int, body: bytes, read_until: bytes | None = None,
+                   until: Callable[[], bool] | None = None) -> None:
+    """A client that sends a chat request, reads until ``read_until`` (or waits ``until``), and hangs up."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        seen = b""
+        while read_until is not None and read_until not in seen:
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed first: {seen!r}"
+            seen += chunk
+        if until is not None:
+            wait_for(until, timeout=10, what="the request to be under way")
+
+
+@pytest.mark.parametrize("case", HANGUP_HOSTS, ids=[case.id for case in HANGUP_HOSTS])
+def test_a_client_that_hangs_up_behind_the_bridge_frees_its_model_while_silent_and_while_streaming(tmp_path, case):
+    """Through the thread bridge, as under gevent: a client gone while its model loads is dropped from the
+    queue, and one gone mid-stream frees the model at once (B's swap does not wait for A's 10 s stream)."""
+    port = free_port()
+    config = (f"startPort: {free_port_block(4)}\nhealthCheckTimeout: 15\nmodels:\n"
+              f"  A:\n    cmd: {fake_cmd('A', tmp_path, '--token-delay', '0.05', '--tokens', '200')}\n"
+              f"  B:\n    cmd: {fake_cmd('B', tmp_path)}\n"
+              f"  C:\n    cmd: {fake_cmd('C', tmp_path, '--load-time', '3')}\n")
+    run = HostRun(tmp_path, case.argv(port), config, port=port)
+    try:
+        run.wait_healthy()
+        post_and_leave(port, b'{"model": "C", "messages": [{"role": "user", "content": "hi"}]}',
+                       until=lambda: "C: starting pid" in run.log())  # C loads for 3 s: nothing to write
+        wait_for(lambda: "C: POST /v1/chat/completions 499" in run.log(), timeout=10,
+                 what=f"the silent request's hang-up to be noticed\n{run.log()}")
+        post_and_leave(port, b'{"model": "A", "stream": true, "max_tokens": 200, '
+                             b'"messages": [{"role": "user", "content": "hi"}]}', b"data: ")
+        began = time.monotonic()
+        assert run.chat("B").status_code == 200
+        assert time.monotonic() - began < 5, "B waited for A's abandoned stream to finish"
+    finally:
+        run.kill()
