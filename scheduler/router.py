@@ -11,7 +11,11 @@ them, so requests for other models keep flowing while a model that ignores
 SIGTERM takes its ``unloadTimeout`` to die. The scheduler cannot sleep: when
 it needs to look again at a moment of its choosing (a queued request reaching
 ``maxWait``), it asks for a wake-up and the clock posts a ``tick`` then.
-``model_state``, ``load``, ``queue_position``, ``occupancy`` and ``processes`` are
+A request and a lease's release, the request path's own events, are handled
+in the caller's greenlet when the loop waits on an empty mailbox with nothing
+being handled (``_post_or_handle``): the same handler the loop would run
+next, one event at a time, so a ready model's grant costs no trip through
+the hub. ``model_state``, ``load``, ``queue_position``, ``occupancy`` and ``processes`` are
 snapshots for reports and choices, never gates.
 
 Invariants kept here (the scheduler keeps the rest):
