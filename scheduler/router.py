@@ -11,7 +11,11 @@ them, so requests for other models keep flowing while a model that ignores
 SIGTERM takes its ``unloadTimeout`` to die. The scheduler cannot sleep: when
 it needs to look again at a moment of its choosing (a queued request reaching
 ``maxWait``), it asks for a wake-up and the clock posts a ``tick`` then.
-``model_state``, ``load``, ``queue_position``, ``occupancy`` and ``processes`` are
+A request and a lease's release, the request path's own events, are handled
+in the caller's greenlet when the loop waits on an empty mailbox with nothing
+being handled (``_post_or_handle``): the same handler the loop would run
+next, one event at a time, so a ready model's grant costs no trip through
+the hub. ``model_state``, ``load``, ``queue_position``, ``occupancy`` and ``processes`` are
 snapshots for reports and choices, never gates.
 
 Invariants kept here (the scheduler keeps the rest):
@@ -48,6 +52,7 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import gevent
 from gevent.event import AsyncResult
+from gevent.lock import Semaphore
 from gevent.queue import Queue
 
 from scheduler.clock import Clock, GeventClock, Timer
@@ -200,6 +205,8 @@ class Router:
         self._waiting: set[Ticket] = set()  # tickets handed to the scheduler, not yet answered
         self._scheduler = FifoScheduler(swapper, self, limits=limits, priority=priority,
                                         max_wait=max_wait, now=self._clock.now)
+        self._parked = False  # the loop waits on an empty mailbox (``submit`` may then handle its event itself)
+        self._handling = Semaphore()  # one event at a time, should a handler ever yield
         self._loop = gevent.spawn(self._run)
 
     # ------------------------------------------------------------------ for the HTTP layer
@@ -217,7 +224,7 @@ class Router:
         if self._closed or self._drained is not None:
             ticket.fail(ShuttingDown("server is shutting down"))
         else:
-            self._post(("request", ticket))
+            self._post_or_handle(("request", ticket))
         return ticket
 
     def cancel(self, ticket: Ticket, why: str | None = None) -> None:
@@ -305,9 +312,30 @@ class Router:
     def _post(self, event: tuple) -> None:
         self._mailbox.put(event)
 
+    def _post_or_handle(self, event: tuple) -> None:
+        """Post ``event``; or, when the loop waits on an empty mailbox and nothing is being handled, handle it
+        here and now, as the loop would have next (same order, same code, one event at a time).
+
+        For the request path's own events (a request, a lease released): a ready model's grant then costs
+        no trip through the hub to the loop and back (~0.1 ms before the upstream request could go out).
+        """
+        if self._parked and self._mailbox.empty() and not self._handling.locked():
+            self._handle(event)
+        else:
+            self._post(event)
+
     def _run(self) -> None:
         while True:
+            self._parked = True
             event = self._mailbox.get()
+            self._parked = False
+            if self._handle(event):
+                return
+
+    def _handle(self, event: tuple) -> bool:
+        """Handle one event, one at a time whoever calls (the loop, or ``submit`` while the loop is parked);
+        True when the loop is to end."""
+        with self._handling:
             try:
                 finished = getattr(self, "_on_" + event[0])(*event[1:]) is False
             except Exception as exc:  # the loop must outlive any bug in one event, and answer its waiters
@@ -318,8 +346,7 @@ class Router:
                 self._drained.set(True)  # draining, and the last request in is done
             if self._on_processed is not None:
                 self._on_processed(event[0])
-            if finished:
-                return
+            return finished
 
     def _answer_after_fault(self, event: tuple, exc: Exception) -> None:
         error = InternalError(f"internal error in the router while handling {event[0]}: {exc!r}")
@@ -490,7 +517,7 @@ class Router:
 
     def _served(self, model: str) -> None:
         if not self._closed:  # after shutdown nobody reads the mailbox: nothing to count
-            self._post(("serve_done", model))
+            self._post_or_handle(("serve_done", model))
 
     def grant_error(self, req: Request, error: RouteError) -> None:
         ticket: Ticket = req  # type: ignore[assignment]

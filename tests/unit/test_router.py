@@ -86,6 +86,28 @@ def test_a_ready_model_is_granted_at_once_with_no_queue_or_load_time(h: Harness)
     wait_until(lambda: not h.processes["A"].busy, "A turning idle")
 
 
+def test_a_ready_models_grant_and_release_are_handled_without_a_trip_to_the_loop(h: Harness):
+    # The loop waits on an empty mailbox: submit handles the request itself, so the view
+    # sends upstream at once (no two switches through the hub, ~0.1 ms before the first byte).
+    h.ready("A")
+    settle()
+    ticket = h.ask("A")
+    assert ticket._reply.ready(), "granted before submit returned"
+    assert h.handled == ["request"], "handled once, as the loop would have"
+    ticket.wait(0).release()
+    assert not h.processes["A"].busy and h.handled == ["request", "serve_done"], "the release counted at once"
+
+
+def test_a_request_behind_events_in_the_mailbox_waits_its_turn_on_the_loop(h: Harness):
+    h.ready("A")
+    settle()
+    h.router._post(("tick",))  # something already waiting for the loop
+    ticket = h.ask("A")
+    assert not ticket._reply.ready(), "order kept: the loop handles the tick first"
+    assert h.answer(ticket).model == "A"
+    assert h.handled == ["tick", "request"]
+
+
 def test_a_cold_model_is_started_and_the_lease_says_how_long_it_loaded(h: Harness):
     h.processes["A"].hold_starts = True
     ticket = h.ask("A")
