@@ -44,8 +44,7 @@ def parse_listen(listen: str) -> str:
 def graceful_timeout(config: Config) -> int:
     """How long gunicorn's master waits for its worker after SIGTERM before SIGKILL, in whole seconds: the
     shutdown grace, the slowest model's ``unloadTimeout`` (models stop side by side), and a margin."""
-    slowest = max((model.unload_timeout for model in config.models.values()), default=0.0)
-    return math.ceil(shutdown_grace() + slowest + 5.0)
+    return math.ceil(shutdown_grace() + config.slowest_unload() + 5.0)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -167,6 +167,10 @@ class Config:
     ui_session_headers: tuple[str, ...] = DEFAULT_SESSION_HEADERS
     warnings: tuple[str, ...] = ()
 
+    def slowest_unload(self) -> float:
+        """The longest ``unloadTimeout`` of any model: how long stopping them all (side by side) may take."""
+        return max((model.unload_timeout for model in self.models.values()), default=0.0)
+
     def resolve(self, name: str) -> str | None:
         """The model id that ``name`` (a model id or an alias) refers to, else None."""
         if name in self.models:

@@ -124,13 +124,18 @@ class _CoreSide:
         self._wake.set()
 
     # -- used by the app's greenlet
-    def read(self, how: str, size: int) -> bytes:
-        """Bytes of the body, read by the request thread (``how``: read or readline); b'' once the client left."""
-        self._reply = None
-        self.outbox.put((_READ, how, size))
-        while self._reply is None and not self.gone.is_set():
+    def _wait_until(self, ready: Callable[[], bool]) -> None:
+        """Wait for ``ready()`` or the client's hang-up, whichever comes first."""
+        while not ready() and not self.gone.is_set():
             self._wake.clear()
             self._wake.wait()
+
+    def read(self, how: str, size: int) -> bytes:
+        """Bytes of the body, read by the request thread (``how``: read or readline); ConnectionResetError
+        once the client has left."""
+        self._reply = None
+        self.outbox.put((_READ, how, size))
+        self._wait_until(lambda: self._reply is not None)
         reply, self._reply = self._reply, None
         if reply is None:
             raise ConnectionResetError("the client went away")
@@ -141,9 +146,7 @@ class _CoreSide:
 
     def send(self, chunk: bytes) -> bool:
         """Hand one chunk to the request thread once the window has room; False if the client has gone."""
-        while self._sent - self._taken >= WINDOW and not self.gone.is_set():
-            self._wake.clear()
-            self._wake.wait()
+        self._wait_until(lambda: self._sent - self._taken < WINDOW)
         if self.gone.is_set():
             return False
         self._sent += 1
@@ -225,11 +228,7 @@ class _RequestSide:
 
     def until_started(self) -> tuple[str, list, Any]:
         """Serve body reads until the app starts its response; its status, headers and exc_info."""
-        try:
-            message = self._next()
-        except BaseException:
-            self._hang_up()
-            raise
+        message = self._next()
         if message[0] == _START:
             return message[1], message[2], message[3]
         self._over = True
@@ -299,9 +298,14 @@ class _RequestSide:
             self._hang_up()
 
 
+def _host_socket(environ: dict) -> Any:
+    """The client's socket, where the host gives it (gunicorn, Werkzeug); None elsewhere."""
+    return environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+
+
 def hangup_probe(environ: dict) -> Callable[[], bool] | None:
     """A check that the host's client has hung up, where the host lets us look; None where it does not."""
-    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    sock = _host_socket(environ)
     if sock is not None:
         return lambda: peer_closed(sock)
     asked = environ.get("waitress.client_disconnected")  # only with waitress's channel_request_lookahead > 0
@@ -312,7 +316,7 @@ def hangup_probe(environ: dict) -> Callable[[], bool] | None:
 
 def _no_delay(environ: dict) -> None:
     """TCP_NODELAY on the client socket, as ``stamp_arrival`` sets it under gunicorn's gevent worker."""
-    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    sock = _host_socket(environ)
     if sock is not None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

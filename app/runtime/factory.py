@@ -57,17 +57,16 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     upstream, gracefully) at the interpreter's exit, for hosts without a
     stop hook of ours (``app.runtime.shutdown``). See ``build_app`` for the arguments.
     """
-    if not hosts.needs_bridge():
+    if hosts.needs_bridge():
+        core = core_hub()
+        app = core.call(build_app, config_path, config, watch, config_dir)
+        bridge.install(app, core)
+        stop_on_sigterm()
+        log.info("not a gevent host: the server runs on its own gevent hub (thread %s), requests are bridged "
+                 "to it", THREAD_NAME)
+    else:
         app = build_app(config_path, config, watch, config_dir)
-        atexit.register(close_app, app)  # a host without our stop hooks (python -m app's worker skips atexit)
-        return app
-    core = core_hub()
-    app = core.call(build_app, config_path, config, watch, config_dir)
-    bridge.install(app, core)
-    atexit.register(close_app, app)
-    stop_on_sigterm()
-    log.info("not a gevent host: the server runs on its own gevent hub (thread %s), requests are bridged to it",
-             THREAD_NAME)
+    atexit.register(close_app, app)  # for hosts without our stop hooks (python -m app's worker skips atexit)
     return app
 
 

@@ -39,14 +39,13 @@ def close_app(app: Flask, grace: float = 0.0, hurry: bool = False) -> None:
     core = app.extensions.get(CORE_KEY)
     if core is None or core.here:
         _close(server, grace, hurry)
-        drain_stdout()
-        return
-    slowest = max((model.unload_timeout for model in server.config.models.values()), default=0.0)
-    try:
-        core.call(_close, server, grace, hurry, timeout=grace + slowest + CLOSE_MARGIN_S)
-    except TimeoutError:  # the logs go through the hub that does not answer: straight to stderr
-        print(f"llama-swap: the server did not stop within {grace + slowest + CLOSE_MARGIN_S:.0f}s; its "
-              "upstreams are killed as the process ends", file=sys.stderr, flush=True)
+    else:
+        bound = grace + server.config.slowest_unload() + CLOSE_MARGIN_S
+        try:
+            core.call(_close, server, grace, hurry, timeout=bound)
+        except TimeoutError:  # the logs go through the hub that does not answer: straight to stderr
+            print(f"llama-swap: the server did not stop within {bound:.0f}s; its upstreams are killed as the "
+                  "process ends", file=sys.stderr, flush=True)
     drain_stdout()  # the last lines, before the interpreter's exit stops the writer's thread
 
 
