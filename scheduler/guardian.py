@@ -98,8 +98,10 @@ class Guardian:
         """A new guardian, told every live group at once (``+`` lines on its stdin before it reads)."""
         if self._proc is not None:  # a dead guardian's pipe, or one a fork inherited: theirs, not ours
             self._proc.stdin.close()
+        from scheduler.interpreter import python_executable  # here: the guardian itself runs as a bare script
+
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), "--guarding", str(os.getpid())],
+            [python_executable(), "-I", os.path.abspath(__file__), "--guarding", str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, close_fds=True, start_new_session=True)
         self._owner_pid = os.getpid()
         if self._groups:

@@ -46,7 +46,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import gevent
@@ -57,6 +56,7 @@ from gevent.socket import wait_read
 
 from scheduler.die_with_parent import LC_CTYPE_KEEP
 from scheduler.guardian import Guardian
+from scheduler.interpreter import python_executable
 
 DIE_WITH_PARENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "die_with_parent.py")
 SETPRIV = shutil.which("setpriv")  # util-linux; None where the host lacks it
@@ -231,7 +231,7 @@ class PosixLauncher:
         status_read, status_write = os.pipe()
         try:
             popen = start_process(
-                [sys.executable, "-I", "-S", DIE_WITH_PARENT, str(os.getpid()), str(status_write), *argv],
+                [python_executable(), "-I", "-S", DIE_WITH_PARENT, str(os.getpid()), str(status_write), *argv],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 env=full_env, cwd=cwd, close_fds=True, start_new_session=True, pass_fds=(status_write,))
         except BaseException:

@@ -160,6 +160,25 @@ def check_chat(run: HostRun) -> None:
     assert r.json()["choices"][0]["message"]["content"], r.text
 
 
+def check_guarded(run: HostRun) -> None:
+    """A started model's group is watched by a live guardian, run by a Python interpreter (under uWSGI
+    ``sys.executable`` is the uwsgi binary, which ran no guardian)."""
+    def guardians() -> list[psutil.Process]:
+        found = []
+        for process in psutil.Process(run.proc.pid).children(recursive=True):
+            try:
+                if "--guarding" in process.cmdline():
+                    found.append(process)
+            except psutil.Error:  # gone, or a zombie, while we looked
+                pass
+        return found
+
+    wait_for(guardians, timeout=10, what=f"a guardian under the host\n{run.log()}")
+    for guardian in guardians():
+        program = os.path.basename(guardian.cmdline()[0])
+        assert program.startswith("python"), f"the guardian runs as {guardian.cmdline()}"
+
+
 def check_stream(run: HostRun) -> None:
     """16 tokens of A, 50 ms apart, arrive as they are made (not in one piece at the end), ending [DONE]."""
     with run.chat("A", max_tokens=16, stream=True) as r:
@@ -217,6 +236,7 @@ def six_checks(workdir: Path, case: HostCase) -> None:
         check_start(run, case.says)
         check_list(run)
         check_chat(run)
+        check_guarded(run)
         check_stream(run)
         check_concurrent(run, case.one_at_a_time)
         check_clean_stop(run, case.stop_signal)
