@@ -121,6 +121,16 @@ class LlamaSwapServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_for_log(self, *needles: str, timeout: float = 10.0) -> str:
+        """The log once it holds every one of ``needles``. A running server's lines reach its log behind
+        the answers (its stdout is written by a thread of its own), so a test that has just had an answer
+        waits for the line rather than reading the log at once."""
+        try:
+            wait_for(lambda: all(needle in self.log() for needle in needles), timeout, what=f"{needles!r} in the log")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.log()}") from None
+        return self.log()
+
     def starts(self, model: str) -> list[int]:
         """Pids of every process start of ``model`` (from the simulated upstream's starts file)."""
         path = self.workdir / f"starts-{model}"

@@ -61,7 +61,7 @@ def test_a_stream_to_an_unchanged_model_survives_a_reload_on_the_same_upstream(l
         assert psutil.pid_exists(pid)
         wait_for(lambda: any(m.type == "modelStatus" and {r["id"] for r in m.data} >= {"A", "B", "C"}
                              for m in events.messages), timeout=5, what="subscribers told of the new models")
-        assert "kept A; restarting B; removed none; added C" in server.log()
+        server.wait_for_log("kept A; restarting B; removed none; added C")
     finally:
         events.close()
 
@@ -162,7 +162,7 @@ def test_a_worker_killed_while_the_file_is_invalid_comes_back_on_the_last_good_c
             return False
 
     wait_for(respawned, timeout=30, what=f"a new worker serving\n{server.log()}")
-    assert "does not load" in server.log() and "models.A.ttl" in server.log()
+    server.wait_for_log("does not load", "models.A.ttl")
     assert requests.post(server.url(CHAT), json=chat("B"), timeout=30).status_code == 200
 
     rewrite(server, models(tmp_path, C=""))

@@ -146,7 +146,7 @@ def test_watch_config_reloads_a_valid_change_and_keeps_running_on_an_invalid_one
     server.config_path.write_text("models:\n  old:\n    cmd: x\n    ttl: soon\n")
     wait_for(lambda: "is invalid, keeping the running config" in server.log(), timeout=10,
              what="the invalid edit to be reported")
-    assert "models.old.ttl" in server.log()
+    server.wait_for_log("models.old.ttl")
     assert server.state_of("old") == "ready"
 
     server.config_path.write_text(f"models:\n  new:\n    cmd: {fake_cmd('new', tmp_path)}\n")
@@ -165,7 +165,7 @@ def test_upstream_output_reaches_the_log_line_by_line_when_asked(llama_swap, tmp
     assert requests.post(server.url("/v1/chat/completions"), json=chat("llama"), timeout=30).status_code == 200
     wait_for(lambda: "main: server is listening on http://127.0.0.1:" in server.log(), timeout=5,
              what="the upstream's own output in the server log")
-    assert "[INFO] llama: ready, pid" in server.log()
+    server.wait_for_log("[INFO] llama: ready, pid")
 
 
 def test_proxy_only_logging_keeps_upstream_output_out(llama_swap, tmp_path):

@@ -41,7 +41,7 @@ routing:
 """
     server = llama_swap(config)
     wait_for(lambda: running(server) == {"A": "ready", "B": "ready"}, timeout=15, what="A and B preloaded")
-    assert "preloaded A in" in server.log() and "preloaded B in" in server.log()
+    server.wait_for_log("preloaded A in", "preloaded B in")
     assert post(server, "A").status_code == 200
     assert (len(server.starts("A")), len(server.starts("B")), server.starts("C")) == (1, 1, [])
 

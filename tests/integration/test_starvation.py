@@ -129,7 +129,7 @@ def test_max_wait_serves_b_despite_steady_traffic_to_a(llama_swap, tmp_path):
 
     assert b.status == 200
     assert 2 <= waited < 2 + A_DRAIN + B_LOAD + 1, f"B waited {waited:.2f}s"
-    assert "B: waited 2.0s (maxWait 2s); holding new requests for A until it drains" in server.log()
+    server.wait_for_log("B: waited 2.0s (maxWait 2s); holding new requests for A until it drains")
     assert {status for _, status in traffic.answers} == {200}, "A's clients queue, never refused"
     assert len(server.starts("B")) == 1 and len(server.starts("A")) == 2
 

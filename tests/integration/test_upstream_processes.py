@@ -113,7 +113,7 @@ models:
     assert 1.0 <= took < 1.5, f"unload took {took:.2f}s with unloadTimeout 1"
     wait_for(lambda: not [p for p in processes_under(str(tmp_path)) if "time.sleep" in " ".join(p.cmdline())],
              timeout=2, what="the hung cmdStop to be killed with its children")
-    assert "still running 1s after stop request; sending SIGKILL" in server.log()
+    server.wait_for_log("still running 1s after stop request; sending SIGKILL")
 
 
 def test_a_port_another_program_listens_on_is_never_used(llama_swap, tmp_path):
@@ -144,6 +144,6 @@ models:
         ports = {p.cmdline()[p.cmdline().index("--model") + 1]: int(p.cmdline()[p.cmdline().index("--port") + 1])
                  for p in simulators(server)}
         assert ports == {"A": base + 2, "B": base + 1}
-        assert f"A: port {base} is already in use by another program; using port {base + 2} instead" in server.log()
+        server.wait_for_log(f"A: port {base} is already in use by another program; using port {base + 2} instead")
     finally:
         squatter.close()
