@@ -7,7 +7,14 @@
    answering by itself (``layer_apps.hello``); forwarding with a bare urllib3
    pool, then with a pooled ``requests.Session`` (``layer_apps``); the real proxy.
    The steps between rows are what each layer costs.
-2. *Profiles* of the real worker (``bench.profiled_server``): N non-streamed
+2. *First event*, 1 client, a streamed ``max_tokens: 2`` answer whose first
+   event comes with its headers (``--tokens 1``), p50 of each path, sample by
+   sample in turn: direct; the stack's floor (``layer_apps.urllib3_stream_passthrough``:
+   gunicorn + gevent relaying the upstream's chunks as they come); the real
+   proxy. The floor's row is how much of the "+1 ms over direct" target a
+   relay doing no work of its own already takes under this stack; what is
+   left between it and the proxy's row is the proxy's own work.
+3. *Profiles* of the real worker (``bench.profiled_server``): N non-streamed
    requests, then 3 streams of 5,000 events, top functions by own time. The
    ``.prof`` files are saved in ``bench/results/`` for ``python -m pstats``.
 """
@@ -28,6 +35,7 @@ import requests
 from bench.harness import (CHAT_PATH, HOST, PYTHON, REPO_ROOT, chat_body, format_table, free_port,
                            latency_summary_ms, new_session, port_accepts, register, running_server, say,
                            stop_everything, stop_process, timed_post, wait_until)
+from bench.first_event import StreamClient
 from bench.streaming import stream_once
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -84,6 +92,46 @@ def run_layers(total: int) -> None:
     say("    " + format_table(["path", "p50", "p99", "p50 - direct"], rows).replace("\n", "\n    "))
 
 
+def run_first_event_layers(total: int) -> None:
+    say(f"[first-event layers] 1 client, streamed max_tokens 2, {total} samples per path in turn,"
+        " send to the first event, ms")
+    with running_server("first-event-layers", ["--tokens", "1"]) as server:
+        server.warm()
+        floor, floor_url = start_layer_app("urllib3_stream_passthrough", {"BENCH_UPSTREAM": server.direct_url})
+        try:
+            body, floor_port = chat_body(max_tokens=2, stream=True), int(floor_url.rsplit(":", 1)[1])
+            clients = {"direct to upstream": StreamClient(server.upstream_port, body),
+                       "floor: gunicorn+gevent + urllib3 stream relay": StreamClient(floor_port, body),
+                       "real proxy": StreamClient(server.port, body)}
+            samples = first_events_in_turn(clients, total)
+        finally:
+            for client in clients.values():
+                client.close()
+            stop_process(floor)
+    stats = {name: latency_summary_ms(s) for name, s in samples.items()}
+    direct = stats["direct to upstream"]["p50"]
+    rows = [(name, s["p50"], s["p90"], s["p50"] - direct) for name, s in stats.items()]
+    say("    " + format_table(["path", "p50", "p90", "p50 - direct"], rows).replace("\n", "\n    "))
+
+
+def first_events_in_turn(clients: dict[str, StreamClient], total: int, warmup: int = 50,
+                         block: int = 50) -> dict[str, list[float]]:
+    """Time to first event per path, the paths taking turns sample by sample (the order rotating);
+    each block starts on fresh connections, opened outside the timing."""
+    names = list(clients)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(warmup + total):
+        if i % block == 0:
+            for client in clients.values():
+                client.reconnect()
+        turn = names[i % len(names):] + names[:i % len(names)]
+        for name in turn:
+            sample = clients[name].sample()
+            if i >= warmup:
+                samples[name].append(sample.first_event_s)
+    return samples
+
+
 def profile_switch(base_url: str, command: str) -> None:
     resp = requests.get(base_url + "/health", headers={"X-Bench-Profile": command}, timeout=30)
     if resp.status_code != 204:
@@ -136,11 +184,14 @@ def run_profiles(requests_count: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.diagnose", description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="requests per path / profiled requests")
-    parser.add_argument("parts", nargs="*", default=["layers", "profile"], help="layers, profile")
+    parser.add_argument("parts", nargs="*", default=["layers", "first-event", "profile"],
+                        help="layers, first-event, profile")
     args = parser.parse_args(argv)
     try:
         if "layers" in args.parts:
             run_layers(args.requests)
+        if "first-event" in args.parts:
+            run_first_event_layers(args.requests)
         if "profile" in args.parts:
             run_profiles(args.requests)
     finally:

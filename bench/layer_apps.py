@@ -7,7 +7,11 @@ Each runs under the same gunicorn + one gevent worker as the real server:
   ``requests.Session`` and returns the answer (server layer + upstream client),
   no Flask and no scheduler;
 * ``urllib3_passthrough``: the same with a bare ``urllib3.HTTPConnectionPool``
-  (what the proxy could save by skipping requests' per-request machinery).
+  (what the proxy could save by skipping requests' per-request machinery);
+* ``urllib3_stream_passthrough``: the same for a stream, each upstream chunk
+  relayed as it arrives: the floor of a streamed answer's first event under
+  this stack (gunicorn + gevent + a second HTTP hop in Python), below which
+  no work of the proxy's own can go.
 
 The real proxy minus ``passthrough`` is what Flask, the router and the
 streaming/lease machinery add.
@@ -84,3 +88,22 @@ def urllib3_passthrough(environ: dict, start_response: Callable[..., Any]) -> It
     start_response(f"{resp.status} OK", [("Content-Type", resp.headers.get("Content-Type", "")),
                                           ("Content-Length", str(len(content)))])
     return [content]
+
+
+def urllib3_stream_passthrough(environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    _no_nagle(environ)
+    body = environ["wsgi.input"].read()
+    resp = _upstream_pool().urlopen("POST", environ["PATH_INFO"], body=body,
+                                    headers={"Content-Type": "application/json"}, preload_content=False)
+    start_response(f"{resp.status} OK", [("Content-Type", resp.headers.get("Content-Type", ""))])
+
+    def chunks() -> Iterable[bytes]:
+        try:
+            if resp.chunked:
+                yield from resp.read_chunked(decode_content=False)
+            else:
+                yield from resp.stream(65536, decode_content=False)
+        finally:
+            resp.release_conn()
+
+    return chunks()
