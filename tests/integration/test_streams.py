@@ -262,6 +262,60 @@ def test_bodies_that_stall_are_refused_with_a_408_and_a_thousand_of_them_block_n
     assert "Traceback" not in server.log(), server.log()
 
 
+def worker_connections_on(server) -> int:
+    """How many client connections the server's worker holds open on its port."""
+    (worker,) = psutil.Process(server.proc.pid).children()
+    return sum(1 for c in worker.net_connections("tcp")
+               if c.laddr.port == server.port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def answer_on(sock: socket.socket) -> bytes:
+    """One whole answer with a Content-Length read from ``sock`` (which stays open)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < content_length(answer):
+        data = sock.recv(65536)
+        assert data, f"closed after {answer!r}"
+        answer += data
+    return answer
+
+
+def test_a_thousand_stalled_heads_and_two_thousand_idle_connections_delay_no_request(llama_swap, tmp_path):
+    enough_files_for(3000 + 200)  # this process and the server (which inherits the limit) hold one each
+    server = llama_swap(model_a(tmp_path, ""))
+    assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200  # A is up
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2000)]
+    stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(1000)]
+    try:
+        for sock in idle:  # all sent before any is read: the server answers them side by side
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in idle:
+            assert answer_on(sock).startswith(b"HTTP/1.1 200")  # ...and keeps the connection for the next
+        for n, sock in enumerate(stalled):  # half stop in the request line, half in the headers
+            sock.sendall(b"GET /heal" if n % 2 else b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        wait_for(lambda: worker_connections_on(server) >= 3000, timeout=10, what="the worker to hold all 3,000")
+
+        began = time.monotonic()
+        assert requests.get(server.url("/health"), timeout=5).status_code == 200
+        health_took = time.monotonic() - began
+        began = time.monotonic()
+        assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200
+        chat_took = time.monotonic() - began
+        assert health_took < 1.0 and chat_took < 1.0, (
+            f"/health took {health_took:.2f}s and a chat completion {chat_took:.2f}s behind 3,000 idle connections")
+
+        # They were held all along: a stalled head has had no answer, an idle connection still serves.
+        for sock in stalled[:20] + stalled[-20:]:
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+        idle[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer_on(idle[0]).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in idle + stalled:
+            sock.close()
+    assert "Traceback" not in server.log(), server.log()
+
+
 def test_an_upload_that_stalls_while_its_model_loads_is_a_408_without_a_traceback(llama_swap, tmp_path,
                                                                                   monkeypatch):
     # The hang-up watch peeks at the client's socket while the model loads; the upload's relay then
