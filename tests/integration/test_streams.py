@@ -279,9 +279,20 @@ def answer_on(sock: socket.socket) -> bytes:
     return answer
 
 
+def started_under_a_soft_limit_of_1024(start):
+    """What ``start()`` returns, run with this process's soft open-files limit at a service's default
+    (systemd's 1,024) for the server to inherit; the limit is put back after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        return start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_a_thousand_stalled_heads_and_two_thousand_idle_connections_delay_no_request(llama_swap, tmp_path):
-    enough_files_for(3000 + 200)  # this process and the server (which inherits the limit) hold one each
-    server = llama_swap(model_a(tmp_path, ""))
+    enough_files_for(3000 + 200)  # the hard limit allows it: the server raises its soft limit to it, as Go does
+    server = started_under_a_soft_limit_of_1024(lambda: llama_swap(model_a(tmp_path, "")))
     assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200  # A is up
     idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2000)]
     stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(1000)]
