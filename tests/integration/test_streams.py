@@ -45,11 +45,16 @@ def read_until_broken(chunks: Iterator[bytes]) -> bytes:
 # --------------------------------------------------------------------------- a cut answer reads as cut
 
 
-def test_an_upstream_dying_mid_stream_breaks_the_clients_stream(llama_swap, tmp_path):
-    server = llama_swap(model_a(tmp_path, "--tokens 10 --exit-mid-stream 3"))
+@pytest.mark.parametrize("framing", ["", "--length-delimited"], ids=["chunked", "content-length"])
+def test_an_upstream_dying_mid_stream_breaks_the_clients_stream(llama_swap, tmp_path, framing):
+    server = llama_swap(model_a(tmp_path, f"--tokens 10 --exit-mid-stream 3 {framing}"))
     with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
         assert r.status_code == 200
-        got = read_until_broken(r.iter_content(None))
+        assert ("Content-Length" in r.headers) == bool(framing)  # passed on: the client knows it is short
+        # (byte by byte: a read of more than what came before the cut raises without what it had)
+        began = time.monotonic()
+        got = read_until_broken(r.iter_content(1 if framing else None))
+        assert time.monotonic() - began < 5, "the client waited for the rest (read timeout) instead of a cut"
     assert got.count(b"data: ") == 3 and b"[DONE]" not in got
     wait_for(lambda: "A: stream from upstream ended early" in server.log(), timeout=5, what="the log line")
     assert "Traceback" not in server.log(), server.log()
@@ -89,25 +94,32 @@ def test_unloading_while_streams_run_breaks_them(llama_swap, tmp_path):
 # --------------------------------------------------------------------------- every body streams as it arrives
 
 
-def test_a_close_delimited_sse_body_streams_event_by_event(llama_swap, tmp_path):
-    # An old SSE server: no chunked encoding, no length, the body ends when it closes the connection.
-    server = llama_swap(model_a(tmp_path, "--close-delimited --tokens 2 --token-delay 1"))
+@pytest.mark.parametrize("framing", ["--close-delimited", "--length-delimited"], ids=["close-delimited",
+                                                                                    "content-length"])
+def test_a_body_without_chunked_encoding_streams_part_by_part(llama_swap, tmp_path, framing):
+    # No chunked encoding: the body ends when the upstream closes the connection (an old SSE server), or at
+    # its Content-Length. Either way its first event is sent 1 s in, the rest 1 s later.
+    server = llama_swap(model_a(tmp_path, f"{framing} --tokens 2 --token-delay 1"))
     assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=30).status_code == 200
     began = time.monotonic()
     with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
         headers_at = time.monotonic() - began
-        chunks = r.iter_content(None)
+        chunks = r.iter_content(None if framing == "--close-delimited" else 1)
         first = b""
         while b"\n\n" not in first:
             first += next(chunks)
         first_at = time.monotonic() - began
         rest = b"".join(chunks)
         ended_at = time.monotonic() - began
-    assert headers_at < 0.7, f"the headers waited {headers_at:.2f}s for the body"
     assert first.startswith(b"data: ") and b"tok0" in first
     assert ended_at - first_at > 0.6, (f"the first event came at {first_at:.2f}s, with the rest "
                                        f"(at {ended_at:.2f}s): the body was read whole first")
     assert (first + rest).endswith(b"data: [DONE]\n\n")
+    if framing == "--close-delimited":  # a stream's headers go out before its first event
+        assert headers_at < 0.7, f"the headers waited {headers_at:.2f}s for the body"
+    else:  # the length is passed on, the headers go with the first part
+        assert headers_at < ended_at - 0.6, f"the headers came at {headers_at:.2f}s, with the whole body"
+        assert int(r.headers["Content-Length"]) == len(first + rest)
 
 
 # --------------------------------------------------------------------------- a client gone is noticed, whatever the upstream does
