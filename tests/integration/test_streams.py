@@ -203,14 +203,28 @@ def content_length(answer: bytes) -> int:
     return 0
 
 
+def peak_rss(process: psutil.Process) -> int:
+    """The most memory ``process`` has held at once (Linux's ``VmHWM``), in bytes."""
+    with open(f"/proc/{process.pid}/status") as status:
+        (line,) = [line for line in status if line.startswith("VmHWM:")]
+    return int(line.split()[1]) * 1024
+
+
 def test_a_chunked_body_over_the_limit_is_refused_without_being_read_whole(llama_swap, tmp_path):
     server = llama_swap(model_a(tmp_path, ""))
+    (worker,) = psutil.Process(server.proc.pid).children()
+    before = worker.memory_info().rss
     megabyte = b"x" * (1 << 20)
     chunk = b"%x\r\n%b\r\n" % (len(megabyte), megabyte)
     parts = [chunk] * 250 + [b"1\r\nx\r\n", b"0\r\n\r\n"]  # 250 MB and one byte
     status, body = raw_exchange(server, b"Transfer-Encoding: chunked\r\n", parts)
     assert status == 413, body
     assert "250 MB" in json.loads(body)["error"]["message"]
+    # Memory stays bounded: what was read up to the limit, held once (it was 925 MB when the body was
+    # read whole and forwarded), and given back once the request was refused.
+    grew = (peak_rss(worker) - before) >> 20
+    assert grew < 250 + 70, f"the worker grew by {grew} MB reading a body refused at 250 MB"
+    wait_for(lambda: worker.memory_info().rss - before < 50 << 20, timeout=5, what="the body's memory given back")
     assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200
 
 
