@@ -129,6 +129,8 @@ def test_running_lists_loaded_models_and_unload_stops_them(llama_swap, tmp_path)
     assert len(server.starts("llama")) == 2 and pid not in server.starts("llama")[1:]
     r = requests.post(server.url("/api/models/unload/nope"), timeout=5)
     assert r.status_code == 404
+    r = requests.post(server.url("/api/models/unload/" + "n" * 8000), timeout=5)  # the longest a URL may be
+    assert r.status_code == 404 and r.json()["error"]["message"] == "model not found: " + "n" * 200 + "…"
 
 
 def test_health_and_root(llama_swap, tmp_path):
