@@ -32,7 +32,10 @@ What it emulates, as seen through a proxy:
   llama-server's slow exit while a client connection is open (``--linger``);
 * old servers' framing: ``--close-delimited`` sends every body without
   chunked encoding nor a length (it ends when the connection closes), as
-  HTTP/1.0-era SSE servers do;
+  HTTP/1.0-era SSE servers do; ``--length-delimited`` sends a completion's
+  stream with a ``Content-Length`` (the whole body's, worked out first), each
+  event still written as it is generated (with ``--exit-mid-stream``, the
+  body ends short of its length);
 * llama-server's ``/metrics`` (Prometheus text) with ``--metrics``: prompt
   and generated token counters, requests in progress (501 without the flag,
   as llama-server answers). On SIGTERM it logs how many client
@@ -94,6 +97,7 @@ class Options:
     exit_mid_stream: int = 0
     close_delimited: bool = False
     log_rate: int = 0
+    length_delimited: bool = False
 
 
 class State:
@@ -299,18 +303,19 @@ def full_response(state: State, c: Completion) -> dict[str, Any]:
             "usage": usage(c.prompt_n, c.n_tokens), "timings": tim}
 
 
-def stream_events(state: State, c: Completion) -> Iterator[bytes]:
-    """The SSE payloads (``data: ...\\n\\n``) of a streamed answer, sleeping between tokens."""
+def stream_events(state: State, c: Completion, paced: bool = True) -> Iterator[bytes]:
+    """The SSE payloads (``data: ...\\n\\n``) of a streamed answer, sleeping between tokens; ``paced=False``:
+    the same bytes at once, without sleeps or faults (to measure the body)."""
     delay = state.options.token_delay
     render = _token_renderer(state, c)
-    if state.options.prompt_delay > 0:
+    if paced and state.options.prompt_delay > 0:
         time.sleep(state.options.prompt_delay)  # prompt processing: the headers are already out
-    exit_after = state.options.exit_mid_stream
+    exit_after = state.options.exit_mid_stream if paced else 0
     for i in range(c.n_tokens):
         if exit_after and i == exit_after:
             log(f"srv  exit_mid_stream: {exit_after} token(s) streamed, exiting on purpose")
             os._exit(1)
-        if delay > 0:
+        if paced and delay > 0:
             time.sleep(delay)
         yield render(i)
     tim = timings(c.prompt_n, c.n_tokens, delay)
@@ -458,11 +463,12 @@ class Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, obj: Any) -> None:
         self._send(status, dumps(obj))
 
-    def _send_stream(self, events: Iterator[bytes], content_type: str = SSE_TYPE) -> bool:
-        """Stream SSE ``events`` as chunks; False if the client went away."""
-        chunked = self._chunked_ok()
+    def _send_stream(self, events: Iterator[bytes], content_type: str = SSE_TYPE, length: int | None = None) -> bool:
+        """Stream SSE ``events``: as chunks, or each as it is after a ``length`` told up front, or (close-delimited)
+        until the connection closes; False if the client went away."""
+        chunked = length is None and self._chunked_ok()
         try:
-            self.connection.sendall(self._head(200, content_type, None))
+            self.connection.sendall(self._head(200, content_type, length))
             for event in events:
                 self.connection.sendall(b"%x\r\n%b\r\n" % (len(event), event) if chunked else event)
             if chunked:
@@ -564,7 +570,9 @@ class Handler(BaseHTTPRequestHandler):
         state.completion_began(c)
         try:
             if c.stream:
-                if not self._send_stream(stream_events(state, c)):
+                length = (sum(map(len, stream_events(state, c, paced=False)))
+                          if state.options.length_delimited else None)
+                if not self._send_stream(stream_events(state, c), length=length):
                     return
             else:
                 thinking = state.options.prompt_delay + state.options.token_delay * c.n_tokens
@@ -690,6 +698,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                    help="exit(1) in the middle of a stream, after sending N tokens of it (0: never)")
     p.add_argument("--close-delimited", action="store_true",
                    help="streams without chunked encoding nor a length: the body ends when the connection closes")
+    p.add_argument("--length-delimited", action="store_true",
+                   help="completion streams with a Content-Length, each event still sent as it is generated")
     p.add_argument("--never-healthy", action="store_true", help="answer 503 forever")
     p.add_argument("--ignore-sigterm", action="store_true", help="ignore SIGTERM (SIGKILL only)")
     p.add_argument("--split-writes", action="store_true", help="no TCP_NODELAY; headers and body in two writes")
@@ -703,7 +713,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return Options(a.host, a.port, a.model, a.load_time, a.tokens, a.token_delay, a.crash_after,
                    a.never_healthy, a.ignore_sigterm, a.split_writes, a.starts_file, a.exit_after_start,
                    a.echo_request, a.prompt_delay, a.linger, a.metrics, a.exit_mid_stream, a.close_delimited,
-                   a.log_rate)
+                   a.log_rate, a.length_delimited)
 
 
 def record_start(path: str) -> None:

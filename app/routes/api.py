@@ -24,7 +24,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from app.config import thaw
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, NotFound, echoed
 from app.runtime.server import Server, current
 from scheduler.errors import ModelNotFound
 
@@ -42,7 +42,7 @@ def unload_one(name: str) -> Response:
     server = current()
     model = server.config.resolve(name)
     if model is None:
-        raise ModelNotFound(f"model not found: {name}")
+        raise ModelNotFound(f"model not found: {echoed(name)}")
     server.router.unload([model])
     return Response("OK", mimetype="text/plain")
 
@@ -72,6 +72,6 @@ def activate_profile() -> Response:
     name = name or None
     if name is not None and name not in server.config.profiles:
         known = ", ".join(server.config.profiles) or "none configured"
-        raise NotFound(f"profile {name} not found (profiles: {known})")
+        raise NotFound(f"profile {echoed(name)} not found (profiles: {known})")
     server.activate_profile(name)
     return jsonify(profiles_document(server))

@@ -37,6 +37,7 @@ from app.runtime import bridge, hosts
 from app.runtime.build import build_server, reload_server
 from app.runtime.core_hub import THREAD_NAME, core_hub
 from app.runtime.lastgood import load_first
+from app.runtime.limits import raise_open_files_limit
 from app.runtime.reload import watch_config
 from app.runtime.server import EXTENSION, Observatory, model_status
 from app.runtime.shutdown import close_app, stop_on_sigterm
@@ -57,6 +58,7 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     upstream, gracefully) at the interpreter's exit, for hosts without a
     stop hook of ours (``app.runtime.shutdown``). See ``build_app`` for the arguments.
     """
+    raise_open_files_limit()  # each client connection holds a descriptor
     if hosts.needs_bridge():
         core = core_hub()
         app = core.call(build_app, config_path, config, watch, config_dir)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
+import psutil
 import requests
 
 from tests.helpers.server import fake_cmd, wait_for
@@ -78,6 +80,33 @@ def test_upstream_that_fails_to_start_is_a_502_with_the_reason(llama_swap, tmp_p
     assert requests.post(url, json=chat("llama"), timeout=30).status_code == 200
 
 
+def test_an_upstream_that_never_becomes_healthy_is_a_502_once_its_health_check_times_out_and_is_stopped(
+        llama_swap, tmp_path):
+    # 15 s: the least healthCheckTimeout there is (a smaller one is raised to it, as in Go).
+    server = llama_swap(f"""
+healthCheckTimeout: 15
+models:
+  sick:
+    cmd: {fake_cmd("sick", tmp_path, "--never-healthy")}
+  llama:
+    cmd: {fake_cmd("llama", tmp_path, "--tokens 3")}
+""")
+    url = server.url("/v1/chat/completions")
+    began = time.monotonic()
+    r = requests.post(url, json=chat("sick"), timeout=60)
+    waited = time.monotonic() - began
+    assert_openai_error(r, 502, "bad_gateway", contains="model sick: health check timed out after 15s")
+    assert 15 <= waited < 20, f"answered after {waited:.1f}s"
+    (pid,) = server.starts("sick")
+    server.wait_for_log(f"sick: health check timed out after 15s; stopping pid {pid}")
+    wait_for(lambda: not psutil.pid_exists(pid) and server.upstream_processes() == [], timeout=5,
+             what="the unhealthy upstream to be stopped")
+    assert server.state_of("sick") is None
+    r = requests.post(url, json=chat("llama"), timeout=30)
+    assert r.status_code == 200 and r.json()["model"] == "llama"
+    assert server.starts("sick") == [pid]  # not started again
+
+
 def test_running_lists_loaded_models_and_unload_stops_them(llama_swap, tmp_path):
     server = llama_swap(config_for(tmp_path))
     assert requests.get(server.url("/running"), timeout=5).json() == {"running": []}
@@ -100,6 +129,8 @@ def test_running_lists_loaded_models_and_unload_stops_them(llama_swap, tmp_path)
     assert len(server.starts("llama")) == 2 and pid not in server.starts("llama")[1:]
     r = requests.post(server.url("/api/models/unload/nope"), timeout=5)
     assert r.status_code == 404
+    r = requests.post(server.url("/api/models/unload/" + "n" * 8000), timeout=5)  # the longest a URL may be
+    assert r.status_code == 404 and r.json()["error"]["message"] == "model not found: " + "n" * 200 + "…"
 
 
 def test_health_and_root(llama_swap, tmp_path):

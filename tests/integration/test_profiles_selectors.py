@@ -150,6 +150,8 @@ def test_a_bad_profile_switch_is_refused_and_changes_nothing(fresh: LlamaSwapSer
     activate(fresh, "writing")
     r = activate(fresh, "nope")
     assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
+    r = activate(fresh, "n" * 1_000_000)  # echoed at most 200 characters long
+    assert r.status_code == 404 and r.json()["error"]["message"].startswith("profile " + "n" * 200 + "… not found")
     r = requests.put(fresh.url("/api/profiles/active"), data="not json", timeout=5)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert requests.get(fresh.url("/api/profiles"), timeout=5).json()["active"] == "writing"

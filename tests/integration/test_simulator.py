@@ -372,3 +372,26 @@ def test_close_delimited_streams_end_with_the_connection(launch: Any) -> None:
     assert "transfer-encoding" not in headers and "content-length" not in headers
     assert headers["connection"] == "close"
     assert sse_events(raw)[-1] == "[DONE]"
+
+
+def test_length_delimited_streams_tell_their_length(launch: Any) -> None:
+    up = launch("--length-delimited", "--tokens", "2")
+    status, headers, raw = request(up, "POST", "/v1/chat/completions", {"stream": True, "messages": []})
+    assert status == 200
+    assert "transfer-encoding" not in headers and int(headers["content-length"]) == len(raw)
+    assert headers["connection"] == "keep-alive"
+    events = sse_events(raw)
+    assert json.loads(events[0])["choices"][0]["delta"]["content"] == "tok0 " and events[-1] == "[DONE]"
+
+
+def test_length_delimited_stream_cut_mid_stream_ends_short_of_its_length(launch: Any) -> None:
+    up = launch("--length-delimited", "--exit-mid-stream", "2", "--tokens", "5")
+    conn = http.client.HTTPConnection(up.host, up.port, timeout=5)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps({"stream": True, "messages": []}),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and int(resp.getheader("Content-Length")) > 0
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        resp.read()
+    assert cut.value.partial.count(b"data: ") == 2
+    assert up.wait_exit(timeout=5) == 1

@@ -45,11 +45,16 @@ def read_until_broken(chunks: Iterator[bytes]) -> bytes:
 # --------------------------------------------------------------------------- a cut answer reads as cut
 
 
-def test_an_upstream_dying_mid_stream_breaks_the_clients_stream(llama_swap, tmp_path):
-    server = llama_swap(model_a(tmp_path, "--tokens 10 --exit-mid-stream 3"))
+@pytest.mark.parametrize("framing", ["", "--length-delimited"], ids=["chunked", "content-length"])
+def test_an_upstream_dying_mid_stream_breaks_the_clients_stream(llama_swap, tmp_path, framing):
+    server = llama_swap(model_a(tmp_path, f"--tokens 10 --exit-mid-stream 3 {framing}"))
     with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
         assert r.status_code == 200
-        got = read_until_broken(r.iter_content(None))
+        assert ("Content-Length" in r.headers) == bool(framing)  # passed on: the client knows it is short
+        # (byte by byte: a read of more than what came before the cut raises without what it had)
+        began = time.monotonic()
+        got = read_until_broken(r.iter_content(1 if framing else None))
+        assert time.monotonic() - began < 5, "the client waited for the rest (read timeout) instead of a cut"
     assert got.count(b"data: ") == 3 and b"[DONE]" not in got
     wait_for(lambda: "A: stream from upstream ended early" in server.log(), timeout=5, what="the log line")
     assert "Traceback" not in server.log(), server.log()
@@ -89,25 +94,32 @@ def test_unloading_while_streams_run_breaks_them(llama_swap, tmp_path):
 # --------------------------------------------------------------------------- every body streams as it arrives
 
 
-def test_a_close_delimited_sse_body_streams_event_by_event(llama_swap, tmp_path):
-    # An old SSE server: no chunked encoding, no length, the body ends when it closes the connection.
-    server = llama_swap(model_a(tmp_path, "--close-delimited --tokens 2 --token-delay 1"))
+@pytest.mark.parametrize("framing", ["--close-delimited", "--length-delimited"], ids=["close-delimited",
+                                                                                    "content-length"])
+def test_a_body_without_chunked_encoding_streams_part_by_part(llama_swap, tmp_path, framing):
+    # No chunked encoding: the body ends when the upstream closes the connection (an old SSE server), or at
+    # its Content-Length. Either way its first event is sent 1 s in, the rest 1 s later.
+    server = llama_swap(model_a(tmp_path, f"{framing} --tokens 2 --token-delay 1"))
     assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=30).status_code == 200
     began = time.monotonic()
     with requests.post(server.url(CHAT), json=chat(), stream=True, timeout=30) as r:
         headers_at = time.monotonic() - began
-        chunks = r.iter_content(None)
+        chunks = r.iter_content(None if framing == "--close-delimited" else 1)
         first = b""
         while b"\n\n" not in first:
             first += next(chunks)
         first_at = time.monotonic() - began
         rest = b"".join(chunks)
         ended_at = time.monotonic() - began
-    assert headers_at < 0.7, f"the headers waited {headers_at:.2f}s for the body"
     assert first.startswith(b"data: ") and b"tok0" in first
     assert ended_at - first_at > 0.6, (f"the first event came at {first_at:.2f}s, with the rest "
                                        f"(at {ended_at:.2f}s): the body was read whole first")
     assert (first + rest).endswith(b"data: [DONE]\n\n")
+    if framing == "--close-delimited":  # a stream's headers go out before its first event
+        assert headers_at < 0.7, f"the headers waited {headers_at:.2f}s for the body"
+    else:  # the length is passed on, the headers go with the first part
+        assert headers_at < ended_at - 0.6, f"the headers came at {headers_at:.2f}s, with the whole body"
+        assert int(r.headers["Content-Length"]) == len(first + rest)
 
 
 # --------------------------------------------------------------------------- a client gone is noticed, whatever the upstream does
@@ -191,14 +203,28 @@ def content_length(answer: bytes) -> int:
     return 0
 
 
+def peak_rss(process: psutil.Process) -> int:
+    """The most memory ``process`` has held at once (Linux's ``VmHWM``), in bytes."""
+    with open(f"/proc/{process.pid}/status") as status:
+        (line,) = [line for line in status if line.startswith("VmHWM:")]
+    return int(line.split()[1]) * 1024
+
+
 def test_a_chunked_body_over_the_limit_is_refused_without_being_read_whole(llama_swap, tmp_path):
     server = llama_swap(model_a(tmp_path, ""))
+    (worker,) = psutil.Process(server.proc.pid).children()
+    before = worker.memory_info().rss
     megabyte = b"x" * (1 << 20)
     chunk = b"%x\r\n%b\r\n" % (len(megabyte), megabyte)
     parts = [chunk] * 250 + [b"1\r\nx\r\n", b"0\r\n\r\n"]  # 250 MB and one byte
     status, body = raw_exchange(server, b"Transfer-Encoding: chunked\r\n", parts)
     assert status == 413, body
     assert "250 MB" in json.loads(body)["error"]["message"]
+    # Memory stays bounded: what was read up to the limit, held once (it was 925 MB when the body was
+    # read whole and forwarded), and given back once the request was refused.
+    grew = (peak_rss(worker) - before) >> 20
+    assert grew < 250 + 70, f"the worker grew by {grew} MB reading a body refused at 250 MB"
+    wait_for(lambda: worker.memory_info().rss - before < 50 << 20, timeout=5, what="the body's memory given back")
     assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200
 
 
@@ -259,6 +285,71 @@ def test_bodies_that_stall_are_refused_with_a_408_and_a_thousand_of_them_block_n
         for sock in stalled:
             sock.close()
     assert server.starts("A") and len(server.starts("A")) == 1  # the stalled requests started nothing more
+    assert "Traceback" not in server.log(), server.log()
+
+
+def worker_connections_on(server) -> int:
+    """How many client connections the server's worker holds open on its port."""
+    (worker,) = psutil.Process(server.proc.pid).children()
+    return sum(1 for c in worker.net_connections("tcp")
+               if c.laddr.port == server.port and c.status == psutil.CONN_ESTABLISHED)
+
+
+def answer_on(sock: socket.socket) -> bytes:
+    """One whole answer with a Content-Length read from ``sock`` (which stays open)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < content_length(answer):
+        data = sock.recv(65536)
+        assert data, f"closed after {answer!r}"
+        answer += data
+    return answer
+
+
+def started_under_a_soft_limit_of_1024(start):
+    """What ``start()`` returns, run with this process's soft open-files limit at a service's default
+    (systemd's 1,024) for the server to inherit; the limit is put back after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        return start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_thousand_stalled_heads_and_two_thousand_idle_connections_delay_no_request(llama_swap, tmp_path):
+    enough_files_for(3000 + 200)  # the hard limit allows it: the server raises its soft limit to it, as Go does
+    server = started_under_a_soft_limit_of_1024(lambda: llama_swap(model_a(tmp_path, "")))
+    assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200  # A is up
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2000)]
+    stalled = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(1000)]
+    try:
+        for sock in idle:  # all sent before any is read: the server answers them side by side
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in idle:
+            assert answer_on(sock).startswith(b"HTTP/1.1 200")  # ...and keeps the connection for the next
+        for n, sock in enumerate(stalled):  # half stop in the request line, half in the headers
+            sock.sendall(b"GET /heal" if n % 2 else b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        wait_for(lambda: worker_connections_on(server) >= 3000, timeout=10, what="the worker to hold all 3,000")
+
+        began = time.monotonic()
+        assert requests.get(server.url("/health"), timeout=5).status_code == 200
+        health_took = time.monotonic() - began
+        began = time.monotonic()
+        assert requests.post(server.url(CHAT), json=chat(stream=False), timeout=15).status_code == 200
+        chat_took = time.monotonic() - began
+        assert health_took < 1.0 and chat_took < 1.0, (
+            f"/health took {health_took:.2f}s and a chat completion {chat_took:.2f}s behind 3,000 idle connections")
+
+        # They were held all along: a stalled head has had no answer, an idle connection still serves.
+        for sock in stalled[:20] + stalled[-20:]:
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(1)
+        idle[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer_on(idle[0]).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in idle + stalled:
+            sock.close()
     assert "Traceback" not in server.log(), server.log()
 
 

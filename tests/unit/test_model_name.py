@@ -7,6 +7,7 @@ import os
 import socket
 import tempfile
 import time
+import tracemalloc
 
 import gevent
 import pytest
@@ -148,6 +149,31 @@ def test_a_told_length_over_the_limit_is_refused_before_reading(monkeypatch):
     with pytest.raises(RequestTooLarge):
         read_whole(FakeRequest(stream, (1 << 20) + 1))
     assert stream.read_bytes == 0
+
+
+class FreshChunks(io.RawIOBase):
+    """A body of ``size`` bytes whose every read is a new object, as a socket's are."""
+
+    def __init__(self, size: int):
+        self.left = size
+
+    def read(self, size: int = -1) -> bytes:
+        size = min(size, self.left)
+        self.left -= size
+        return bytes(size)
+
+
+def test_a_body_read_whole_takes_its_size_in_memory_once():
+    size = 32 << 20
+    stream = FreshChunks(size)
+    tracemalloc.start()
+    try:
+        body = read_whole(FakeRequest(stream, None))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(body) == size
+    assert peak < 1.3 * size, f"reading {size >> 20} MB took {peak >> 20} MB at its peak"
 
 
 def test_a_body_shorter_than_its_length_or_unreadable_is_a_bad_request():
