@@ -24,7 +24,7 @@ from datetime import datetime
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest, NotFound, echoed
 from app.observe.activity import ActivityRecord
 from app.observe.activity_store import SORT_COLUMNS, ActivityQuery
 from app.runtime.server import Observatory, current
@@ -68,7 +68,7 @@ def activity_stats() -> Response:
 @bp.get("/api/captures/<id>")
 def capture(id: str) -> Response:
     if not (id.isascii() and id.isdigit()):
-        raise BadRequest(f"invalid capture id: {id}")
+        raise BadRequest(f"invalid capture id: {echoed(id)}")
     found = observatory().captures.get(int(id))
     if found is None:
         raise NotFound(f"capture {id} not found")
@@ -85,10 +85,10 @@ def activity_query(args) -> ActivityQuery:
         raise BadRequest("min_id must not be greater than max_id")
     sort = args.get("sort") or "id"
     if sort not in SORT_COLUMNS:
-        raise BadRequest(f"invalid sort: {sort} (one of {', '.join(SORT_COLUMNS)})")
+        raise BadRequest(f"invalid sort: {echoed(sort)} (one of {', '.join(SORT_COLUMNS)})")
     order = (args.get("order") or "desc").lower()
     if order not in ("asc", "desc"):
-        raise BadRequest(f"invalid order: {order} (asc or desc)")
+        raise BadRequest(f"invalid order: {echoed(order)} (asc or desc)")
     limit = number(args, "limit", 1, MAX_LIMIT)
     models = tuple(m.strip() for m in args.getlist("model") if m.strip())
     statuses = tuple(status_range(s.strip()) for s in args.getlist("status") if s.strip())
@@ -105,7 +105,7 @@ def status_range(text: str) -> tuple[int, int]:
     if re.fullmatch(r"[1-5]xx", text.lower()):
         low = int(text[0]) * 100
         return low, low + 99
-    raise BadRequest(f"invalid status: {text} (a code such as 404, or a class such as 5xx)")
+    raise BadRequest(f"invalid status: {echoed(text)} (a code such as 404, or a class such as 5xx)")
 
 
 def number(args, name: str, low: int, high: int | None = None) -> int | None:
@@ -115,10 +115,10 @@ def number(args, name: str, low: int, high: int | None = None) -> int | None:
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"invalid {name}: {raw} (an integer)") from None
+        raise BadRequest(f"invalid {name}: {echoed(raw)} (an integer)") from None
     if value < low or (high is not None and value > high):
         bounds = f"{low}..{high}" if high is not None else f">= {low}"
-        raise BadRequest(f"invalid {name}: {raw} ({bounds})")
+        raise BadRequest(f"invalid {name}: {echoed(raw)} ({bounds})")
     return value
 
 
@@ -132,5 +132,5 @@ def timestamp(args, name: str) -> float | None:
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:
-        raise BadRequest(f"invalid {name}: {raw} (RFC3339, e.g. 2026-12-01T10:00:00Z)")
+        raise BadRequest(f"invalid {name}: {echoed(raw)} (RFC3339, e.g. 2026-12-01T10:00:00Z)")
     return parsed.timestamp()

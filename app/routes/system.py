@@ -16,7 +16,7 @@ from datetime import datetime
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.errors import ApiError, BadRequest
+from app.errors import ApiError, BadRequest, echoed
 from app.runtime.server import current
 from app.version import build_info
 
@@ -47,7 +47,7 @@ def performance() -> Response:
         try:
             after = parse_rfc3339(request.args["after"])
         except ValueError:
-            raise BadRequest(f"after: {request.args['after']!r} is not an RFC 3339 time "
+            raise BadRequest(f"after: {echoed(request.args['after'])!r} is not an RFC 3339 time "
                              "(such as 2026-01-02T15:04:05Z)") from None
     sys_stats, gpu_stats = monitor.history(after)
     return jsonify({"enabled": True, "sys_stats": [s.to_json() for s in sys_stats],

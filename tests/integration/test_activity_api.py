@@ -129,3 +129,6 @@ def test_a_capture_shows_the_api_key_redacted_and_bad_ids_are_refused(llama_swap
         refused = requests.get(server.url("/api/metrics/activity"), params=params, headers=auth, timeout=5)
         assert refused.status_code == 400, params
         assert refused.json()["error"]["type"] == "invalid_request_error"
+    for params in ({"sort": "s" * 5000}, {"status": "9" * 5000}, {"page": "x" * 5000}, {"start": "t" * 5000}):
+        refused = requests.get(server.url("/api/metrics/activity"), params=params, headers=auth, timeout=5)
+        assert refused.status_code == 400 and len(refused.json()["error"]["message"]) < 400, params  # echo capped
