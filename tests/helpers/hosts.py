@@ -10,6 +10,7 @@ deadline (``wait_for``) or is a bounded request.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,7 @@ class HostCase:
     args: Callable[[int], list[str]]
     install: str  # what to install when it is missing
     stop_signal: int = signal.SIGTERM
+    exit_code: int = 0  # the host's exit status on its stop signal (as subprocess gives it)
     one_at_a_time: bool = False  # the host serves one request at a time (gunicorn sync, uWSGI's one thread)
     says: str = ""  # what wsgi.py logs at start in this host
     env: dict[str, str] = field(default_factory=dict)
@@ -218,14 +220,34 @@ def check_concurrent(run: HostRun, one_at_a_time: bool) -> None:
         f"/v1/models answered {answered - done['at']:.2f}s after the stream it should not wait behind ended"
 
 
-def check_clean_stop(run: HostRun, signum: int) -> None:
-    """The host's stop signal stops the server (each model stopped and logged so, not killed by the guardian
-    as the process dies), and no upstream is left."""
-    assert run.upstreams(), "no upstream ran: the checks before did not start any model"
-    run.stop(signum)
+def running_models(run: HostRun) -> dict[str, int]:
+    """The models running now (``/running``), each with the pid the server last logged starting it."""
+    r = requests.get(run.url("/running"), timeout=REQUEST_TIMEOUT)
+    assert r.status_code == 200, r.text
+    models = [record["model"] for record in r.json()["running"]]
+
+    def started() -> dict[str, int] | None:  # the log is written behind the answers
+        log = run.log()
+        pids = {model: re.findall(rf"\b{re.escape(model)}: starting pid (\d+)", log) for model in models}
+        return {model: int(found[-1]) for model, found in pids.items()} if all(pids.values()) else None
+
+    return wait_for(started, timeout=10, what=f"the start of {models} in the log\n{run.log()}")
+
+
+def check_clean_stop(run: HostRun, signum: int, exit_code: int) -> None:
+    """The host's stop signal stops the server: every model running at that moment is stopped by the server
+    and logged so after the signal (not SIGKILLed by the guardian as the process dies), no upstream is
+    left, and the host exits with ``exit_code``."""
+    running = running_models(run)
+    assert running and run.upstreams(), "no upstream ran: the checks before did not start any model"
+    before = len(run.log())
+    code = run.stop(signum)
     wait_for(lambda: not run.upstreams(), timeout=10, what=f"every upstream to be stopped\n{run.log()}")
-    log = run.log()
-    assert "A: stopped pid" in log and "B: stopped pid" in log, f"the models were not stopped by the server:\n{log}"
+    after = run.log()[before:]
+    for model, pid in running.items():
+        assert f"{model}: stopped pid {pid}" in after, \
+            f"{model} (pid {pid}) was not stopped by the server after signal {signum}:\n{after}"
+    assert code == exit_code, f"the host exited with {code}, not {exit_code}, on signal {signum}:\n{after}"
 
 
 def six_checks(workdir: Path, case: HostCase) -> None:
@@ -239,6 +261,6 @@ def six_checks(workdir: Path, case: HostCase) -> None:
         check_guarded(run)
         check_stream(run)
         check_concurrent(run, case.one_at_a_time)
-        check_clean_stop(run, case.stop_signal)
+        check_clean_stop(run, case.stop_signal, case.exit_code)
     finally:
         run.kill()

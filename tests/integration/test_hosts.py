@@ -7,7 +7,9 @@ scheduler and its own copies of the models.
 
 Every other host (``tests/helpers/hosts.py``) runs the issue's six checks:
 start, list, chat, stream, 6 concurrent requests over two models (and
-/v1/models not waiting behind a completion), clean stop. A host that is not
+/v1/models not waiting behind a completion), clean stop (each model running
+at the stop signal stopped by the server after it, none left, and the host's
+own exit status). A host that is not
 installed is skipped, saying what to install. Hosts this server cannot serve
 are refused at start with a message naming the host and how to run it.
 """
@@ -104,6 +106,12 @@ def gunicorn_without_our_settings(*flags: str) -> Callable[[int], list[str]]:
 
 
 PIP_UWSGI = "pip install uwsgi (it compiles; .ci/run installs it)"
+# What each host exits with on its stop signal (SIGTERM), as measured with uWSGI 2.0.31: gunicorn's master,
+# waitress, flask run, a gevent.pywsgi script and uWSGI's master (--die-on-term) exit 0; uWSGI without its
+# master exits with its own codes (uwsgi.h): a threaded worker ends with UWSGI_END_CODE, and the gevent
+# loop ends with UWSGI_RELOAD_CODE after its SIGTERM/SIGINT handler ("Brutally killing worker").
+UWSGI_END_CODE = 30
+UWSGI_RELOAD_CODE = 17
 PATCHED_BY_WSGI_PY = "wsgi.py patched it with gevent.monkey.patch_all() before importing anything else"
 PYWSGI_HOST = str(REPO_ROOT / "tests" / "helpers" / "pywsgi_host.py")
 HOSTS = [
@@ -120,11 +128,12 @@ HOSTS = [
     HostCase("pywsgi-unpatched", "python", lambda port: [PYWSGI_HOST, str(port)], "pip install gevent",
              says=PATCHED_BY_WSGI_PY),
     HostCase("uwsgi-gevent-monkey-patch", "uwsgi", uwsgi("--gevent", "100", "--gevent-monkey-patch"), PIP_UWSGI,
-             says=PATCHED_BY_WSGI_PY),  # uWSGI's own patching comes after the app is loaded
+             says=PATCHED_BY_WSGI_PY, exit_code=UWSGI_RELOAD_CODE),  # uWSGI's patching comes after the app loads
     HostCase("uwsgi-gevent-early-monkey-patch", "uwsgi",
-             uwsgi("--gevent", "100", "--gevent-early-monkey-patch"), PIP_UWSGI),
-    HostCase("uwsgi-gevent-unpatched", "uwsgi", uwsgi("--gevent", "100"), PIP_UWSGI, says=PATCHED_BY_WSGI_PY),
-    HostCase("uwsgi-threads", "uwsgi", uwsgi("--threads", "4"), PIP_UWSGI),
+             uwsgi("--gevent", "100", "--gevent-early-monkey-patch"), PIP_UWSGI, exit_code=UWSGI_RELOAD_CODE),
+    HostCase("uwsgi-gevent-unpatched", "uwsgi", uwsgi("--gevent", "100"), PIP_UWSGI, says=PATCHED_BY_WSGI_PY,
+             exit_code=UWSGI_RELOAD_CODE),
+    HostCase("uwsgi-threads", "uwsgi", uwsgi("--threads", "4"), PIP_UWSGI, exit_code=UWSGI_END_CODE),
     HostCase("uwsgi-master-threads", "uwsgi", uwsgi_master("--threads", "4"), PIP_UWSGI),
     HostCase("uwsgi-master-gevent", "uwsgi", uwsgi_master("--gevent", "100", "--gevent-early-monkey-patch"),
              PIP_UWSGI),
