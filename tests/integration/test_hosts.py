@@ -134,6 +134,8 @@ HOSTS = [
     HostCase("uwsgi-gevent-unpatched", "uwsgi", uwsgi("--gevent", "100"), PIP_UWSGI, says=PATCHED_BY_WSGI_PY,
              exit_code=UWSGI_RELOAD_CODE),
     HostCase("uwsgi-threads", "uwsgi", uwsgi("--threads", "4"), PIP_UWSGI, exit_code=UWSGI_END_CODE),
+    HostCase("uwsgi-default", "uwsgi", uwsgi(), PIP_UWSGI, one_at_a_time=True, says="one request at a time",
+             exit_code=UWSGI_END_CODE),  # one thread, no --gevent: bridged, Python threads on since 2.0.27
     HostCase("uwsgi-master-threads", "uwsgi", uwsgi_master("--threads", "4"), PIP_UWSGI),
     HostCase("uwsgi-master-gevent", "uwsgi", uwsgi_master("--gevent", "100", "--gevent-early-monkey-patch"),
              PIP_UWSGI),
