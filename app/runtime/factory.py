@@ -38,7 +38,7 @@ from app.runtime.core_hub import THREAD_NAME, core_hub
 from app.runtime.lastgood import load_first
 from app.runtime.reload import watch_config
 from app.runtime.server import EXTENSION, Observatory, model_status
-from app.runtime.shutdown import stop_at_exit, stop_on_sigterm
+from app.runtime.shutdown import end_feeds_on_graceful_stop, stop_at_exit, stop_on_sigterm
 from app.version import __version__, build_info
 
 log = logging.getLogger("llama-swap")
@@ -67,6 +67,7 @@ def create_app(config_path: str | None = None, config: Config | None = None,
         app = build_app(config_path, config, watch, config_dir)
     stop_at_exit(app)  # for hosts without our stop hooks (python -m app's worker skips atexit)
     stop_on_sigterm(gevent_host=not bridged)
+    end_feeds_on_graceful_stop(app)
     return app
 
 

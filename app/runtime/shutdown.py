@@ -13,7 +13,9 @@ the interpreter's ``atexit`` (waitress, ``flask run``, gunicorn without our
 and uWSGI's own ``uwsgi.atexit`` (its gevent loop calls only that one: uWSGI
 skips Python's ``atexit`` in async mode). ``stop_on_sigterm`` turns a SIGTERM
 that the host leaves at its default (the process would die at once, atexit
-unrun) into a normal exit that runs it.
+unrun) into a normal exit that runs it. ``end_feeds_on_graceful_stop`` serves
+gunicorn's workers without our ``gunicorn.conf.py``: their SIGTERM waits for
+the requests in flight, and the UI's event feed never ends by itself.
 """
 
 from __future__ import annotations
@@ -130,3 +132,37 @@ def stop_on_sigterm(gevent_host: bool) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, exit_normally)
+
+
+def end_feeds_on_graceful_stop(app: Flask) -> None:
+    """In a gunicorn worker, end the live feeds (the UI's event feed, log streams) when SIGTERM begins
+    gunicorn's graceful stop, which waits for every request in flight: a feed never ends by itself, so the
+    master's ``--graceful-timeout`` would SIGKILL the worker, and the guardian every upstream, instead of
+    the worker's exit stopping them. gunicorn's own handler still runs, first. (``gunicorn.conf.py``
+    installs its own stop after this, for its gevent worker.)
+    """
+    if "gunicorn" not in sys.modules or threading.current_thread() is not threading.main_thread():
+        return
+    graceful = signal.getsignal(signal.SIGTERM)
+    if not callable(graceful):
+        return
+
+    def stop_gracefully(signum: int, frame: Any) -> None:
+        graceful(signum, frame)
+        end_live_feeds(app)
+
+    signal.signal(signal.SIGTERM, stop_gracefully)
+
+
+def end_live_feeds(app: Flask) -> None:
+    """End ``app``'s live feeds and log streams now, without waiting (from a signal handler too)."""
+    server: Server | None = app.extensions.get(EXTENSION)
+    if server is None:
+        return
+    core = app.extensions.get(CORE_KEY)
+    if core is None:
+        import gevent
+
+        gevent.spawn(server.observatory.close)
+    else:
+        core.spawn(server.observatory.close)

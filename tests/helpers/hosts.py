@@ -18,15 +18,16 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import psutil
 import pytest
 import requests
 
-from tests.helpers.server import fake_cmd, processes_under, wait_for
+from tests.helpers.server import fake_cmd, hang_up, processes_under, wait_for
 from tests.helpers.upstream import REPO_ROOT, free_port, free_port_block
 
 BIN = Path(sys.executable).parent
@@ -50,6 +51,7 @@ class HostCase:
     install: str  # what to install when it is missing
     stop_signal: int = signal.SIGTERM
     exit_code: int = 0  # the host's exit status on its stop signal (as subprocess gives it)
+    stops_mid_request: bool = True  # its stop runs ours with a request in flight (uWSGI's threads: no)
     one_at_a_time: bool = False  # the host serves one request at a time (gunicorn sync, uWSGI's one thread)
     says: str = ""  # what wsgi.py logs at start in this host
     env: dict[str, str] = field(default_factory=dict)
@@ -234,20 +236,45 @@ def running_models(run: HostRun) -> dict[str, int]:
     return wait_for(started, timeout=10, what=f"the start of {models} in the log\n{run.log()}")
 
 
-def check_clean_stop(run: HostRun, signum: int, exit_code: int) -> None:
+STOP_WITHIN = 20  # seconds: under gunicorn's --graceful-timeout (30 s), after which its master SIGKILLs the worker
+
+
+@contextmanager
+def event_feed(run: HostRun) -> Iterator[None]:
+    """The UI's live event feed (``/api/events``), open and served (its first lines read) for the block."""
+    feed = requests.get(run.url("/api/events"), stream=True, timeout=REQUEST_TIMEOUT)
+    try:
+        assert feed.status_code == 200, feed.text
+        lines = feed.iter_lines()
+        assert next(lines), "the feed's first line"
+        yield
+        del lines  # only now: urllib3 closes the connection when its reader is dropped (a hang-up)
+    finally:
+        hang_up(feed)
+
+
+def check_clean_stop(run: HostRun, case: HostCase, feed_open: bool = False) -> None:
     """The host's stop signal stops the server: every model running at that moment is stopped by the server
     and logged so after the signal (not SIGKILLed by the guardian as the process dies), no upstream is
-    left, and the host exits with ``exit_code``."""
-    running = running_models(run)
+    left, and the host exits with its own status, within ``STOP_WITHIN`` seconds. With ``feed_open``, the
+    UI's event feed is open at the signal (a request that never ends by itself); where the host stops
+    without running our stop while a request is in flight (``case.stops_mid_request`` false), the guardian
+    must still leave no upstream."""
+    running = running_models(run)  # before the feed: a one-at-a-time host would answer it after
     assert running and run.upstreams(), "no upstream ran: the checks before did not start any model"
-    before = len(run.log())
-    code = run.stop(signum)
+    with event_feed(run) if feed_open else nullcontext():
+        before = len(run.log())
+        code = run.stop(case.stop_signal, timeout=STOP_WITHIN)
     wait_for(lambda: not run.upstreams(), timeout=10, what=f"every upstream to be stopped\n{run.log()}")
     after = run.log()[before:]
+    assert code == case.exit_code, \
+        f"the host exited with {code}, not {case.exit_code}, on signal {case.stop_signal}:\n{after}"
+    if feed_open and not case.stops_mid_request:
+        assert "stopped pid" not in after, f"{case.id} now runs our stop mid-request: update the docs\n{after}"
+        return
     for model, pid in running.items():
         assert f"{model}: stopped pid {pid}" in after, \
-            f"{model} (pid {pid}) was not stopped by the server after signal {signum}:\n{after}"
-    assert code == exit_code, f"the host exited with {code}, not {exit_code}, on signal {signum}:\n{after}"
+            f"{model} (pid {pid}) was not stopped by the server after signal {case.stop_signal}:\n{after}"
 
 
 def six_checks(workdir: Path, case: HostCase) -> None:
@@ -261,6 +288,6 @@ def six_checks(workdir: Path, case: HostCase) -> None:
         check_guarded(run)
         check_stream(run)
         check_concurrent(run, case.one_at_a_time)
-        check_clean_stop(run, case.stop_signal, case.exit_code)
+        check_clean_stop(run, case)
     finally:
         run.kill()
