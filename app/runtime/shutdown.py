@@ -9,7 +9,8 @@ process ends).
 
 Hosts without a stop hook of their own reach it through ``stop_at_exit``:
 the interpreter's ``atexit`` (waitress, ``flask run``, gunicorn without our
-``gunicorn.conf.py``, a ``gevent.pywsgi`` script, uWSGI's threaded workers)
+``gunicorn.conf.py``, a ``gevent.pywsgi`` script; uWSGI's threaded workers
+only when no request is in flight: uWSGI skips every exit hook of a busy one)
 and uWSGI's own ``uwsgi.atexit`` (its gevent loop calls only that one: uWSGI
 skips Python's ``atexit`` in async mode). ``stop_on_sigterm`` turns a SIGTERM
 that the host leaves at its default (the process would die at once, atexit

@@ -9,8 +9,9 @@ Every other host (``tests/helpers/hosts.py``) runs the issue's six checks:
 start, list, chat, stream, 6 concurrent requests over two models (and
 /v1/models not waiting behind a completion), clean stop (each model running
 at the stop signal stopped by the server after it, none left, and the host's
-own exit status). A host that is not
-installed is skipped, saying what to install. Hosts this server cannot serve
+own exit status); one host of each stop path is also stopped with the UI's
+event feed open. A host that is not installed is skipped, saying what to
+install. Hosts this server cannot serve
 are refused at start with a message naming the host and how to run it.
 """
 
