@@ -13,7 +13,6 @@ read at startup only: a reload that changes them takes effect at the next start.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 
@@ -40,7 +39,7 @@ from app.runtime.lastgood import load_first
 from app.runtime.limits import raise_open_files_limit
 from app.runtime.reload import watch_config
 from app.runtime.server import EXTENSION, Observatory, model_status
-from app.runtime.shutdown import close_app, stop_on_sigterm
+from app.runtime.shutdown import end_feeds_on_graceful_stop, stop_at_exit, stop_on_sigterm
 from app.version import __version__, build_info
 
 log = logging.getLogger("llama-swap")
@@ -53,22 +52,24 @@ def create_app(config_path: str | None = None, config: Config | None = None,
     calling greenlet's hub. In any other (requests on OS threads, nothing
     patched) it is built on the core hub, a thread of its own
     (``app.runtime.core_hub``), and answers through the thread bridge
-    (``app.runtime.bridge``), and SIGTERM, where the host leaves it at its
-    default, becomes a normal exit. Either way the server stops (every
-    upstream, gracefully) at the interpreter's exit, for hosts without a
-    stop hook of ours (``app.runtime.shutdown``). See ``build_app`` for the arguments.
+    (``app.runtime.bridge``). Either way SIGTERM, where the host leaves it
+    at its default, becomes a normal exit, and the server stops (every
+    upstream, gracefully) at the process's exit, for hosts without a stop
+    hook of ours (``app.runtime.shutdown``). See ``build_app`` for the arguments.
     """
     raise_open_files_limit()  # each client connection holds a descriptor
-    if hosts.needs_bridge():
+    bridged = hosts.needs_bridge()
+    if bridged:
         core = core_hub()
         app = core.call(build_app, config_path, config, watch, config_dir)
         bridge.install(app, core)
-        stop_on_sigterm()
         log.info("not a gevent host: the server runs on its own gevent hub (thread %s), requests are bridged "
                  "to it", THREAD_NAME)
     else:
         app = build_app(config_path, config, watch, config_dir)
-    atexit.register(close_app, app)  # for hosts without our stop hooks (python -m app's worker skips atexit)
+    stop_at_exit(app)  # for hosts without our stop hooks (python -m app's worker skips atexit)
+    stop_on_sigterm(gevent_host=not bridged)
+    end_feeds_on_graceful_stop(app)
     return app
 
 

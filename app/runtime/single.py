@@ -7,7 +7,11 @@ could start, and an unload in one worker would not be seen by the other. So
 the first worker to build the app takes an exclusive lock named after its
 parent (the host's master) and its config; a second worker of the same host
 waits a while for it (a graceful restart starts the new worker before the old
-one has gone), then refuses to start, saying to run one worker.
+one has gone), then refuses to start, saying to run one worker. It says why
+before it waits, not only when it refuses: a host may kill a worker that
+takes long to load (gunicorn before 22 kills one silent for ``--timeout``
+seconds, boot included; from 22 on its heartbeat check spares a worker that
+has not booted yet).
 ``gunicorn.conf.py`` refuses ``-w 2`` at once, before any worker starts.
 
 The lock is ``flock`` on a file in the temporary directory: the kernel drops
@@ -22,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sys
 import tempfile
 import time
 from typing import Mapping
@@ -63,16 +68,21 @@ def claim(config_key: str, wait: float | None = None, poll: float = 0.1, parent:
         return
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     deadline = time.monotonic() + wait
+    said = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            busy = (f"another worker process (of parent pid {os.getppid()}) already serves this config: "
+                    "llama-swap keeps its models and their scheduler in one process, so run the host with "
+                    "exactly one worker (gunicorn -w 1, uWSGI --processes 1); see docs/DEPLOY.md")
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise SecondWorker(
-                    f"another worker process (of parent pid {os.getppid()}) already serves this config: "
-                    "llama-swap keeps its models and their scheduler in one process, so run the host with "
-                    "exactly one worker (gunicorn -w 1, uWSGI --processes 1); see docs/DEPLOY.md") from None
+                raise SecondWorker(busy) from None
+            if not said:  # said now: a host may kill a worker that waits (gunicorn before 22 at --timeout)
+                print(f"llama-swap: {busy}; waiting {wait:g}s for it to go (a graceful restart) before refusing",
+                      file=sys.stderr, flush=True)
+                said = True
             time.sleep(poll)
             continue
         _held[path] = fd

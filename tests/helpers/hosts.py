@@ -10,6 +10,7 @@ deadline (``wait_for``) or is a bounded request.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,15 +18,16 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import psutil
 import pytest
 import requests
 
-from tests.helpers.server import fake_cmd, processes_under, wait_for
+from tests.helpers.server import fake_cmd, hang_up, processes_under, wait_for
 from tests.helpers.upstream import REPO_ROOT, free_port, free_port_block
 
 BIN = Path(sys.executable).parent
@@ -48,6 +50,8 @@ class HostCase:
     args: Callable[[int], list[str]]
     install: str  # what to install when it is missing
     stop_signal: int = signal.SIGTERM
+    exit_code: int = 0  # the host's exit status on its stop signal (as subprocess gives it)
+    stops_mid_request: bool = True  # its stop runs ours with a request in flight (uWSGI's threads: no)
     one_at_a_time: bool = False  # the host serves one request at a time (gunicorn sync, uWSGI's one thread)
     says: str = ""  # what wsgi.py logs at start in this host
     env: dict[str, str] = field(default_factory=dict)
@@ -218,14 +222,59 @@ def check_concurrent(run: HostRun, one_at_a_time: bool) -> None:
         f"/v1/models answered {answered - done['at']:.2f}s after the stream it should not wait behind ended"
 
 
-def check_clean_stop(run: HostRun, signum: int) -> None:
-    """The host's stop signal stops the server (each model stopped and logged so, not killed by the guardian
-    as the process dies), and no upstream is left."""
-    assert run.upstreams(), "no upstream ran: the checks before did not start any model"
-    run.stop(signum)
+def running_models(run: HostRun) -> dict[str, int]:
+    """The models running now (``/running``), each with the pid the server last logged starting it."""
+    r = requests.get(run.url("/running"), timeout=REQUEST_TIMEOUT)
+    assert r.status_code == 200, r.text
+    models = [record["model"] for record in r.json()["running"]]
+
+    def started() -> dict[str, int] | None:  # the log is written behind the answers
+        log = run.log()
+        pids = {model: re.findall(rf"\b{re.escape(model)}: starting pid (\d+)", log) for model in models}
+        return {model: int(found[-1]) for model, found in pids.items()} if all(pids.values()) else None
+
+    return wait_for(started, timeout=10, what=f"the start of {models} in the log\n{run.log()}")
+
+
+STOP_WITHIN = 20  # seconds: under gunicorn's --graceful-timeout (30 s), after which its master SIGKILLs the worker
+
+
+@contextmanager
+def event_feed(run: HostRun) -> Iterator[None]:
+    """The UI's live event feed (``/api/events``), open and served (its first lines read) for the block."""
+    feed = requests.get(run.url("/api/events"), stream=True, timeout=REQUEST_TIMEOUT)
+    try:
+        assert feed.status_code == 200, feed.text
+        lines = feed.iter_lines()
+        assert next(lines), "the feed's first line"
+        yield
+        del lines  # only now: urllib3 closes the connection when its reader is dropped (a hang-up)
+    finally:
+        hang_up(feed)
+
+
+def check_clean_stop(run: HostRun, case: HostCase, feed_open: bool = False) -> None:
+    """The host's stop signal stops the server: every model running at that moment is stopped by the server
+    and logged so after the signal (not SIGKILLed by the guardian as the process dies), no upstream is
+    left, and the host exits with its own status, within ``STOP_WITHIN`` seconds. With ``feed_open``, the
+    UI's event feed is open at the signal (a request that never ends by itself); where the host stops
+    without running our stop while a request is in flight (``case.stops_mid_request`` false), the guardian
+    must still leave no upstream."""
+    running = running_models(run)  # before the feed: a one-at-a-time host would answer it after
+    assert running and run.upstreams(), "no upstream ran: the checks before did not start any model"
+    with event_feed(run) if feed_open else nullcontext():
+        before = len(run.log())
+        code = run.stop(case.stop_signal, timeout=STOP_WITHIN)
     wait_for(lambda: not run.upstreams(), timeout=10, what=f"every upstream to be stopped\n{run.log()}")
-    log = run.log()
-    assert "A: stopped pid" in log and "B: stopped pid" in log, f"the models were not stopped by the server:\n{log}"
+    after = run.log()[before:]
+    assert code == case.exit_code, \
+        f"the host exited with {code}, not {case.exit_code}, on signal {case.stop_signal}:\n{after}"
+    if feed_open and not case.stops_mid_request:
+        assert "stopped pid" not in after, f"{case.id} now runs our stop mid-request: update the docs\n{after}"
+        return
+    for model, pid in running.items():
+        assert f"{model}: stopped pid {pid}" in after, \
+            f"{model} (pid {pid}) was not stopped by the server after signal {case.stop_signal}:\n{after}"
 
 
 def six_checks(workdir: Path, case: HostCase) -> None:
@@ -239,6 +288,6 @@ def six_checks(workdir: Path, case: HostCase) -> None:
         check_guarded(run)
         check_stream(run)
         check_concurrent(run, case.one_at_a_time)
-        check_clean_stop(run, case.stop_signal)
+        check_clean_stop(run, case)
     finally:
         run.kill()

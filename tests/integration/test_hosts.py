@@ -7,8 +7,11 @@ scheduler and its own copies of the models.
 
 Every other host (``tests/helpers/hosts.py``) runs the issue's six checks:
 start, list, chat, stream, 6 concurrent requests over two models (and
-/v1/models not waiting behind a completion), clean stop. A host that is not
-installed is skipped, saying what to install. Hosts this server cannot serve
+/v1/models not waiting behind a completion), clean stop (each model running
+at the stop signal stopped by the server after it, none left, and the host's
+own exit status); one host of each stop path is also stopped with the UI's
+event feed open. A host that is not installed is skipped, saying what to
+install. Hosts this server cannot serve
 are refused at start with a message naming the host and how to run it.
 """
 
@@ -25,7 +28,7 @@ from typing import Callable
 import pytest
 import requests
 
-from tests.helpers.hosts import HostCase, HostRun, six_checks
+from tests.helpers.hosts import HostCase, HostRun, check_clean_stop, six_checks, two_models_config
 from tests.helpers.server import fake_cmd, processes_under, wait_for
 from tests.helpers.upstream import REPO_ROOT, free_port, free_port_block
 
@@ -104,6 +107,12 @@ def gunicorn_without_our_settings(*flags: str) -> Callable[[int], list[str]]:
 
 
 PIP_UWSGI = "pip install uwsgi (it compiles; .ci/run installs it)"
+# What each host exits with on its stop signal (SIGTERM), as measured with uWSGI 2.0.31: gunicorn's master,
+# waitress, flask run, a gevent.pywsgi script and uWSGI's master (--die-on-term) exit 0; uWSGI without its
+# master exits with its own codes (uwsgi.h): a threaded worker ends with UWSGI_END_CODE, and the gevent
+# loop ends with UWSGI_RELOAD_CODE after its SIGTERM/SIGINT handler ("Brutally killing worker").
+UWSGI_END_CODE = 30
+UWSGI_RELOAD_CODE = 17
 PATCHED_BY_WSGI_PY = "wsgi.py patched it with gevent.monkey.patch_all() before importing anything else"
 PYWSGI_HOST = str(REPO_ROOT / "tests" / "helpers" / "pywsgi_host.py")
 HOSTS = [
@@ -120,12 +129,17 @@ HOSTS = [
     HostCase("pywsgi-unpatched", "python", lambda port: [PYWSGI_HOST, str(port)], "pip install gevent",
              says=PATCHED_BY_WSGI_PY),
     HostCase("uwsgi-gevent-monkey-patch", "uwsgi", uwsgi("--gevent", "100", "--gevent-monkey-patch"), PIP_UWSGI,
-             says=PATCHED_BY_WSGI_PY),  # uWSGI's own patching comes after the app is loaded
+             says=PATCHED_BY_WSGI_PY, exit_code=UWSGI_RELOAD_CODE),  # uWSGI's patching comes after the app loads
     HostCase("uwsgi-gevent-early-monkey-patch", "uwsgi",
-             uwsgi("--gevent", "100", "--gevent-early-monkey-patch"), PIP_UWSGI),
-    HostCase("uwsgi-gevent-unpatched", "uwsgi", uwsgi("--gevent", "100"), PIP_UWSGI, says=PATCHED_BY_WSGI_PY),
-    HostCase("uwsgi-threads", "uwsgi", uwsgi("--threads", "4"), PIP_UWSGI),
-    HostCase("uwsgi-master-threads", "uwsgi", uwsgi_master("--threads", "4"), PIP_UWSGI),
+             uwsgi("--gevent", "100", "--gevent-early-monkey-patch"), PIP_UWSGI, exit_code=UWSGI_RELOAD_CODE),
+    HostCase("uwsgi-gevent-unpatched", "uwsgi", uwsgi("--gevent", "100"), PIP_UWSGI, says=PATCHED_BY_WSGI_PY,
+             exit_code=UWSGI_RELOAD_CODE),
+    # uWSGI skips its exit hooks, and so our stop, in a worker busy with a request (uwsgi_python_atexit)
+    HostCase("uwsgi-threads", "uwsgi", uwsgi("--threads", "4"), PIP_UWSGI, exit_code=UWSGI_END_CODE,
+             stops_mid_request=False),
+    HostCase("uwsgi-default", "uwsgi", uwsgi(), PIP_UWSGI, one_at_a_time=True, says="one request at a time",
+             exit_code=UWSGI_END_CODE, stops_mid_request=False),  # one thread: bridged (threads on since 2.0.27)
+    HostCase("uwsgi-master-threads", "uwsgi", uwsgi_master("--threads", "4"), PIP_UWSGI, stops_mid_request=False),
     HostCase("uwsgi-master-gevent", "uwsgi", uwsgi_master("--gevent", "100", "--gevent-early-monkey-patch"),
              PIP_UWSGI),
 ]
@@ -134,6 +148,28 @@ HOSTS = [
 @pytest.mark.parametrize("case", HOSTS, ids=[case.id for case in HOSTS])
 def test_the_six_checks_pass_in_each_wsgi_host(tmp_path, case):
     six_checks(tmp_path, case)
+
+
+FEED_HOSTS = [case for case in HOSTS if case.id in (  # one of each way a host stops
+    "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent",  # a graceful wait for the requests in flight
+    "waitress", "flask-run", "pywsgi-patched",  # SIGTERM made an exit by us: atexit
+    "uwsgi-gevent-early-monkey-patch", "uwsgi-threads")]  # uwsgi.atexit; uWSGI's busy worker skips its hooks
+
+
+@pytest.mark.parametrize("case", FEED_HOSTS, ids=[case.id for case in FEED_HOSTS])
+def test_the_stop_signal_stops_every_model_while_the_uis_event_feed_is_open(tmp_path, case):
+    """A request that never ends by itself is in flight at the stop: gunicorn's graceful stop would wait
+    for it until its master SIGKILLs the worker (30 s), and the guardian the upstreams. The feed ends at
+    the signal instead, and the models are stopped by the server; except in uWSGI's threaded workers,
+    which skip every exit hook while busy: the guardian kills them there (docs/DEPLOY.md)."""
+    port = free_port()
+    run = HostRun(tmp_path, case.argv(port), two_models_config(tmp_path), case.env, port=port)
+    try:
+        run.wait_healthy()
+        assert run.chat("A").status_code == 200
+        check_clean_stop(run, case, feed_open=True)
+    finally:
+        run.kill()
 
 
 REFUSED = [

@@ -30,7 +30,7 @@ def release(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
-def test_a_second_worker_of_the_same_host_and_config_is_refused_saying_to_run_one(monkeypatch):
+def test_a_second_worker_of_the_same_host_and_config_is_refused_saying_to_run_one(monkeypatch, capsys):
     monkeypatch.setattr(single, "_held", {})
     first = holder("/srv/config.yaml|")
     try:
@@ -39,6 +39,26 @@ def test_a_second_worker_of_the_same_host_and_config_is_refused_saying_to_run_on
             single.claim("/srv/config.yaml|", wait=0.3, parent=PARENT)
         assert time.monotonic() - began >= 0.3, "it waited for the other to go (a graceful restart)"
     finally:
+        release(first)
+    said = capsys.readouterr().err
+    assert said.count("waiting 0.3s for it to go") == 1 and "exactly one worker" in said, said
+
+
+def test_a_second_worker_says_why_before_it_waits_so_a_host_that_kills_it_meanwhile_leaves_the_reason(monkeypatch):
+    """gunicorn before 22 kills a worker silent for --timeout seconds while it loads: the reason must already
+    be out when that happens, not only printed at the end of the wait."""
+    monkeypatch.setattr(single, "_held", {})
+    first = holder("/srv/config.yaml|")
+    script = ("from app.runtime import single\n"
+              f"single.claim('/srv/config.yaml|', wait=60, parent={PARENT})\n")
+    second = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        said = second.stderr.readline()  # before the 60 s wait is over
+        assert "already serves this config" in said and "waiting 60s" in said, said
+        assert second.poll() is None, "still waiting"
+    finally:
+        second.kill()
+        second.wait()
         release(first)
 
 
