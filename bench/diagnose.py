@@ -35,7 +35,7 @@ import requests
 from bench.harness import (CHAT_PATH, HOST, PYTHON, REPO_ROOT, chat_body, format_table, free_port,
                            latency_summary_ms, new_session, port_accepts, register, running_server, say,
                            stop_everything, stop_process, timed_post, wait_until)
-from bench.first_event import StreamClient
+from bench.first_event import WARMUP, StreamClient, samples_in_turn
 from bench.streaming import stream_once
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -103,7 +103,9 @@ def run_first_event_layers(total: int) -> None:
             clients = {"direct to upstream": StreamClient(server.upstream_port, body),
                        "floor: gunicorn+gevent + urllib3 stream relay": StreamClient(floor_port, body),
                        "real proxy": StreamClient(server.port, body)}
-            samples = first_events_in_turn(clients, total)
+            samples_in_turn(clients, WARMUP)
+            samples = {name: [sample.first_event_s for sample in got]
+                       for name, got in samples_in_turn(clients, total).items()}
         finally:
             for client in clients.values():
                 client.close()
@@ -112,24 +114,6 @@ def run_first_event_layers(total: int) -> None:
     direct = stats["direct to upstream"]["p50"]
     rows = [(name, s["p50"], s["p90"], s["p50"] - direct) for name, s in stats.items()]
     say("    " + format_table(["path", "p50", "p90", "p50 - direct"], rows).replace("\n", "\n    "))
-
-
-def first_events_in_turn(clients: dict[str, StreamClient], total: int, warmup: int = 50,
-                         block: int = 50) -> dict[str, list[float]]:
-    """Time to first event per path, the paths taking turns sample by sample (the order rotating);
-    each block starts on fresh connections, opened outside the timing."""
-    names = list(clients)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(warmup + total):
-        if i % block == 0:
-            for client in clients.values():
-                client.reconnect()
-        turn = names[i % len(names):] + names[:i % len(names)]
-        for name in turn:
-            sample = clients[name].sample()
-            if i >= warmup:
-                samples[name].append(sample.first_event_s)
-    return samples
 
 
 def profile_switch(base_url: str, command: str) -> None:

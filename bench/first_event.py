@@ -148,30 +148,31 @@ def dechunk(body: bytes) -> bytes:
 # --------------------------------------------------------------------------- running
 
 
-def alternating_samples(proxy: StreamClient, direct: StreamClient, count: int) -> dict[str, list[Sample]]:
-    """``count`` samples per path, proxy and direct taking turns (and turns at going first);
-    each block of ``BLOCK`` pairs starts on fresh connections, opened outside the timing."""
-    samples: dict[str, list[Sample]] = {"proxy": [], "direct": []}
+def samples_in_turn(clients: dict[str, StreamClient], count: int) -> dict[str, list[Sample]]:
+    """``count`` samples per path, the paths taking turns sample by sample (which goes first rotating: for
+    two, alternating); each block of ``BLOCK`` rounds starts on fresh connections, opened outside the timing."""
+    names = list(clients)
+    samples: dict[str, list[Sample]] = {name: [] for name in names}
     for i in range(count):
         if i % BLOCK == 0:
-            proxy.reconnect()
-            direct.reconnect()
-        order = [("proxy", proxy), ("direct", direct)]
-        for name, client in (order if i % 2 == 0 else order[::-1]):
-            samples[name].append(client.sample())
+            for client in clients.values():
+                client.reconnect()
+        first = i % len(names)
+        for name in names[first:] + names[:first]:
+            samples[name].append(clients[name].sample())
     return samples
 
 
 def measure(server: ProxyServer, count: int, max_tokens: int) -> dict[str, list[Sample]]:
     """Warm-up, then ``count`` timed samples per path, against ``server`` and its upstream."""
     body = chat_body(max_tokens=max_tokens, stream=True)
-    proxy, direct = StreamClient(server.port, body), StreamClient(server.upstream_port, body)
+    clients = {"proxy": StreamClient(server.port, body), "direct": StreamClient(server.upstream_port, body)}
     try:
-        alternating_samples(proxy, direct, WARMUP)
-        return alternating_samples(proxy, direct, count)
+        samples_in_turn(clients, WARMUP)
+        return samples_in_turn(clients, count)
     finally:
-        proxy.close()
-        direct.close()
+        for client in clients.values():
+            client.close()
 
 
 def run_first_event(quick: bool = False) -> BenchResult:
