@@ -68,14 +68,14 @@ def claim(config_key: str, wait: float | None = None, poll: float = 0.1, parent:
         return
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     deadline = time.monotonic() + wait
+    busy = (f"another worker process (of parent pid {os.getppid()}) already serves this config: "
+            "llama-swap keeps its models and their scheduler in one process, so run the host with "
+            "exactly one worker (gunicorn -w 1, uWSGI --processes 1); see docs/DEPLOY.md")
     said = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            busy = (f"another worker process (of parent pid {os.getppid()}) already serves this config: "
-                    "llama-swap keeps its models and their scheduler in one process, so run the host with "
-                    "exactly one worker (gunicorn -w 1, uWSGI --processes 1); see docs/DEPLOY.md")
             if time.monotonic() >= deadline:
                 os.close(fd)
                 raise SecondWorker(busy) from None
