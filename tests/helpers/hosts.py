@@ -27,7 +27,7 @@ import psutil
 import pytest
 import requests
 
-from tests.helpers.server import fake_cmd, hang_up, processes_under, wait_for
+from tests.helpers.server import fake_cmd, guardians_of, hang_up, processes_under, wait_for
 from tests.helpers.upstream import REPO_ROOT, free_port, free_port_block
 
 BIN = Path(sys.executable).parent
@@ -97,7 +97,7 @@ class HostRun:
         return [int(line) for line in path.read_text().split()] if path.exists() else []
 
     def upstreams(self) -> list[psutil.Process]:
-        return [p for p in processes_under(str(self.workdir)) if "-m simulator" in " ".join(p.cmdline())]
+        return processes_under(str(self.workdir), "-m simulator")
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         def healthy() -> bool:
@@ -168,19 +168,13 @@ def check_guarded(run: HostRun) -> None:
     """A started model's group is watched by a live guardian, run by a Python interpreter (under uWSGI
     ``sys.executable`` is the uwsgi binary, which ran no guardian)."""
     def guardians() -> list[psutil.Process]:
-        found = []
-        for process in psutil.Process(run.proc.pid).children(recursive=True):
-            try:
-                if "--guarding" in process.cmdline():
-                    found.append(process)
-            except psutil.Error:  # gone, or a zombie, while we looked
-                pass
-        return found
+        host = psutil.Process(run.proc.pid)
+        return guardians_of(host.pid, *(child.pid for child in host.children(recursive=True)))
 
     wait_for(guardians, timeout=10, what=f"a guardian under the host\n{run.log()}")
     for guardian in guardians():
-        program = os.path.basename(guardian.cmdline()[0])
-        assert program.startswith("python"), f"the guardian runs as {guardian.cmdline()}"
+        program = os.path.basename(guardian.info["cmdline"][0])
+        assert program.startswith("python"), f"the guardian runs as {guardian.info['cmdline']}"
 
 
 def check_stream(run: HostRun) -> None:

@@ -30,15 +30,26 @@ def fake_cmd(model: str, workdir: Path, *flags: str) -> str:
             f"--starts-file {workdir}/starts-{model} {extra}").strip()
 
 
-def processes_under(marker: str) -> list[psutil.Process]:
+def processes_under(marker: str, *also: str) -> list[psutil.Process]:
+    """Processes (not this one) whose command line holds ``marker`` and each of ``also``, read once as they
+    are listed: a process that exits meanwhile is simply not found, never an error."""
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if proc.pid != os.getpid() and marker in " ".join(proc.info["cmdline"] or ()):
+            command = " ".join(proc.info["cmdline"] or ())
+            if proc.pid != os.getpid() and all(part in command for part in (marker, *also)):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def guardians_of(*pids: int) -> list[psutil.Process]:
+    """The guardian processes (``scheduler.guardian``) that any of ``pids`` started (its last argument);
+    ``.info["cmdline"]`` holds each one's command line."""
+    wanted = {str(pid) for pid in pids}
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "--guarding" in (p.info["cmdline"] or ()) and p.info["cmdline"][-1] in wanted]
 
 
 def hang_up(response: requests.Response) -> None:
@@ -141,7 +152,7 @@ class LlamaSwapServer:
         return next((r["state"] for r in running if r["model"] == model), None)
 
     def upstream_processes(self) -> list[psutil.Process]:
-        return [p for p in processes_under(str(self.workdir)) if "-m simulator" in " ".join(p.cmdline())]
+        return processes_under(str(self.workdir), "-m simulator")
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

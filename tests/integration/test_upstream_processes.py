@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from tests.helpers.server import fake_cmd, processes_under, wait_for
+from tests.helpers.server import fake_cmd, guardians_of, processes_under, wait_for
 from tests.helpers.upstream import free_port_block
 
 
@@ -40,12 +40,6 @@ models:
 def simulators(server) -> list[psutil.Process]:
     """The simulator processes themselves (not the ``sh`` wrapping them)."""
     return [p for p in server.upstream_processes() if p.cmdline()[:1] == [sys.executable]]
-
-
-def guardians_of(pid: int) -> list[psutil.Process]:
-    """The guardian process (``scheduler.guardian``) a server's worker started."""
-    return [p for p in psutil.process_iter(["cmdline"])
-            if "--guarding" in (p.info["cmdline"] or ()) and p.info["cmdline"][-1] == str(pid)]
 
 
 def load_wrapped(llama_swap, tmp_path, flags: str = ""):
@@ -111,8 +105,7 @@ models:
     assert requests.post(server.url("/api/models/unload"), timeout=30).status_code == 200
     took = time.monotonic() - began
     assert 1.0 <= took < 1.5, f"unload took {took:.2f}s with unloadTimeout 1"
-    wait_for(lambda: not [p for p in processes_under(str(tmp_path)) if "time.sleep" in " ".join(p.cmdline())],
-             timeout=2, what="the hung cmdStop to be killed with its children")
+    wait_for(lambda: not processes_under(str(tmp_path), "time.sleep"), timeout=2, what="the hung cmdStop to be killed with its children")
     server.wait_for_log("still running 1s after stop request; sending SIGKILL")
 
 
