@@ -1,8 +1,11 @@
 """maxWait end to end: steady traffic to one model no longer starves another.
 
 Four clients keep model A busy: each sends its next request as soon as the
-last one is answered, and each request takes ~200 ms, so with the clients
-50 ms apart a request for A arrives every ~50 ms and A is never idle. One
+last one is answered, and each request takes ~800 ms, so with the clients
+200 ms apart a request for A arrives every ~200 ms and A is never idle: only
+a stall of the test process longer than ~600 ms (three clients' turns) could
+leave A without a request in flight, which a loaded CI machine gave the first
+version of this test (200 ms requests, 50 ms apart). One
 request for B (no groups: one model at a time) needs A gone. With llama-swap's
 FIFO (``maxWait: 0``) it waits as long as the traffic lasts; with
 ``maxWait: 2`` new requests for A queue behind it after 2 s, A drains, and B
@@ -18,11 +21,11 @@ import requests
 
 from tests.helpers.server import fake_cmd, wait_for
 
-A_FLAGS = "--tokens 4 --token-delay 0.05"  # ~200 ms a request
+A_FLAGS = "--tokens 4 --token-delay 0.2"  # ~800 ms a request
 B_LOAD = 0.5
 CLIENTS = 4
-STAGGER = 0.05  # seconds between the clients' first requests
-A_DRAIN = 0.3  # the longest an A request in flight can still take, with margin
+STAGGER = 0.2  # seconds between the clients' first requests
+A_DRAIN = 0.9  # the longest an A request in flight can still take, with margin
 
 
 def config(tmp_path, max_wait: float) -> str:
